@@ -1,0 +1,6 @@
+//! The generation API: sampling parameters, requests, completions.
+pub mod generate;
+pub mod sampler;
+
+pub use generate::{generate, Completion, FinishReason, GenerateOptions, Request};
+pub use sampler::{Rng, SamplingParams};

@@ -1,0 +1,11 @@
+//! scalerl: GRPO training of reasoning language models (the DeepScaleR recipe) in Rust, with a
+//! paged-KV inference engine for fast long-context sampling.
+//!
+//! Map: `model` (Hugging Face files → config, weights, tokenizer, chat template, forward),
+//! `backend` (the CPU reference ops), `kv` (paged KV cache), `engine` (sampling and generation),
+//! `cli` (the `scalerl` binary's subcommands).
+pub mod backend;
+pub mod cli;
+pub mod engine;
+pub mod kv;
+pub mod model;

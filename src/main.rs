@@ -1,0 +1,14 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = scalerl::cli::Cli::parse();
+    match scalerl::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole cause chain: "cannot load ...: tensor `x` has shape ...".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
