@@ -1,0 +1,41 @@
+//! Helpers shared by integration tests: fixture paths and reference files.
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// `reference.json` written by scripts/make_fixtures.py (transformers, f32, CPU).
+pub struct Reference {
+    pub prompts: Vec<Vec<u32>>,
+    /// [prompt][position][vocab]
+    pub logits: Vec<Vec<Vec<f32>>>,
+    /// (prompt, max_new_tokens, expected greedy tokens)
+    pub greedy: Vec<(Vec<u32>, usize, Vec<u32>)>,
+}
+
+pub fn reference(model: &str) -> Reference {
+    let text = std::fs::read_to_string(fixture(model).join("reference.json")).expect("reference.json");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |x: &serde_json::Value| -> Vec<u32> {
+        x.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
+    };
+    Reference {
+        prompts: v["prompts"].as_array().unwrap().iter().map(ids).collect(),
+        logits: serde_json::from_value(v["logits"].clone()).unwrap(),
+        greedy: v["greedy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (ids(&g["prompt"]), g["max_new_tokens"].as_u64().unwrap() as usize, ids(&g["tokens"])))
+            .collect(),
+    }
+}
+
+/// max |a − b| / max |b| over two logit rows.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}

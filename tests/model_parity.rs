@@ -1,0 +1,139 @@
+//! Parity of the CPU forward with transformers (tests/fixtures/*/reference.json, made by
+//! scripts/make_fixtures.py): prefill logits, token-by-token decode through the paged cache,
+//! batched decode of mixed-length sequences, and exact greedy continuations.
+mod common;
+use common::{fixture, reference, rel_err};
+use scalerl::engine::{generate, GenerateOptions, Request, SamplingParams};
+use scalerl::kv::BlockAllocator;
+use scalerl::model::{Model, SeqChunk};
+
+const MODELS: [&str; 3] = ["tiny-qwen2", "tiny-llama", "tiny-qwen2-bf16-sharded"];
+/// f32 parity bound from the issue: max abs error ≤ 1e-4 × max |logit|.
+const TOL: f32 = 1e-4;
+
+fn load(name: &str) -> Model {
+    Model::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
+#[test]
+fn prefill_logits_match_transformers() {
+    for name in MODELS {
+        let (model, r) = (load(name), reference(name));
+        for (p, prompt) in r.prompts.iter().enumerate() {
+            let got = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
+            let worst = (0..prompt.len()).map(|i| rel_err(&got[i], &r.logits[p][i])).fold(0f32, f32::max);
+            println!("{name} prompt {p} ({} tokens): prefill max rel err {worst:.2e}", prompt.len());
+            assert!(worst <= TOL, "{name} prompt {p}: {worst}");
+        }
+    }
+}
+
+/// Feeds every sequence token by token, all sequences in one batch per step (shorter ones drop
+/// out), through a small block size so that sequences cross blocks and interleave in the cache.
+fn stepwise_logits(model: &Model, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
+    let total_blocks: usize = prompts.iter().map(|p| p.len().div_ceil(block_size)).sum();
+    let mut alloc = BlockAllocator::new(total_blocks, block_size);
+    let mut cache = model.new_cache(total_blocks, block_size);
+    let mut tables = vec![Vec::new(); prompts.len()];
+    let mut out = vec![Vec::new(); prompts.len()];
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap();
+    for step in 0..longest {
+        let live: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > step).collect();
+        for &i in &live {
+            alloc.ensure_capacity(&mut tables[i], step + 1).unwrap();
+        }
+        let chunks: Vec<SeqChunk> = live
+            .iter()
+            .map(|&i| SeqChunk { tokens: &prompts[i][step..step + 1], start_pos: step, table: &tables[i] })
+            .collect();
+        let hidden = model.forward_hidden(&mut cache, &chunks).unwrap();
+        let logits = model.logits(&hidden);
+        let v = model.config.vocab_size;
+        for (a, &i) in live.iter().enumerate() {
+            out[i].push(logits[a * v..(a + 1) * v].to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn decode_through_paged_cache_matches_prefill_and_reference() {
+    for name in MODELS {
+        let (model, r) = (load(name), reference(name));
+        for block_size in [1, 4, 16] {
+            // One sequence at a time, then all together (mixed lengths in one batch).
+            let alone: Vec<_> = r.prompts.iter().map(|p| stepwise_logits(&model, &[p.clone()], block_size).remove(0)).collect();
+            let batched = stepwise_logits(&model, &r.prompts, block_size);
+            for (p, prompt) in r.prompts.iter().enumerate() {
+                let prefill = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
+                let mut worst_ref = 0f32;
+                for i in 0..prompt.len() {
+                    worst_ref = worst_ref.max(rel_err(&batched[p][i], &r.logits[p][i]));
+                    assert!(rel_err(&alone[p][i], &prefill[i]) <= TOL, "{name} p{p} pos {i}: decode vs prefill");
+                    // A row's result must not depend on which other rows share the batch.
+                    assert_eq!(alone[p][i], batched[p][i], "{name} p{p} pos {i}: batch changed the numbers");
+                }
+                assert!(worst_ref <= TOL, "{name} p{p} block {block_size}: decode vs transformers {worst_ref}");
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_prefill_starting_mid_block_matches() {
+    let (model, r) = (load("tiny-qwen2"), reference("tiny-qwen2"));
+    let prompt = r.prompts.iter().max_by_key(|p| p.len()).unwrap();
+    let p = r.prompts.iter().position(|x| x == prompt).unwrap();
+    let bs = 4;
+    let mut alloc = BlockAllocator::new(prompt.len().div_ceil(bs), bs);
+    let mut table = Vec::new();
+    alloc.ensure_capacity(&mut table, prompt.len()).unwrap();
+    let mut cache = model.new_cache(alloc.num_blocks(), bs);
+    let mut start = 0;
+    for len in [3, 6, 1, 100] {
+        let end = (start + len).min(prompt.len());
+        let h = model.forward_hidden(&mut cache, &[SeqChunk { tokens: &prompt[start..end], start_pos: start, table: &table }]).unwrap();
+        let logits = model.logits(&h);
+        for (i, row) in logits.chunks_exact(model.config.vocab_size).enumerate() {
+            assert!(rel_err(row, &r.logits[p][start + i]) <= TOL, "position {}", start + i);
+        }
+        start = end;
+    }
+    assert_eq!(start, prompt.len());
+}
+
+#[test]
+fn greedy_continuations_match_exactly_alone_and_batched() {
+    for name in MODELS {
+        let (model, r) = (load(name), reference(name));
+        let greedy = |max_new| SamplingParams { temperature: 0.0, max_new_tokens: max_new, ..Default::default() };
+        let requests: Vec<Request> =
+            r.greedy.iter().map(|(p, n, _)| Request { prompt: p.clone(), params: greedy(*n) }).collect();
+        let opts = GenerateOptions { block_size: 8, max_context: None };
+        let batched = generate(&model, &requests, &opts, |_, _, _| {}).unwrap();
+        for (i, (req, (_, _, want))) in requests.iter().zip(&r.greedy).enumerate() {
+            let alone = generate(&model, std::slice::from_ref(req), &opts, |_, _, _| {}).unwrap();
+            assert_eq!(&alone[0].tokens, want, "{name} greedy {i} alone");
+            assert_eq!(&batched[i].tokens, want, "{name} greedy {i} batched");
+            assert!(batched[i].logprobs.iter().all(|lp| *lp <= 0.0 && lp.is_finite()));
+        }
+    }
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_stops_on_eos() {
+    let model = load("tiny-qwen2");
+    let prompt = reference("tiny-qwen2").prompts[2].clone();
+    let params = |seed| SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, seed, max_new_tokens: 40, stop_token_ids: vec![] };
+    let run = |p: SamplingParams| generate(&model, &[Request { prompt: prompt.clone(), params: p }], &GenerateOptions::default(), |_, _, _| {}).unwrap().remove(0);
+    let a = run(params(1));
+    assert_eq!(a.tokens, run(params(1)).tokens);
+    assert_ne!(a.tokens, run(params(2)).tokens);
+    assert_eq!(a.finish.as_str(), "length");
+    // Declare the 5th sampled token a stop token: generation must end right there.
+    let stop = a.tokens[4];
+    let first = a.tokens.iter().position(|&t| t == stop).unwrap();
+    let b = run(SamplingParams { stop_token_ids: vec![stop], ..params(1) });
+    assert_eq!(b.tokens, a.tokens[..=first].to_vec());
+    assert_eq!(b.finish.as_str(), "stop");
+}
