@@ -6,6 +6,7 @@
 //! `cli` (the `scalerl` binary's subcommands).
 pub mod backend;
 pub mod cli;
+pub mod device;
 pub mod engine;
 pub mod kv;
 pub mod model;
