@@ -142,6 +142,29 @@ impl Device {
         Ok(out)
     }
 
+    /// `y[m, n] = x[m, k] · w[n, k]ᵀ` in bf16 with f32 accumulation: every linear layer.
+    /// (GPU: cuBLASLt; interpret mode: the CPU backend's matmul on the f32 values.)
+    pub fn gemm_bf16_nt(&self, x: &Buffer, w: &Buffer, y: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
+        for (name, b, elems) in [("x", x, m * k), ("w", w, n * k), ("y", y, m * n)] {
+            if b.bytes < elems * 2 {
+                bail!("gemm_bf16_nt: {name} holds {} bytes, [{m}, {n}, {k}] needs {}", b.bytes, elems * 2);
+            }
+        }
+        match self {
+            Device::Interpret { .. } => {
+                let f = |b: &Buffer, n: usize| -> Vec<f32> {
+                    // SAFETY: size checked above; bf16 has no invalid bit patterns.
+                    let s = unsafe { std::slice::from_raw_parts(b.ptr as *const half::bf16, n) };
+                    s.iter().map(|v| v.to_f32()).collect()
+                };
+                let mut out = vec![0f32; m * n];
+                crate::backend::cpu::matmul::matmul_nt(&f(x, m * k), &f(w, n * k), &mut out, m, n, k);
+                let y16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                self.write(y, &y16)
+            }
+        }
+    }
+
     /// Launches kernel `name` (the `extern "C"` name in kernels/*.cu).
     pub fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         // Storage for each argument's value; the runtime gets pointers to these slots.
