@@ -69,7 +69,12 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
     let mut printed = 0;
     let mut out = std::io::stdout().lock();
     let mut stream_err = None;
-    let done = generate(&lm.model, &[Request { prompt: prompt.clone(), params }], &opts, |_, tok, _| {
+    let cuda = match a.device {
+        Device::Cpu => None,
+        Device::Interpret => Some(crate::backend::cuda::CudaModel::from_model(crate::device::Device::interpret(), &lm.model)?),
+    };
+    let requests = [Request { prompt: prompt.clone(), params }];
+    let on_token = |_, tok, _| {
         ids.push(tok);
         match lm.tokenizer.decode(&ids, true) {
             Ok(text) if !text.ends_with('\u{FFFD}') && text.len() > printed && text.is_char_boundary(printed) => {
@@ -80,7 +85,11 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
             Ok(_) => {}
             Err(e) => stream_err = Some(e),
         }
-    })?;
+    };
+    let done = match &cuda {
+        None => generate(&lm.model, &requests, &opts, on_token)?,
+        Some(m) => crate::backend::cuda::generate(m, &requests, &opts, on_token)?,
+    };
     if let Some(e) = stream_err {
         return Err(e);
     }
@@ -88,11 +97,12 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
     let c = &done[0];
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "[{} prompt + {} generated tokens, finish: {}, {:.1} tok/s overall, device: cpu]",
+        "[{} prompt + {} generated tokens, finish: {}, {:.1} tok/s overall, device: {}]",
         prompt.len(),
         c.tokens.len(),
         c.finish.as_str(),
-        c.tokens.len() as f64 / secs
+        c.tokens.len() as f64 / secs,
+        a.device.as_str()
     );
     Ok(())
 }

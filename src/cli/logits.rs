@@ -51,10 +51,16 @@ pub fn sequence_logits(model: &Model, tokens: &[u32], all_positions: bool) -> Re
 pub fn run(a: &LogitsArgs) -> Result<()> {
     let tokens = parse_token_list(&a.tokens)?;
     let model = Model::load(&a.model)?;
-    let logits = sequence_logits(&model, &tokens, a.all_positions)?;
+    let logits = match a.device {
+        Device::Cpu => sequence_logits(&model, &tokens, a.all_positions)?,
+        Device::Interpret => {
+            let cuda = crate::backend::cuda::CudaModel::from_model(crate::device::Device::interpret(), &model)?;
+            crate::backend::cuda::sequence_logits(&cuda, &tokens, a.all_positions)?
+        }
+    };
     let first = if a.all_positions { 0 } else { tokens.len() - 1 };
     let positions: Vec<usize> = (first..tokens.len()).collect();
-    let json = serde_json::json!({ "device": "cpu", "tokens": tokens, "positions": positions, "logits": logits });
+    let json = serde_json::json!({ "device": a.device.as_str(), "tokens": tokens, "positions": positions, "logits": logits });
     println!("{json}");
     Ok(())
 }

@@ -20,11 +20,21 @@ pub enum Command {
     Logits(logits::LogitsArgs),
 }
 
-/// Where the model runs. Only the CPU reference exists so far; the CUDA backend and its
-/// interpret mode join this list when they land.
+/// Where the model runs: the f32 CPU reference, or the CUDA backend (bf16) in interpret mode
+/// (its kernels run on the CPU with CUDA semantics; slow, for checking). The GPU joins later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
     Cpu,
+    Interpret,
+}
+
+impl Device {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Interpret => "interpret",
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
