@@ -10,3 +10,4 @@ pub mod device;
 pub mod engine;
 pub mod kv;
 pub mod model;
+pub mod reward;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 pub mod generate;
 pub mod logits;
 pub mod model_dir;
+pub mod verify;
 
 #[derive(Parser)]
 #[command(name = "scalerl", version, about = "GRPO training of reasoning LLMs, with a fast long-context sampler")]
@@ -18,6 +19,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Print the logits of a token sequence as JSON (for debugging and parity checks).
     Logits(logits::LogitsArgs),
+    /// Grade responses with the math reward (DeepScaleR's verifier): a JSONL file or one pair.
+    Verify(verify::VerifyArgs),
 }
 
 /// Where the model runs: the f32 CPU reference, or the CUDA backend (bf16) in interpret mode
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(&a),
         Command::Logits(a) => logits::run(&a),
+        Command::Verify(a) => verify::run(&a),
     }
 }
