@@ -227,11 +227,11 @@ fn greedy_generation_runs_and_follows_the_reference() {
         let opts = GenerateOptions { block_size: 8, max_context: None };
         let started = Instant::now();
         let mut streamed = 0;
-        let out = cuda::generate(&cuda, &requests, &opts, |_, _, _| streamed += 1).unwrap();
+        let out = scalerl::engine::generate(&cuda, &requests, &opts, |_, _, _| streamed += 1).unwrap();
         let secs = started.elapsed().as_secs_f64();
         // A sequence's tokens must not depend on what else is in the batch.
         for (i, req) in requests.iter().enumerate() {
-            let alone = cuda::generate(&cuda, std::slice::from_ref(req), &opts, |_, _, _| {}).unwrap();
+            let alone = scalerl::engine::generate(&cuda, std::slice::from_ref(req), &opts, |_, _, _| {}).unwrap();
             assert_eq!(alone[0].tokens, out[i].tokens, "{name} greedy {i}: alone vs batched");
         }
         let (mut matched, mut total) = (0, 0);

@@ -88,7 +88,7 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
     };
     let done = match &cuda {
         None => generate(&lm.model, &requests, &opts, on_token)?,
-        Some(m) => crate::backend::cuda::generate(m, &requests, &opts, on_token)?,
+        Some(m) => generate(m, &requests, &opts, on_token)?,
     };
     if let Some(e) = stream_err {
         return Err(e);

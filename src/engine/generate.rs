@@ -1,11 +1,42 @@
-//! Batched generation on the CPU backend: prefill every prompt, then decode one token per
+//! Batched generation on any backend: prefill every prompt, then decode one token per
 //! unfinished sequence per step, each sequence in its own blocks of the paged KV cache.
 //! (Continuous batching with admission and preemption is the engine issue's scheduler.)
 
 use super::sampler::{sample, Rng, SamplingParams};
-use crate::kv::BlockAllocator;
-use crate::model::{Model, SeqChunk};
+use crate::kv::{BlockAllocator, KvCache};
+use crate::model::{Model, ModelConfig, SeqChunk};
 use anyhow::{bail, Result};
+
+/// What the generation loop needs from a backend: a KV cache of its own kind, and one step
+/// that runs a batch of chunks and returns the logits `[chunks, vocab]` of each chunk's last
+/// token (only those rows go through the lm_head).
+pub trait StepModel {
+    type Cache;
+    fn config(&self) -> &ModelConfig;
+    fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<Self::Cache>;
+    fn last_token_logits(&self, cache: &mut Self::Cache, chunks: &[SeqChunk]) -> Result<Vec<f32>>;
+}
+
+impl StepModel for Model {
+    type Cache = KvCache;
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<KvCache> {
+        Ok(Model::new_cache(self, num_blocks, block_size))
+    }
+    fn last_token_logits(&self, cache: &mut KvCache, chunks: &[SeqChunk]) -> Result<Vec<f32>> {
+        let hidden = self.forward_hidden(cache, chunks)?;
+        let h = self.config.hidden_size;
+        let mut last_rows = Vec::with_capacity(chunks.len() * h);
+        let mut row = 0;
+        for ch in chunks {
+            row += ch.tokens.len();
+            last_rows.extend_from_slice(&hidden[(row - 1) * h..row * h]);
+        }
+        Ok(self.logits(&last_rows))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -64,13 +95,13 @@ struct Seq {
 
 /// Generates a completion for every request. `on_token(i, token, logprob)` is called as soon as
 /// request i produced a token (for streaming).
-pub fn generate(
-    model: &Model,
+pub fn generate<M: StepModel>(
+    model: &M,
     requests: &[Request],
     opts: &GenerateOptions,
     mut on_token: impl FnMut(usize, u32, f32),
 ) -> Result<Vec<Completion>> {
-    let max_ctx = opts.max_context.unwrap_or(model.config.max_position_embeddings);
+    let max_ctx = opts.max_context.unwrap_or(model.config().max_position_embeddings);
     let mut blocks_needed = 0;
     for (i, r) in requests.iter().enumerate() {
         r.params.validate()?;
@@ -88,7 +119,7 @@ pub fn generate(
         blocks_needed += total.div_ceil(opts.block_size);
     }
     let mut alloc = BlockAllocator::new(blocks_needed, opts.block_size);
-    let mut cache = model.new_cache(blocks_needed, opts.block_size);
+    let mut cache = model.new_cache(blocks_needed.max(1), opts.block_size)?;
     let mut seqs: Vec<Seq> = requests
         .iter()
         .map(|r| Seq {
@@ -117,18 +148,9 @@ pub fn generate(
             .iter()
             .map(|&i| SeqChunk { tokens: &seqs[i].tokens[cached[i]..], start_pos: cached[i], table: &seqs[i].table })
             .collect();
-        let hidden = model.forward_hidden(&mut cache, &chunks)?;
-        // Only the last position of each chunk is sampled from.
-        let h = model.config.hidden_size;
-        let mut last_rows = Vec::with_capacity(active.len() * h);
-        let mut row = 0;
-        for ch in &chunks {
-            row += ch.tokens.len();
-            last_rows.extend_from_slice(&hidden[(row - 1) * h..row * h]);
-        }
+        let logits = model.last_token_logits(&mut cache, &chunks)?;
         drop(chunks);
-        let logits = model.logits(&last_rows);
-        let v = model.config.vocab_size;
+        let v = model.config().vocab_size;
         for (a, &i) in active.iter().enumerate() {
             let s = &mut seqs[i];
             cached[i] = s.tokens.len();

@@ -2,5 +2,5 @@
 pub mod generate;
 pub mod sampler;
 
-pub use generate::{generate, Completion, FinishReason, GenerateOptions, Request};
+pub use generate::{generate, Completion, FinishReason, GenerateOptions, Request, StepModel};
 pub use sampler::{Rng, SamplingParams};

@@ -7,5 +7,4 @@ pub mod generate;
 pub mod kernels;
 pub mod model;
 
-pub use generate::generate;
 pub use model::{sequence_logits, CudaModel, DeviceKvCache};
