@@ -11,3 +11,4 @@ pub mod engine;
 pub mod kv;
 pub mod model;
 pub mod reward;
+pub mod train;

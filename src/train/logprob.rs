@@ -1,0 +1,146 @@
+//! Log-probabilities of given tokens and the entropy at a temperature, straight from the final
+//! hidden states: the lm_head product fused with log-softmax, forward and backward, one
+//! vocabulary chunk at a time, so the `[rows × vocab]` logits are never held whole (only
+//! `[rows × chunk]`).
+//!
+//! For a row with hidden state h and target y, logits z_v = (h·W_v) / T over the vocabulary:
+//!   lse = log Σ_v e^{z_v},  p_v = e^{z_v − lse},  logp = z_y − lse,
+//!   μ = Σ_v p_v z_v,        entropy = lse − μ.
+//! The forward keeps a running (max m, Σ e^{z−m}, Σ e^{z−m}·z) per row across chunks (online
+//! softmax) and saves lse and μ. With upstream gradients g (of logp) and e (of entropy):
+//!   ∂logp/∂z_v = [v = y] − p_v,      ∂entropy/∂z_v = p_v (μ − z_v),
+//!   ∂L/∂(h·W_v) = (g ([v = y] − p_v) + e p_v (μ − z_v)) / T,
+//! and the backward recomputes each chunk's logits to form that `[rows × chunk]` block D:
+//!   ∂L/∂h += D · W_chunk,   ∂L/∂W_chunk += Dᵀ · h.
+
+use crate::backend::cpu::backward::{gemm_acc, linear_backward_weight, transpose, StridedA};
+use rayon::prelude::*;
+
+/// Vocabulary chunk size when none is given: 8192 columns × rows of f32 at a time.
+pub const DEFAULT_VOCAB_CHUNK: usize = 8192;
+
+/// Per-row results of the forward, and the statistics the backward reuses.
+#[derive(Debug, Clone)]
+pub struct TokenLogProbs {
+    /// log p(y | ·) at the temperature.
+    pub logp: Vec<f32>,
+    /// Entropy of the tempered distribution.
+    pub entropy: Vec<f32>,
+    /// log Σ_v e^{z_v}.
+    pub lse: Vec<f32>,
+    /// μ = Σ_v p_v z_v.
+    pub mean_z: Vec<f32>,
+}
+
+/// Shapes and settings of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct LogProbShape {
+    /// Hidden size (columns of `hidden` and of the lm_head).
+    pub hidden: usize,
+    /// Vocabulary size (rows of the lm_head).
+    pub vocab: usize,
+    pub temperature: f32,
+    /// Vocabulary columns per chunk (clamped to 1..=vocab).
+    pub chunk: usize,
+}
+
+impl LogProbShape {
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let c = self.chunk.clamp(1, self.vocab.max(1));
+        let v = self.vocab;
+        (0..v.div_ceil(c)).map(move |i| (i * c, ((i + 1) * c).min(v)))
+    }
+}
+
+/// `[rows, c1 − c0]` tempered logits of one vocabulary chunk: hidden · W_chunkᵀ / T (the chunk
+/// is transposed once, `chunk × hidden` copies against `rows × chunk × hidden` FMAs, so the
+/// packed outer-product GEMM of the backward can run it).
+fn chunk_logits(hidden: &[f32], lm_head: &[f32], rows: usize, sh: &LogProbShape, c0: usize, c1: usize) -> Vec<f32> {
+    let (h, n) = (sh.hidden, c1 - c0);
+    let mut z = vec![0f32; rows * n];
+    let wt = transpose(&lm_head[c0 * h..c1 * h], n, h);
+    gemm_acc(rows, n, h, StridedA { data: hidden, rs: h, cs: 1 }, &wt, &mut z);
+    let inv_t = 1.0 / sh.temperature;
+    z.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v *= inv_t));
+    z
+}
+
+/// Forward: log-probs of `targets` (one per row of `hidden`, `[rows, hidden]`) and entropies.
+pub fn logprobs_forward(hidden: &[f32], lm_head: &[f32], targets: &[u32], sh: LogProbShape) -> TokenLogProbs {
+    let rows = targets.len();
+    assert_eq!(hidden.len(), rows * sh.hidden, "hidden must be [rows, hidden]");
+    assert_eq!(lm_head.len(), sh.vocab * sh.hidden, "lm_head must be [vocab, hidden]");
+    assert!(sh.temperature > 0.0, "temperature must be positive");
+    // Running state per row: (max, Σ e^{z−max}, Σ e^{z−max}·z, target logit).
+    let mut st = vec![(f32::NEG_INFINITY, 0f64, 0f64, f32::NAN); rows];
+    for (c0, c1) in sh.chunks() {
+        let z = chunk_logits(hidden, lm_head, rows, &sh, c0, c1);
+        st.par_iter_mut().zip(z.par_chunks_exact(c1 - c0)).zip(targets.par_iter()).for_each(|((s, zr), &y)| {
+            let cmax = zr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            if cmax > s.0 {
+                let r = ((s.0 - cmax) as f64).exp();
+                s.1 *= r;
+                s.2 *= r;
+                s.0 = cmax;
+            }
+            for &v in zr {
+                let e = (v - s.0).exp() as f64;
+                s.1 += e;
+                s.2 += e * v as f64;
+            }
+            if (c0..c1).contains(&(y as usize)) {
+                s.3 = zr[y as usize - c0];
+            }
+        });
+    }
+    let mut out = TokenLogProbs { logp: vec![0.0; rows], entropy: vec![0.0; rows], lse: vec![0.0; rows], mean_z: vec![0.0; rows] };
+    for (i, &(m, s, sz, zy)) in st.iter().enumerate() {
+        let lse = m as f64 + s.ln();
+        let mu = sz / s;
+        out.lse[i] = lse as f32;
+        out.mean_z[i] = mu as f32;
+        out.logp[i] = (zy as f64 - lse) as f32;
+        out.entropy[i] = (lse - mu) as f32;
+    }
+    out
+}
+
+/// Backward: accumulates ∂L/∂hidden into `d_hidden` (`[rows, hidden]`) and ∂L/∂lm_head into
+/// `d_lm_head` (`[vocab, hidden]`), given ∂L/∂logp (`d_logp`) and optionally ∂L/∂entropy.
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_backward(
+    hidden: &[f32],
+    lm_head: &[f32],
+    targets: &[u32],
+    fwd: &TokenLogProbs,
+    d_logp: &[f32],
+    d_entropy: Option<&[f32]>,
+    sh: LogProbShape,
+    d_hidden: &mut [f32],
+    d_lm_head: &mut [f32],
+) {
+    let rows = targets.len();
+    let h = sh.hidden;
+    assert_eq!(d_logp.len(), rows);
+    assert_eq!(d_hidden.len(), rows * h);
+    assert_eq!(d_lm_head.len(), sh.vocab * h);
+    let inv_t = 1.0 / sh.temperature;
+    for (c0, c1) in sh.chunks() {
+        let n = c1 - c0;
+        // Overwritten in place: tempered logits → ∂L/∂(h·W) for this chunk.
+        let mut d = chunk_logits(hidden, lm_head, rows, &sh, c0, c1);
+        d.par_chunks_exact_mut(n).enumerate().for_each(|(i, dr)| {
+            let (lse, mu, g) = (fwd.lse[i], fwd.mean_z[i], d_logp[i]);
+            let e = d_entropy.map_or(0.0, |de| de[i]);
+            let y = targets[i] as usize;
+            for (j, v) in dr.iter_mut().enumerate() {
+                let z = *v;
+                let p = (z - lse).exp();
+                let onehot = if c0 + j == y { 1.0 } else { 0.0 };
+                *v = (g * (onehot - p) + e * p * (mu - z)) * inv_t;
+            }
+        });
+        gemm_acc(rows, h, n, StridedA { data: &d, rs: n, cs: 1 }, &lm_head[c0 * h..c1 * h], d_hidden);
+        linear_backward_weight(&d, hidden, &mut d_lm_head[c0 * h..c1 * h], rows, n, h);
+    }
+}
