@@ -15,7 +15,7 @@ export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz from crates.io..." >&2
-  cargo install cargo-fuzz --locked
+  cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
 CORPUS="$ROOT/fuzz/corpus/parse"

@@ -136,3 +136,15 @@ fn logits_command_prints_json() {
     assert_eq!(v["logits"].as_array().unwrap().len(), 3);
     assert_eq!(v["logits"][2].as_array().unwrap().len(), 300);
 }
+
+#[test]
+fn cuda_device_without_gpu_is_a_clear_error() {
+    let m = fixture("tiny-qwen2");
+    let (code, _, err) = scalerl(&["logits", "--model", s(&m), "--tokens", "1,2", "--device", "cuda"]);
+    assert!(!err.contains("panicked"), "{err}");
+    if code != 0 {
+        // No GPU here (CI): one line that says so.
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains("GPU"), "{err}");
+    }
+}

@@ -69,9 +69,9 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
     let mut printed = 0;
     let mut out = std::io::stdout().lock();
     let mut stream_err = None;
-    let cuda = match a.device {
-        Device::Cpu => None,
-        Device::Interpret => Some(crate::backend::cuda::CudaModel::from_model(crate::device::Device::interpret(), &lm.model)?),
+    let cuda = match a.device.cuda_backend_device()? {
+        None => None,
+        Some(dev) => Some(crate::backend::cuda::CudaModel::from_model(dev, &lm.model)?),
     };
     let requests = [Request { prompt: prompt.clone(), params }];
     let on_token = |_, tok, _| {

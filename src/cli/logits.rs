@@ -51,10 +51,10 @@ pub fn sequence_logits(model: &Model, tokens: &[u32], all_positions: bool) -> Re
 pub fn run(a: &LogitsArgs) -> Result<()> {
     let tokens = parse_token_list(&a.tokens)?;
     let model = Model::load(&a.model)?;
-    let logits = match a.device {
-        Device::Cpu => sequence_logits(&model, &tokens, a.all_positions)?,
-        Device::Interpret => {
-            let cuda = crate::backend::cuda::CudaModel::from_model(crate::device::Device::interpret(), &model)?;
+    let logits = match a.device.cuda_backend_device()? {
+        None => sequence_logits(&model, &tokens, a.all_positions)?,
+        Some(dev) => {
+            let cuda = crate::backend::cuda::CudaModel::from_model(dev, &model)?;
             crate::backend::cuda::sequence_logits(&cuda, &tokens, a.all_positions)?
         }
     };

@@ -2,9 +2,13 @@
 //! on a GPU or in interpret mode. The CUDA backend of the model is written once on top of it,
 //! so CI exercises the same launch code and buffer management that run on a GPU.
 //!
-//! Implemented so far: the interpreter. The GPU implementation (cudarc, the embedded fatbin,
-//! cuBLASLt, CUDA graphs) plugs in behind the same `Device` type.
+//! Two devices: `Device::Interpret` (the kernels compiled by g++ and run on the CPU with CUDA
+//! semantics, buffers in host memory, launches synchronous) and `Device::Cuda` (src/device/
+//! cuda.rs: cudarc, the embedded fatbin, cuBLASLt, CUDA graphs; launches asynchronous on one
+//! stream, `download`/`synchronize` wait for it). `Device::from_name` picks one by name
+//! ("interpret", "cuda", "cuda:N").
 
+pub mod cuda;
 pub mod fatbin;
 pub mod interpret;
 
@@ -45,25 +49,50 @@ pub enum Schedule {
     Random(u64),
 }
 
-/// Device memory. In interpret mode: a 256-byte aligned host allocation.
+/// Device memory: a 256-byte aligned host allocation in interpret mode, a stream-ordered GPU
+/// allocation on a GPU. A buffer is used only with the device that allocated it.
 pub struct Buffer {
+    repr: Repr,
+}
+
+enum Repr {
+    Host(HostBuffer),
+    Cuda(cuda::CudaBuffer),
+}
+
+struct HostBuffer {
     ptr: *mut u8,
     bytes: usize,
 }
 
 // The buffer owns its allocation; kernels are launched synchronously from one thread at a time.
-unsafe impl Send for Buffer {}
-unsafe impl Sync for Buffer {}
+unsafe impl Send for HostBuffer {}
+unsafe impl Sync for HostBuffer {}
 
 const ALIGN: usize = 256;
 
 impl Buffer {
     pub fn len_bytes(&self) -> usize {
-        self.bytes
+        match &self.repr {
+            Repr::Host(h) => h.bytes,
+            Repr::Cuda(c) => c.len_bytes(),
+        }
+    }
+
+    /// Whether this is GPU memory.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.repr, Repr::Cuda(_))
+    }
+
+    fn host(&self) -> Result<&HostBuffer> {
+        match &self.repr {
+            Repr::Host(h) => Ok(h),
+            Repr::Cuda(_) => bail!("a GPU buffer was passed to the interpret-mode device"),
+        }
     }
 }
 
-impl Drop for Buffer {
+impl Drop for HostBuffer {
     fn drop(&mut self) {
         if self.bytes > 0 {
             // SAFETY: allocated in `Device::alloc` with this exact layout.
@@ -87,6 +116,22 @@ pub enum Arg<'a> {
 /// Where kernels run.
 pub enum Device {
     Interpret { schedule: Schedule },
+    /// A GPU (src/device/cuda.rs). Create with `Device::cuda`.
+    Cuda(Box<cuda::CudaDevice>),
+}
+
+/// A captured sequence of launches (`Device::capture`), replayed with one call.
+pub struct Graph {
+    exec: cuda::CudaGraphExec,
+}
+
+impl Graph {
+    /// Runs the captured work again, on the same buffers (asynchronous, like a launch: a
+    /// download or `Device::synchronize` waits for it). Change inputs with `Device::write`
+    /// between replays.
+    pub fn replay(&self) -> Result<()> {
+        self.exec.replay()
+    }
 }
 
 impl Device {
@@ -94,24 +139,54 @@ impl Device {
         Device::Interpret { schedule: Schedule::Sequential }
     }
 
+    /// GPU `ordinal`. Fails (without panicking) on a machine without an NVIDIA driver or GPU
+    /// ("no GPU: …"), and when the binary was built without nvcc (no kernels embedded).
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        Ok(Device::Cuda(Box::new(cuda::CudaDevice::new(ordinal)?)))
+    }
+
+    /// A device by name, as in `SCALERL_DEVICE` / `--device`: "interpret", "cuda" (GPU 0) or
+    /// "cuda:N".
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name.trim() {
+            "interpret" => Ok(Device::interpret()),
+            "cuda" | "gpu" => Device::cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::cuda(n),
+                _ => bail!("unknown device `{name}`: expected interpret, cuda or cuda:N"),
+            },
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Device::Interpret { .. } => "interpret (CPU, CUDA semantics)".to_string(),
+            Device::Cuda(c) => c.name().to_string(),
         }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Cuda(_))
     }
 
     /// Uninitialised device memory of `bytes` bytes.
     pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
-        if bytes == 0 {
-            return Ok(Buffer { ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), bytes: 0 });
+        match self {
+            Device::Interpret { .. } => {
+                if bytes == 0 {
+                    let ptr = std::ptr::NonNull::<u8>::dangling().as_ptr();
+                    return Ok(Buffer { repr: Repr::Host(HostBuffer { ptr, bytes: 0 }) });
+                }
+                let layout = Layout::from_size_align(bytes, ALIGN)?;
+                // SAFETY: non-zero size.
+                let ptr = unsafe { std::alloc::alloc(layout) };
+                if ptr.is_null() {
+                    bail!("out of memory allocating {bytes} bytes");
+                }
+                Ok(Buffer { repr: Repr::Host(HostBuffer { ptr, bytes }) })
+            }
+            Device::Cuda(c) => Ok(Buffer { repr: Repr::Cuda(c.alloc(bytes)?) }),
         }
-        let layout = Layout::from_size_align(bytes, ALIGN)?;
-        // SAFETY: non-zero size.
-        let ptr = unsafe { std::alloc::alloc(layout) };
-        if ptr.is_null() {
-            bail!("out of memory allocating {bytes} bytes");
-        }
-        Ok(Buffer { ptr, bytes })
     }
 
     /// A new buffer holding `data`.
@@ -121,63 +196,120 @@ impl Device {
         Ok(b)
     }
 
-    /// Copies `data` to the start of `dst`.
+    /// Copies `data` to the start of `dst`. (GPU: returns once `data` is staged; the copy is
+    /// ordered before every later launch.)
     pub fn write<T: bytemuck::Pod>(&self, dst: &Buffer, data: &[T]) -> Result<()> {
         let src: &[u8] = bytemuck::cast_slice(data);
-        if src.len() > dst.bytes {
-            bail!("write of {} bytes into a buffer of {}", src.len(), dst.bytes);
+        match self {
+            Device::Interpret { .. } => {
+                let dst = dst.host()?;
+                if src.len() > dst.bytes {
+                    bail!("write of {} bytes into a buffer of {}", src.len(), dst.bytes);
+                }
+                // SAFETY: bounds checked above; the regions cannot overlap (dst is device memory).
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr, src.len()) };
+                Ok(())
+            }
+            Device::Cuda(c) => c.write(cuda_buf(dst)?, src),
         }
-        // SAFETY: bounds checked above; the regions cannot overlap (dst is device memory).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr, src.len()) };
-        Ok(())
     }
 
-    /// The whole buffer as a Vec<T>.
+    /// The whole buffer as a Vec<T> (GPU: waits for all queued work first).
     pub fn download<T: bytemuck::Pod>(&self, src: &Buffer) -> Result<Vec<T>> {
-        let n = src.bytes / std::mem::size_of::<T>();
+        let n = src.len_bytes() / std::mem::size_of::<T>();
         let mut out = vec![T::zeroed(); n];
         let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-        // SAFETY: dst has n·size_of::<T>() ≤ src.bytes bytes.
-        unsafe { std::ptr::copy_nonoverlapping(src.ptr, dst.as_mut_ptr(), dst.len()) };
+        match self {
+            Device::Interpret { .. } => {
+                let src = src.host()?;
+                // SAFETY: dst has n·size_of::<T>() ≤ src.bytes bytes.
+                unsafe { std::ptr::copy_nonoverlapping(src.ptr, dst.as_mut_ptr(), dst.len()) };
+            }
+            Device::Cuda(c) => c.read(cuda_buf(src)?, dst)?,
+        }
         Ok(out)
+    }
+
+    /// Copies the first `bytes` bytes of `src` to `dst` on the device.
+    pub fn copy(&self, src: &Buffer, dst: &Buffer, bytes: usize) -> Result<()> {
+        match self {
+            Device::Interpret { .. } => {
+                let (s, d) = (src.host()?, dst.host()?);
+                if bytes > s.bytes || bytes > d.bytes {
+                    bail!("copy of {bytes} bytes from a {}-byte into a {}-byte buffer", s.bytes, d.bytes);
+                }
+                // SAFETY: bounds checked; `copy` allows overlap (the same buffer twice).
+                unsafe { std::ptr::copy(s.ptr, d.ptr, bytes) };
+                Ok(())
+            }
+            Device::Cuda(c) => c.copy(cuda_buf(src)?, cuda_buf(dst)?, bytes),
+        }
+    }
+
+    /// Waits until all queued work is done (interpret mode: always done). On a GPU this is
+    /// where an asynchronous kernel fault is reported.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Interpret { .. } => Ok(()),
+            Device::Cuda(c) => c.synchronize(),
+        }
+    }
+
+    /// Records the launches and GEMMs that `f` issues on this device into a graph instead of
+    /// running them; `Graph::replay` runs them all with one call. GPU only. Inside `f`: no
+    /// allocation, uploads, downloads or synchronisation, and no buffer may be dropped; the
+    /// buffers used must outlive the graph (the pointers are baked in).
+    pub fn capture(&self, f: impl FnOnce(&Device) -> Result<()>) -> Result<Graph> {
+        match self {
+            Device::Interpret { .. } => {
+                bail!("CUDA graphs need a GPU device (interpret mode runs every launch directly)")
+            }
+            Device::Cuda(c) => Ok(Graph { exec: c.capture(|| f(self))? }),
+        }
     }
 
     /// `y[m, n] = x[m, k] · w[n, k]ᵀ` in bf16 with f32 accumulation: every linear layer.
     /// (GPU: cuBLASLt; interpret mode: the CPU backend's matmul on the f32 values.)
     pub fn gemm_bf16_nt(&self, x: &Buffer, w: &Buffer, y: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
         for (name, b, elems) in [("x", x, m * k), ("w", w, n * k), ("y", y, m * n)] {
-            if b.bytes < elems * 2 {
-                bail!("gemm_bf16_nt: {name} holds {} bytes, [{m}, {n}, {k}] needs {}", b.bytes, elems * 2);
+            if b.len_bytes() < elems * 2 {
+                bail!("gemm_bf16_nt: {name} holds {} bytes, [{m}, {n}, {k}] needs {}", b.len_bytes(), elems * 2);
             }
         }
         match self {
             Device::Interpret { .. } => {
-                let f = |b: &Buffer, n: usize| -> Vec<f32> {
+                let f = |b: &Buffer, n: usize| -> Result<Vec<f32>> {
+                    let h = b.host()?;
+                    if n == 0 {
+                        return Ok(Vec::new()); // (a 0-byte buffer's pointer is not 2-aligned)
+                    }
                     // SAFETY: size checked above; bf16 has no invalid bit patterns.
-                    let s = unsafe { std::slice::from_raw_parts(b.ptr as *const half::bf16, n) };
-                    s.iter().map(|v| v.to_f32()).collect()
+                    let s = unsafe { std::slice::from_raw_parts(h.ptr as *const half::bf16, n) };
+                    Ok(s.iter().map(|v| v.to_f32()).collect())
                 };
                 let mut out = vec![0f32; m * n];
-                crate::backend::cpu::matmul::matmul_nt(&f(x, m * k), &f(w, n * k), &mut out, m, n, k);
+                crate::backend::cpu::matmul::matmul_nt(&f(x, m * k)?, &f(w, n * k)?, &mut out, m, n, k);
                 let y16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
                 self.write(y, &y16)
             }
+            Device::Cuda(c) => c.gemm_bf16_nt(cuda_buf(x)?, cuda_buf(w)?, cuda_buf(y)?, m, n, k),
         }
     }
 
-    /// Launches kernel `name` (the `extern "C"` name in kernels/*.cu).
+    /// Launches kernel `name` (the `extern "C"` name in kernels/*.cu). Interpret mode runs it
+    /// to completion; a GPU queues it on the stream.
     pub fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         // Storage for each argument's value; the runtime gets pointers to these slots.
         let mut slots: Vec<u64> = Vec::with_capacity(args.len());
         let mut sizes = Vec::with_capacity(args.len());
         for a in args {
             let (bits, size) = match *a {
-                Arg::Buf(b) => (b.ptr as u64, 8),
+                Arg::Buf(b) => (self.pointer(name, b)?, 8),
                 Arg::BufAt(b, off) => {
-                    if off > b.bytes {
-                        bail!("kernel `{name}`: argument offset {off} is past the end of a {}-byte buffer", b.bytes);
+                    if off > b.len_bytes() {
+                        bail!("kernel `{name}`: argument offset {off} is past the end of a {}-byte buffer", b.len_bytes());
                     }
-                    (b.ptr as u64 + off as u64, 8)
+                    (self.pointer(name, b)? + off as u64, 8)
                 }
                 Arg::I32(v) => (v as u32 as u64, 4),
                 Arg::U32(v) => (v as u64, 4),
@@ -197,6 +329,26 @@ impl Device {
                 // its contract, checked by ASan in CI.
                 unsafe { interpret::launch(name, cfg.grid, cfg.block, cfg.shared_bytes, &ptrs, *schedule) }
             }
+            // SAFETY: as above; the driver copies the parameter values at launch, so `slots`
+            // may go away once this returns.
+            Device::Cuda(c) => unsafe { c.launch(name, cfg, &ptrs) },
         }
+    }
+
+    /// The address a kernel sees for buffer `b` on this device.
+    fn pointer(&self, kernel: &str, b: &Buffer) -> Result<u64> {
+        match (self, &b.repr) {
+            (Device::Interpret { .. }, Repr::Host(h)) => Ok(h.ptr as u64),
+            (Device::Cuda(c), Repr::Cuda(cb)) => c.ptr(cb),
+            (Device::Interpret { .. }, Repr::Cuda(_)) => bail!("kernel `{kernel}`: a GPU buffer passed to interpret mode"),
+            (Device::Cuda(_), Repr::Host(_)) => bail!("kernel `{kernel}`: a host (interpret-mode) buffer passed to a GPU launch"),
+        }
+    }
+}
+
+fn cuda_buf(b: &Buffer) -> Result<&cuda::CudaBuffer> {
+    match &b.repr {
+        Repr::Cuda(c) => Ok(c),
+        Repr::Host(_) => bail!("a host (interpret-mode) buffer was passed to a GPU device"),
     }
 }

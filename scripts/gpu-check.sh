@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# GPU check of the device layer: build HERE (no GPU needed), run on a lent GPU machine.
+#
+#   1. here:    scripts/gpu-check.sh
+#      builds (release, with nvcc 13.0 from scripts/install-nvcc.sh, SCALERL_REQUIRE_NVCC=1) the
+#      tests/gpu.rs binary and the benches/kernels.rs criterion binary, strips their debug info,
+#      and stages them with tests/fixtures/tiny-qwen2, scripts/gpu_check_table.py and
+#      scripts/gpu_torch_ref.py into gpu-bundle/ (gitignored), plus gpu-bundle/run.sh.
+#   2. device:  run(command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560)
+#      ON THE GPU MACHINE (no Rust there; python3 + torch are) run.sh runs the GPU tests with
+#      SCALERL_REQUIRE_GPU=1 SCALERL_CUDA_SYNC=1, the kernel benches (criterion: --warm-up-time 1
+#      --measurement-time 2), PyTorch's time for the same ops, and prints ONE table: test
+#      results; per kernel and shape: time, GB/s, % of the device-to-device copy bandwidth of
+#      the same run, TFLOP/s (GEMMs), torch's time. ~3-4 minutes of GPU time (each phase has a
+#      timeout; total < 9 min). Logs and results.json land in $OUT (fetched back by the tool).
+#      Then give_back, unless you rerun at once.
+#   Without a GPU, run.sh prints "skipped: no GPU (…)" and exits 2 (try: bash gpu-bundle/run.sh).
+#   A narrower rerun: command="RUN_BENCH=0 TEST_FILTER=gemm bash gpu-bundle/run.sh" (knobs:
+#   RUN_TESTS, RUN_BENCH, RUN_TORCH = 0 to skip; TEST_FILTER, BENCH_FILTER; see run.sh).
+#
+# Options: --no-build (re-stage the last build), CARGO_TARGET_DIR as usual.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+bundle=$root/gpu-bundle
+target=${CARGO_TARGET_DIR:-$root/target}
+build=1
+[[ "${1:-}" == "--no-build" ]] && build=0
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+artifacts=$target/gpu-check-artifacts.json
+if [[ $build == 1 ]]; then
+    step "nvcc 13.0"
+    CUDA_HOME="$(scripts/install-nvcc.sh)"
+    export CUDA_HOME SCALERL_REQUIRE_NVCC=1
+    step "cargo test --release --no-run --test gpu --bench kernels (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
+    mkdir -p "$target"
+    cargo test --locked --release --no-run --test gpu --bench kernels --message-format=json-render-diagnostics \
+        >"$artifacts"
+fi
+[[ -s "$artifacts" ]] || { echo "gpu-check: no build to stage ($artifacts); run without --no-build" >&2; exit 1; }
+
+# The executables of the two targets, from cargo's JSON messages.
+read -r tests_exe bench_exe < <(python3 - "$artifacts" <<'EOF'
+import json, sys
+exe = {}
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        t = m["target"]
+        if t["name"] == "gpu" and "test" in t["kind"]:
+            exe["gpu"] = m["executable"]
+        if t["name"] == "kernels" and "bench" in t["kind"]:
+            exe["kernels"] = m["executable"]
+missing = [k for k in ("gpu", "kernels") if k not in exe]
+if missing:
+    sys.exit(f"gpu-check: cargo built no executable for {missing}")
+print(exe["gpu"], exe["kernels"])
+EOF
+)
+
+step "staging $bundle"
+rm -rf "$bundle"
+mkdir -p "$bundle/fixtures"
+# Debug info off (release keeps line tables); symbols stay for readable panics and backtraces.
+strip --strip-debug -o "$bundle/gpu-tests" "$tests_exe"
+strip --strip-debug -o "$bundle/kernels-bench" "$bench_exe"
+cp -r tests/fixtures/tiny-qwen2 "$bundle/fixtures/"
+cp scripts/gpu_check_table.py scripts/gpu_torch_ref.py "$bundle/"
+# The fatbin must be in there (its magic 0xBA55ED50), or the GPU run can only say "built
+# without nvcc". (Kernel names alone prove nothing: the launchers hold them as strings.)
+for exe in "$bundle/gpu-tests" "$bundle/kernels-bench"; do
+    if ! python3 -c "import sys; sys.exit(bytes.fromhex('50ed55ba') not in open(sys.argv[1], 'rb').read())" "$exe"; then
+        echo "gpu-check: $exe holds no fatbin (built without nvcc?)" >&2
+        exit 1
+    fi
+done
+{
+    echo "staged: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' + local changes')"
+    echo "nvcc: $("${CUDA_HOME:-/nonexistent}/bin/nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'from an earlier build')"
+    echo "tests: $tests_exe"
+    echo "bench: $bench_exe"
+} >"$bundle/BUILD-INFO"
+
+cat >"$bundle/run.sh" <<'RUNSH'
+#!/usr/bin/env bash
+# Written by scripts/gpu-check.sh. Runs ON THE GPU MACHINE from the repository root:
+#   device run: command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560
+# Needs no Rust: the test and bench binaries are prebuilt; python3 (+ torch for the reference
+# column) is used for the table. Prints one table at the end; logs go to $OUT (or a temp dir).
+# Knobs: RUN_TESTS=0 / RUN_BENCH=0 / RUN_TORCH=0 skip a phase; TEST_FILTER=gemm and
+# BENCH_FILTER=gemm_bf16_nt narrow the tests / benches (libtest and criterion filters).
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="${OUT:-$(mktemp -d)}"
+mkdir -p "$out"
+cd "$here"
+cat BUILD-INFO
+
+# A GPU at all? (The probe test prints "GPU present: …" or the reason there is none.)
+probe=$(./gpu-tests --exact cuda_device_is_a_clear_error_without_a_gpu --nocapture --test-threads=1 2>&1)
+if ! grep -q "GPU present" <<<"$probe"; then
+    reason=$(grep -m1 -o 'Device::cuda(0): .*' <<<"$probe" | sed 's/^Device::cuda(0): //')
+    reason=${reason:-$(tail -3 <<<"$probe")}
+    if nvidia-smi -L >/dev/null 2>&1; then
+        # A GPU is there but the device layer could not open it: that is a failure, not a skip.
+        nvidia-smi -L
+        echo "FAILED: the device layer cannot open the GPU: $reason"
+        printf '%s\n' "$probe" | tail -40
+        exit 1
+    fi
+    [[ "$reason" == "no GPU"* ]] && echo "skipped: $reason" || echo "skipped: no GPU ($reason)"
+    exit 2
+fi
+device=$(grep -m1 -o 'GPU present: .*' <<<"$probe" | sed 's/^GPU present: //')
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+echo "device: $device${driver:+, driver $driver}"
+
+# cuBLASLt (the GEMMs) is loaded with dlopen("libcublasLt.so.13"): find one if the loader can't.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.13'; then
+    lt=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /usr/lib/x86_64-linux-gnu /opt \
+              /usr/local/lib/python3*/dist-packages /usr/lib/python3/dist-packages \
+              -name 'libcublasLt.so.13*' -not -path '*/stubs/*' 2>/dev/null | head -1)
+    if [[ -z "$lt" ]]; then
+        lt=$(python3 - 2>/dev/null <<'EOF'
+import glob, os, site
+for d in site.getsitepackages() + [site.getusersitepackages()]:
+    for p in glob.glob(os.path.join(d, "nvidia", "**", "libcublasLt.so.13*"), recursive=True):
+        print(p); raise SystemExit
+EOF
+)
+    fi
+    if [[ -n "$lt" ]]; then
+        export LD_LIBRARY_PATH="$(dirname "$lt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        echo "libcublasLt: $lt"
+    else
+        echo "libcublasLt.so.13 not found: the GEMM tests and benches will fail"
+    fi
+fi
+
+if [[ "${RUN_TESTS:-1}" == 1 ]]; then
+    echo "== tests/gpu.rs (SCALERL_REQUIRE_GPU=1, SCALERL_CUDA_SYNC=1)"
+    SCALERL_REQUIRE_GPU=1 SCALERL_CUDA_SYNC=1 SCALERL_FIXTURES="$here/fixtures" RUST_BACKTRACE=1 \
+        timeout 150 ./gpu-tests --test-threads=1 --show-output ${TEST_FILTER:-} >"$out/tests.log" 2>&1
+    echo "tests exit status $? (log: tests.log)"
+    grep -E '^test |^test result|panicked|skipped' "$out/tests.log" | head -60
+fi
+
+rm -rf "$out/criterion"
+if [[ "${RUN_BENCH:-1}" == 1 ]]; then
+    echo "== benches/kernels.rs"
+    CRITERION_HOME="$out/criterion" timeout 240 ./kernels-bench --bench --warm-up-time 1 --measurement-time 2 \
+        --sample-size 20 --noplot ${BENCH_FILTER:-} >"$out/bench.log" 2>&1
+    echo "bench exit status $? (log: bench.log)"
+    grep -E 'time:|thrpt:|skipped|panicked' "$out/bench.log" | tail -5
+fi
+
+if [[ "${RUN_TORCH:-1}" == 1 && "${RUN_BENCH:-1}" == 1 ]]; then
+    echo "== PyTorch reference (same shapes)"
+    timeout 90 python3 gpu_torch_ref.py "$out/torch.json" >"$out/torch.log" 2>&1
+    echo "torch exit status $? (log: torch.log)"
+    tail -2 "$out/torch.log"
+fi
+
+python3 gpu_check_table.py "$out/tests.log" "$out/criterion" "$out/torch.json" "$device${driver:+, driver $driver}" "$out/results.json"
+status=$?
+# The criterion folder holds hundreds of files; the tool returns 8 at most: keep the summary.
+tar -czf "$out/criterion.tgz" -C "$out" criterion 2>/dev/null && rm -rf "$out/criterion"
+exit $status
+RUNSH
+chmod +x "$bundle/run.sh"
+
+grep -qx '/gpu-bundle' .gitignore 2>/dev/null || echo "gpu-check: add /gpu-bundle to .gitignore (the bundle must not be committed)" >&2
+size=$(du -sm "$bundle" | cut -f1)
+ls -la "$bundle" >&2
+echo "gpu-check: $bundle is ${size} MiB (carry limit 64 MiB for the whole tree)" >&2
+if ((size > 48)); then
+    echo "gpu-check: the bundle is too big to carry with the tree" >&2
+    exit 1
+fi
+cat >&2 <<EOF
+
+Next, on a session with a GPU (device tool):
+  run(command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560)
+then give_back. Without a GPU: bash gpu-bundle/run.sh  →  "skipped: no GPU (…)", exit 2.
+EOF

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""The one table of the GPU check (scripts/gpu-check.sh → gpu-bundle/run.sh).
+
+usage: gpu_check_table.py TESTS_LOG CRITERION_DIR TORCH_JSON [DEVICE_LINE] [RESULTS_JSON]
+
+- TESTS_LOG: the output of the tests/gpu.rs binary (libtest format).
+- CRITERION_DIR: criterion's output folder (CRITERION_HOME) of benches/kernels.rs.
+- TORCH_JSON: {bench id: microseconds} from scripts/gpu_torch_ref.py (may be missing or empty).
+Prints: the test results (failures with their first message lines), then per kernel and shape:
+time, achieved GB/s (napkin bytes of the kernel header / time), % of the device-to-device copy
+bandwidth measured in the same run, TFLOP/s for the GEMMs, and PyTorch's time for the same op.
+Writes every number to RESULTS_JSON if given. Exit status 1 if a test failed or none ran.
+"""
+import json
+import os
+import re
+import sys
+
+ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16", "kv_cache_write_bf16",
+         "silu_mul_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "paged_attention_bf16", "gemm_bf16_nt"]
+
+
+def parse_tests(path):
+    passed, failed, skipped = [], [], []
+    details = {}
+    if not os.path.exists(path):
+        return passed, failed, skipped, details
+    text = open(path, errors="replace").read()
+    for m in re.finditer(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", text, re.M):
+        {"ok": passed, "FAILED": failed, "ignored": skipped}[m.group(2)].append(m.group(1))
+    # libtest's failure section: "---- name stdout ----" then the captured output and panic.
+    for m in re.finditer(r"^---- (\S+) stdout ----\n(.*?)(?=^---- |^(?:failures|successes):\s*$|^test result)", text, re.M | re.S):
+        lines = [ln for ln in m.group(2).splitlines() if ln.strip()]
+        panic = [i for i, ln in enumerate(lines) if "panicked at" in ln]
+        keep = lines[panic[0]:panic[0] + 3] if panic else lines[-3:]
+        details[m.group(1)] = " | ".join(s.strip() for s in keep)[:400]
+    return passed, failed, skipped, details
+
+
+def load_criterion(root):
+    rows = []
+    for dirpath, _dirs, files in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "benchmark.json" not in files or "estimates.json" not in files:
+            continue
+        b = json.load(open(os.path.join(dirpath, "benchmark.json")))
+        e = json.load(open(os.path.join(dirpath, "estimates.json")))
+        est = e.get("slope") or e["median"]
+        ns = est["point_estimate"]
+        thr = b.get("throughput") or {}
+        rows.append({
+            "group": b["group_id"],
+            "id": b.get("value_str") or b.get("function_id") or "",
+            "ns": ns,
+            "bytes": thr.get("Bytes") or thr.get("BytesDecimal"),
+            "flops": thr.get("Elements"),
+        })
+    return rows
+
+
+def gemm_bytes(param):
+    m = re.search(r"_m(\d+)_n(\d+)_k(\d+)$", param)
+    if not m:
+        return None
+    mm, n, k = map(int, m.groups())
+    return 2 * (mm * k + n * k + mm * n)
+
+
+def fmt_time(ns):
+    if ns is None:
+        return "-"
+    return f"{ns / 1e3:.1f} µs" if ns < 1e6 else f"{ns / 1e6:.2f} ms"
+
+
+def main():
+    tests_log, crit_dir, torch_json = sys.argv[1:4]
+    device = sys.argv[4] if len(sys.argv) > 4 else ""
+    results_path = sys.argv[5] if len(sys.argv) > 5 else None
+    passed, failed, skipped, details = parse_tests(tests_log)
+    torch_t = {}
+    if os.path.exists(torch_json):
+        try:
+            torch_t = json.load(open(torch_json))
+        except ValueError:
+            pass
+    rows = load_criterion(crit_dir) if os.path.isdir(crit_dir) else []
+    rows.sort(key=lambda r: (ORDER.index(r["group"]) if r["group"] in ORDER else 99, r["id"]))
+    copy = [r for r in rows if r["group"] == "copy"]
+    copy_gbs = copy[0]["bytes"] / copy[0]["ns"] if copy and copy[0]["bytes"] else None  # bytes/ns = GB/s
+
+    print()
+    print(f"=== scalerl GPU check{': ' + device if device else ''}")
+    if os.path.exists(tests_log):
+        print(f"tests/gpu.rs (SCALERL_REQUIRE_GPU=1): {len(passed)} passed, {len(failed)} failed, {len(skipped)} ignored")
+    else:
+        print("tests/gpu.rs: not run")
+    for name in failed:
+        print(f"  FAILED {name}: {details.get(name, '(see tests.log)')}")
+    if not rows:
+        print("benches: no criterion results (see bench.log)")
+    else:
+        ceiling = f"{copy_gbs:.0f} GB/s" if copy_gbs else "not measured"
+        print(f"benches/kernels.rs: device-to-device copy ceiling {ceiling} (bytes read + written)")
+        hdr = f"{'kernel':<22} {'shape':<26} {'time':>10} {'GB/s':>8} {'% copy':>7} {'TFLOP/s':>8} {'torch':>10} {'vs torch':>8}"
+        print(hdr)
+        print("-" * len(hdr))
+        for r in rows:
+            by = r["bytes"]
+            if r["group"] == "gemm_bf16_nt":
+                by = gemm_bytes(r["id"])
+            gbs = by / r["ns"] if by else None
+            r["gb_per_s"] = gbs
+            r["pct_copy"] = 100 * gbs / copy_gbs if gbs and copy_gbs else None
+            r["tflops"] = r["flops"] / r["ns"] / 1e3 if r["flops"] else None
+            tt = torch_t.get(f"{r['group']}/{r['id']}")
+            r["torch_us"] = tt
+            cols = [
+                fmt_time(r["ns"]),
+                f"{gbs:.0f}" if gbs else "-",
+                f"{r['pct_copy']:.0f}%" if r["pct_copy"] is not None else "-",
+                f"{r['tflops']:.1f}" if r["tflops"] else "-",
+                fmt_time(tt * 1e3) if tt else "-",
+                f"{tt * 1e3 / r['ns']:.2f}x" if tt else "-",
+            ]
+            print(f"{r['group']:<22} {r['id']:<26} {cols[0]:>10} {cols[1]:>8} {cols[2]:>7} {cols[3]:>8} {cols[4]:>10} {cols[5]:>8}")
+        print("(time: criterion's slope estimate per call, back-to-back launches; GB/s: the kernel header's "
+              "napkin bytes / time; GEMM bytes = 2(mk + nk + mn); vs torch > 1: ours is faster)")
+    if results_path:
+        json.dump({"device": device, "tests": {"passed": passed, "failed": failed, "details": details},
+                   "copy_gb_per_s": copy_gbs, "benches": rows, "torch_us": torch_t},
+                  open(results_path, "w"), indent=1)
+    tests_ran = os.path.exists(tests_log)
+    sys.exit(1 if failed or (tests_ran and not passed) else 0)
+
+
+if __name__ == "__main__":
+    main()
