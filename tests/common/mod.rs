@@ -2,8 +2,18 @@
 #![allow(dead_code)]
 use std::path::PathBuf;
 
+/// `tests/fixtures/NAME` of this checkout; $SCALERL_FIXTURES or ./tests/fixtures instead when the
+/// test binary runs from a copied bundle (scripts/gpu-check.sh).
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    if let Some(d) = std::env::var_os("SCALERL_FIXTURES") {
+        return PathBuf::from(d).join(name);
+    }
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    if here.exists() {
+        here
+    } else {
+        PathBuf::from("tests/fixtures").join(name)
+    }
 }
 
 /// `reference.json` written by scripts/make_fixtures.py (transformers, f32, CPU).
