@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod device;
 pub mod engine;
+pub mod eval;
 pub mod kv;
 pub mod model;
 pub mod reward;

@@ -1,6 +1,7 @@
 //! The `scalerl` command line: one binary, one subcommand per job.
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod generate;
 pub mod logits;
 pub mod model_dir;
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, streaming it as it is sampled.
     Generate(generate::GenerateArgs),
+    /// Evaluate a model on DeepScaleR's test sets: pass@1, pass@n, lengths, cut share.
+    Eval(eval::EvalArgs),
     /// Print the logits of a token sequence as JSON (for debugging and parity checks).
     Logits(logits::LogitsArgs),
     /// Grade responses with the math reward (DeepScaleR's verifier): a JSONL file or one pair.
@@ -55,6 +58,7 @@ impl Device {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(&a),
+        Command::Eval(a) => eval::run(&a),
         Command::Logits(a) => logits::run(&a),
         Command::Verify(a) => verify::run(&a),
     }
