@@ -8,7 +8,7 @@
 //!   m ← m + (1 − β1)(g − m),   v ← β2 v + (1 − β2) g²
 //!   θ ← θ − (η / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 
-use super::grads::{named_params_mut, Grads};
+use super::grads::{named_params, named_params_mut, Grads};
 use crate::model::weights::ModelWeights;
 use rayon::prelude::*;
 
@@ -95,6 +95,38 @@ impl AdamW {
     }
 
     /// Clips `grads` in place and updates `weights`. Does not zero the gradients.
+    /// The moments by parameter name, for a checkpoint.
+    pub fn export_state(&self, weights: &ModelWeights) -> crate::train::checkpoint::OptimizerState {
+        let moments = named_params(weights)
+            .into_iter()
+            .zip(self.m.iter().zip(&self.v))
+            .map(|((name, _), (m, v))| (name, m.clone(), v.clone()))
+            .collect();
+        crate::train::checkpoint::OptimizerState { steps: self.steps, updates: self.updates, moments }
+    }
+
+    /// An optimizer restored from a checkpoint; every moment must match a parameter by name
+    /// and length, in order.
+    pub fn from_state(
+        cfg: AdamWConfig,
+        weights: &ModelWeights,
+        state: crate::train::checkpoint::OptimizerState,
+    ) -> anyhow::Result<Self> {
+        let params = named_params(weights);
+        if params.len() != state.moments.len() {
+            anyhow::bail!("optimizer state has {} tensors, the model {}", state.moments.len(), params.len());
+        }
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for ((name, p), (sname, sm, sv)) in params.iter().zip(state.moments) {
+            if *name != sname || sm.len() != p.len() || sv.len() != p.len() {
+                anyhow::bail!("optimizer state tensor `{sname}` does not match parameter `{name}` ({} values)", p.len());
+            }
+            m.push(sm);
+            v.push(sv);
+        }
+        Ok(AdamW { cfg, steps: state.steps, updates: state.updates, m, v })
+    }
+
     pub fn step(&mut self, weights: &mut ModelWeights, grads: &mut Grads) -> StepReport {
         let c = self.cfg;
         let lr = c.schedule.lr_at(self.steps);

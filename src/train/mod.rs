@@ -10,9 +10,13 @@
 //! iteration), `adamw` (optimizer, clipping, schedule). The per-op backward kernels live in
 //! `backend::cpu::backward`.
 pub mod adamw;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod grads;
 pub mod grpo;
 pub mod logprob;
+pub mod metrics;
 pub mod model_backward;
 pub mod step;
 

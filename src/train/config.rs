@@ -1,0 +1,511 @@
+//! The run configuration of `scalerl train`: one TOML file, every key documented here and shown
+//! (commented) in `configs/deepscaler-1.5b-8k-16k-24k.toml`. Unknown keys are refused with the
+//! file and the key named. Defaults are DeepScaleR's 8K stage: 128 prompts × 8 samples, prompts
+//! up to 1024 tokens, responses up to 8192, temperature 0.6, AdamW lr 1e-6, GRPO with clip 0.2,
+//! low-variance KL 0.001, entropy bonus 0.001, token-mean loss.
+//!
+//! Iterative context lengthening: `[[stage]]` entries (8K → 16K → 24K, n 8 → 16) switch at
+//! fixed steps, or earlier with `[auto_stage]` when the share of responses cut at the budget
+//! stays above a threshold; `RunConfig::stage_at` decides which stage a step runs.
+
+use super::adamw::{AdamWConfig, LrSchedule};
+use super::grpo::{GrpoConfig, LossAgg};
+use crate::model::ChatTemplate;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// DeepScaleR's prompt: the problem followed by the instruction to box the answer.
+pub const DEEPSCALER_PROMPT: &str = "{problem} Let's think step by step and output the final answer within \\boxed{}.";
+
+/// The whole run. Top-level keys plus one table per concern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Hugging Face model directory to start from (config.json, safetensors, tokenizer).
+    pub model: PathBuf,
+    /// Where checkpoints (`step-N/`, `latest`) and `metrics.jsonl` go.
+    pub run_dir: PathBuf,
+    /// Seed of the data order and of sampling.
+    pub seed: u64,
+    /// Stop after this many optimizer steps (`None`: run until the data's epochs are done).
+    pub total_steps: Option<usize>,
+    /// Passes over the training data (used when `total_steps` is not given).
+    pub epochs: usize,
+    pub data: DataConfig,
+    pub rollout: RolloutConfig,
+    pub loss: LossConfig,
+    pub optim: OptimConfig,
+    pub checkpoint: CheckpointConfig,
+    /// Periodic validation; absent: none.
+    pub validation: Option<ValidationConfig>,
+    /// Context-lengthening stages, ordered by `from_step`, the first at step 0. Absent: one stage
+    /// with `rollout.max_response_len` and `rollout.n`.
+    pub stage: Vec<Stage>,
+    /// Switch to the next stage early when responses keep hitting the budget; absent: only at
+    /// the stages' `from_step`.
+    pub auto_stage: Option<AutoStage>,
+}
+
+/// The training set and how a problem becomes a prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Training files: DeepScaleR JSON (a list of records with `problem` and `answer`) or JSONL
+    /// (one record per line, by the `.jsonl` extension). Concatenated in this order.
+    pub train: Vec<PathBuf>,
+    /// Shuffle every epoch (order = f(seed, epoch)); false: file order every epoch.
+    pub shuffle: bool,
+    /// The user message; `{problem}` is replaced by the problem text (nothing else is special).
+    pub prompt_template: String,
+    /// `model` (the tokenizer_config.json Jinja template), `r1-distill`, or `r1-distill-think`.
+    pub chat_template: String,
+    /// Prompts longer than this many tokens (after the chat template) are dropped and counted.
+    pub max_prompt_len: usize,
+}
+
+/// Sampling of the responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Prompts per step (the train batch).
+    pub batch_prompts: usize,
+    /// Samples per prompt (the GRPO group) when there are no `[[stage]]`s; default 8.
+    pub n: Option<usize>,
+    /// Response budget in tokens when there are no `[[stage]]`s; default 8192.
+    pub max_response_len: Option<usize>,
+    pub temperature: f32,
+    /// Nucleus sampling; 1.0 is off.
+    pub top_p: f32,
+}
+
+/// The GRPO objective (mapped onto `GrpoConfig` by `LossConfig::grpo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// ε: the ratio is clipped to [1 − ε, 1 + ε_high].
+    pub clip_ratio: f32,
+    /// ε_high (DAPO clip-higher, e.g. 0.28); absent: `clip_ratio`.
+    pub clip_ratio_high: Option<f32>,
+    /// Low-variance KL penalty against the frozen reference model, on or off.
+    pub use_kl: bool,
+    /// Its coefficient.
+    pub kl_coef: f32,
+    /// Entropy bonus coefficient (0 turns it off).
+    pub entropy_coef: f32,
+    /// `token-mean` (DeepScaleR, DAPO), `seq-mean-token-mean` (original GRPO),
+    /// `seq-mean-token-sum`, or `seq-mean-token-sum-norm` (Dr. GRPO).
+    pub loss_agg: String,
+    /// The constant of `seq-mean-token-sum-norm`; absent: the stage's `max_response_len`.
+    pub loss_agg_norm: Option<f32>,
+    /// Divide advantages by the group's std (GRPO); false: r − mean only (Dr. GRPO).
+    pub norm_adv_by_std: bool,
+    /// ε in (r − mean) / (std + ε).
+    pub adv_eps: f32,
+}
+
+/// AdamW and the update batching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Global gradient-norm clip; 0 turns clipping off.
+    pub grad_clip: f32,
+    /// Linear learning-rate warm-up steps (0: constant).
+    pub warmup_steps: usize,
+    /// transformers' convention: step 0 of the schedule has lr 0 (verl's behaviour).
+    pub lr_zero_first_step: bool,
+    /// Prompts per optimizer update (with all their samples); must divide `batch_prompts`.
+    pub mini_batch_prompts: usize,
+    /// Passes of PPO updates over each step's rollouts.
+    pub ppo_epochs: usize,
+    /// Sequences per forward/backward pass inside a mini-batch (gradient accumulation); 0: the
+    /// trainer decides from memory.
+    pub micro_batch_seqs: usize,
+}
+
+/// Where weights are written in Hugging Face format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    F32,
+    Bf16,
+}
+
+/// Checkpointing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every this many steps (0: only at the end).
+    pub every: usize,
+    /// Keep the newest this many checkpoints (at least 1).
+    pub keep_last: usize,
+    /// `bf16` or `f32` for model.safetensors (the optimizer state is always f32).
+    pub dtype: SaveDtype,
+    /// Save AdamW's moments (needed to resume exactly; 2× the f32 model size).
+    pub save_optimizer: bool,
+}
+
+/// Validation on a benchmark during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Validate every this many steps (and before step 0 when `at_start`).
+    pub every: usize,
+    pub at_start: bool,
+    /// Benchmark files (DeepScaleR test JSON, e.g. aime.json).
+    pub benchmarks: Vec<PathBuf>,
+    /// Samples per problem (pass@1 averaged over them).
+    pub n: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Response budget; absent: the current stage's.
+    pub max_response_len: Option<usize>,
+}
+
+/// One context-length stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// First step of this stage (0 for the first stage).
+    pub from_step: usize,
+    /// Response budget in tokens.
+    pub max_response_len: usize,
+    /// Samples per prompt.
+    pub n: usize,
+}
+
+/// Automatic switch to the next stage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoStage {
+    /// Switch when the clip ratio (share of responses cut at the budget) exceeds this…
+    pub clip_ratio_threshold: f64,
+    /// …on each of the last `window` steps of the current stage.
+    pub window: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            model: PathBuf::new(),
+            run_dir: PathBuf::from("runs/default"),
+            seed: 42,
+            total_steps: None,
+            epochs: 1,
+            data: DataConfig::default(),
+            rollout: RolloutConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            validation: None,
+            stage: Vec::new(),
+            auto_stage: None,
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train: Vec::new(),
+            shuffle: true,
+            prompt_template: DEEPSCALER_PROMPT.to_string(),
+            chat_template: "r1-distill".to_string(),
+            max_prompt_len: 1024,
+        }
+    }
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig { batch_prompts: 128, n: None, max_response_len: None, temperature: 0.6, top_p: 1.0 }
+    }
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            clip_ratio: 0.2,
+            clip_ratio_high: None,
+            use_kl: true,
+            kl_coef: 0.001,
+            entropy_coef: 0.001,
+            loss_agg: "token-mean".to_string(),
+            loss_agg_norm: None,
+            norm_adv_by_std: true,
+            adv_eps: 1e-6,
+        }
+    }
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-6,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            warmup_steps: 0,
+            lr_zero_first_step: false,
+            mini_batch_prompts: 64,
+            ppo_epochs: 1,
+            micro_batch_seqs: 0,
+        }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { every: 50, keep_last: 3, dtype: SaveDtype::Bf16, save_optimizer: true }
+    }
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            every: 50,
+            at_start: false,
+            benchmarks: Vec::new(),
+            n: 16,
+            temperature: 0.6,
+            top_p: 1.0,
+            max_response_len: None,
+        }
+    }
+}
+
+fn positive(x: f32) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+fn non_negative(x: f32) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// The default single stage (DeepScaleR's 8K stage).
+pub const DEFAULT_STAGE: Stage = Stage { from_step: 0, max_response_len: 8192, n: 8 };
+
+impl RunConfig {
+    /// Reads and validates a config file; errors name the file (and the key at fault).
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+    }
+
+    /// Parses and validates TOML text (errors name the key, not the file).
+    pub fn from_toml_str(text: &str) -> Result<RunConfig> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-key checks. Errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.data;
+        if !d.prompt_template.contains("{problem}") {
+            bail!("data.prompt_template must contain `{{problem}}`");
+        }
+        d.chat_template.parse::<ChatTemplate>().context("data.chat_template")?;
+        if d.max_prompt_len == 0 {
+            bail!("data.max_prompt_len must be positive");
+        }
+        let r = &self.rollout;
+        if r.batch_prompts == 0 {
+            bail!("rollout.batch_prompts must be positive");
+        }
+        if !positive(r.temperature) {
+            bail!("rollout.temperature must be > 0 (got {})", r.temperature);
+        }
+        if !(r.top_p > 0.0 && r.top_p <= 1.0) {
+            bail!("rollout.top_p must be in (0, 1] (got {})", r.top_p);
+        }
+        let l = &self.loss;
+        if !(l.clip_ratio > 0.0 && l.clip_ratio < 1.0) {
+            bail!("loss.clip_ratio must be in (0, 1) (got {})", l.clip_ratio);
+        }
+        if let Some(h) = l.clip_ratio_high {
+            if !positive(h) {
+                bail!("loss.clip_ratio_high must be > 0 (got {h})");
+            }
+        }
+        if !non_negative(l.kl_coef) || !non_negative(l.entropy_coef) {
+            bail!("loss.kl_coef and loss.entropy_coef must be ≥ 0");
+        }
+        self.loss_agg(DEFAULT_STAGE.max_response_len)?;
+        if let Some(c) = l.loss_agg_norm {
+            if !positive(c) {
+                bail!("loss.loss_agg_norm must be > 0 (got {c})");
+            }
+        }
+        let o = &self.optim;
+        if ![o.lr, o.weight_decay, o.grad_clip].into_iter().all(non_negative) {
+            bail!("optim.lr, optim.weight_decay and optim.grad_clip must be ≥ 0");
+        }
+        if o.mini_batch_prompts == 0 || r.batch_prompts % o.mini_batch_prompts != 0 {
+            bail!(
+                "optim.mini_batch_prompts ({}) must divide rollout.batch_prompts ({})",
+                o.mini_batch_prompts,
+                r.batch_prompts
+            );
+        }
+        if o.ppo_epochs == 0 {
+            bail!("optim.ppo_epochs must be positive");
+        }
+        if self.checkpoint.keep_last == 0 {
+            bail!("checkpoint.keep_last must be at least 1");
+        }
+        if self.total_steps.is_none() && self.epochs == 0 {
+            bail!("epochs must be positive when total_steps is not given");
+        }
+        if let Some(v) = &self.validation {
+            if v.every == 0 && !v.at_start {
+                bail!("validation.every must be positive (or set validation.at_start)");
+            }
+            if v.benchmarks.is_empty() {
+                bail!("validation.benchmarks is empty");
+            }
+            if v.n == 0 {
+                bail!("validation.n must be positive");
+            }
+        }
+        if !self.stage.is_empty() && (r.n.is_some() || r.max_response_len.is_some()) {
+            bail!("rollout.n / rollout.max_response_len cannot be set together with [[stage]] (set them per stage)");
+        }
+        if r.n == Some(0) || r.max_response_len == Some(0) {
+            bail!("rollout.n and rollout.max_response_len must be positive");
+        }
+        for (i, s) in self.stage.iter().enumerate() {
+            if i == 0 && s.from_step != 0 {
+                bail!("stage[0].from_step must be 0 (got {})", s.from_step);
+            }
+            if i > 0 && s.from_step <= self.stage[i - 1].from_step {
+                bail!(
+                    "stage[{i}].from_step ({}) must be greater than stage[{}].from_step ({})",
+                    s.from_step,
+                    i - 1,
+                    self.stage[i - 1].from_step
+                );
+            }
+            if s.n == 0 || s.max_response_len == 0 {
+                bail!("stage[{i}]: n and max_response_len must be positive");
+            }
+        }
+        if let Some(a) = &self.auto_stage {
+            if a.window == 0 {
+                bail!("auto_stage.window must be positive");
+            }
+            if !(0.0..=1.0).contains(&a.clip_ratio_threshold) {
+                bail!("auto_stage.clip_ratio_threshold must be in [0, 1] (got {})", a.clip_ratio_threshold);
+            }
+        }
+        Ok(())
+    }
+
+    /// The stages in order (one implicit stage when `[[stage]]` is absent).
+    pub fn stages(&self) -> Vec<Stage> {
+        if self.stage.is_empty() {
+            vec![Stage {
+                from_step: 0,
+                max_response_len: self.rollout.max_response_len.unwrap_or(DEFAULT_STAGE.max_response_len),
+                n: self.rollout.n.unwrap_or(DEFAULT_STAGE.n),
+            }]
+        } else {
+            self.stage.clone()
+        }
+    }
+
+    /// Index of the stage that step `step` (0-based) runs in. `clip_history[s]` is the clip
+    /// ratio (share of responses cut at the budget) of step s; entries past `step` are ignored
+    /// and missing ones count as below the threshold.
+    ///
+    /// Fixed schedule: the last stage whose `from_step` ≤ step. With `[auto_stage]`, a stage also
+    /// begins early at step s when each of the `window` steps before s ran in the stage before it
+    /// with a clip ratio above the threshold. A stage is never left for an earlier one.
+    pub fn stage_index_at(&self, step: usize, clip_history: &[f64]) -> usize {
+        let stages = self.stages();
+        let scheduled = |s: usize| stages.iter().rposition(|st| st.from_step <= s).unwrap_or(0);
+        let Some(auto) = self.auto_stage else {
+            return scheduled(step);
+        };
+        let mut cur = 0usize;
+        let mut run = 0usize; // consecutive steps above threshold within `cur`
+        for s in 0..=step {
+            let sched = scheduled(s);
+            if sched > cur {
+                cur = sched;
+                run = 0;
+            } else if run >= auto.window && cur + 1 < stages.len() {
+                cur += 1;
+                run = 0;
+            }
+            if s == step {
+                break;
+            }
+            let above = clip_history.get(s).is_some_and(|&c| c > auto.clip_ratio_threshold);
+            run = if above { run + 1 } else { 0 };
+        }
+        cur
+    }
+
+    /// The stage that step `step` runs in (see `stage_index_at`).
+    pub fn stage_at(&self, step: usize, clip_history: &[f64]) -> Stage {
+        self.stages()[self.stage_index_at(step, clip_history)]
+    }
+
+    /// `data.chat_template` parsed.
+    pub fn chat_template(&self) -> ChatTemplate {
+        self.data.chat_template.parse().expect("validated")
+    }
+
+    /// The user message for a problem.
+    pub fn render_prompt(&self, problem: &str) -> String {
+        self.data.prompt_template.replace("{problem}", problem)
+    }
+
+    /// `loss.loss_agg` parsed; `max_response_len` is the Dr. GRPO constant's default.
+    pub fn loss_agg(&self, max_response_len: usize) -> Result<LossAgg> {
+        Ok(match self.loss.loss_agg.as_str() {
+            "token-mean" => LossAgg::TokenMean,
+            "seq-mean-token-mean" => LossAgg::SeqMeanTokenMean,
+            "seq-mean-token-sum" => LossAgg::SeqMeanTokenSum,
+            "seq-mean-token-sum-norm" => {
+                LossAgg::SeqMeanTokenSumNorm { constant: self.loss.loss_agg_norm.unwrap_or(max_response_len as f32) }
+            }
+            other => bail!(
+                "loss.loss_agg: unknown `{other}` (expected token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm)"
+            ),
+        })
+    }
+
+    /// The GRPO loss settings for a stage.
+    pub fn grpo(&self, stage: &Stage) -> GrpoConfig {
+        let l = &self.loss;
+        GrpoConfig {
+            clip_low: l.clip_ratio,
+            clip_high: l.clip_ratio_high.unwrap_or(l.clip_ratio),
+            entropy_coef: l.entropy_coef,
+            kl_coef: l.use_kl.then_some(l.kl_coef),
+            agg: self.loss_agg(stage.max_response_len).expect("validated"),
+        }
+    }
+
+    /// The optimizer settings.
+    pub fn adamw(&self) -> AdamWConfig {
+        let o = &self.optim;
+        AdamWConfig {
+            schedule: LrSchedule { lr: o.lr, warmup_steps: o.warmup_steps, zero_first_step: o.lr_zero_first_step },
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            max_grad_norm: (o.grad_clip > 0.0).then_some(o.grad_clip),
+        }
+    }
+}
