@@ -5,6 +5,7 @@ pub mod eval;
 pub mod generate;
 pub mod logits;
 pub mod model_dir;
+pub mod train;
 pub mod verify;
 
 #[derive(Parser)]
@@ -24,6 +25,8 @@ pub enum Command {
     Logits(logits::LogitsArgs),
     /// Grade responses with the math reward (DeepScaleR's verifier): a JSONL file or one pair.
     Verify(verify::VerifyArgs),
+    /// GRPO training (DeepScaleR recipe) from a TOML run config; --resume continues a run.
+    Train(train::TrainArgs),
 }
 
 /// Where the model runs: the f32 CPU reference, or the CUDA backend (bf16, the hand-written
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(&a),
         Command::Logits(a) => logits::run(&a),
         Command::Verify(a) => verify::run(&a),
+        Command::Train(a) => train::run(&a),
     }
 }

@@ -19,6 +19,7 @@ pub mod logprob;
 pub mod metrics;
 pub mod model_backward;
 pub mod step;
+pub mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig, LrSchedule, StepReport};
 pub use grads::{clone_weights, named_params, named_params_mut, Grads};

@@ -1,0 +1,395 @@
+//! The GRPO training loop end to end on the tiny fixture model (CPU backend): a run writes one
+//! metrics record per step and its checkpoints and changes the weights; `[[stage]]`s switch the
+//! budget and group size at their step; a run interrupted and resumed is bit-identical to an
+//! uninterrupted one; a bad config is refused before any work.
+use scalerl::model::Model;
+use scalerl::train::checkpoint;
+use scalerl::train::config::RunConfig;
+use scalerl::train::metrics::{read_metrics, StepMetrics};
+use scalerl::train::named_params;
+use scalerl::train::trainer::{train, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scalerl-train-loop-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The tiny run: 2 prompts per step, stage 0 (budget 4, n 2) then stage 1 from step 2 (budget 8, n 4).
+fn config_text(run_dir: &Path, total_steps: usize, extra_top: &str) -> String {
+    format!(
+        r#"
+model = "tests/fixtures/tiny-qwen2"
+run_dir = "{}"
+seed = 7
+total_steps = {total_steps}
+{extra_top}
+
+[data]
+train = ["tests/fixtures/train/small.json"]
+prompt_template = "{{problem}}"
+chat_template = "r1-distill"
+max_prompt_len = 200
+
+[rollout]
+batch_prompts = 2
+temperature = 1.0
+
+[optim]
+lr = 1e-3
+mini_batch_prompts = 1
+
+[checkpoint]
+every = 2
+keep_last = 2
+dtype = "f32"
+
+[[stage]]
+from_step = 0
+max_response_len = 4
+n = 2
+
+[[stage]]
+from_step = 2
+max_response_len = 8
+n = 4
+"#,
+        run_dir.display()
+    )
+}
+
+fn config(run_dir: &Path, total_steps: usize) -> RunConfig {
+    RunConfig::from_toml_str(&config_text(run_dir, total_steps, "")).unwrap()
+}
+
+fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let m = Model::load(dir).unwrap();
+    named_params(&m.weights)
+        .into_iter()
+        .map(|(n, p)| (n, p.clone()))
+        .collect()
+}
+
+/// A record without its timing fields (wall-clock varies between runs).
+fn untimed(m: &StepMetrics) -> StepMetrics {
+    let mut m = m.clone();
+    for p in [
+        &mut m.rollout,
+        &mut m.verify,
+        &mut m.logprobs,
+        &mut m.update,
+    ] {
+        p.secs = 0.0;
+        p.tokens_per_s = 0.0;
+    }
+    m.step_secs = 0.0;
+    m
+}
+
+#[test]
+fn run_writes_metrics_checkpoints_and_changes_weights() {
+    let dir = tmp("basic");
+    let s = train(&config(&dir, 4), &TrainOptions::default()).unwrap();
+    assert_eq!((s.steps, s.steps_run), (4, 4));
+    let (recs, truncated) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert!(!truncated);
+    assert_eq!(
+        recs.iter().map(|r| r.step).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    for r in &recs {
+        let mut v = vec![
+            r.reward_mean,
+            r.accuracy,
+            r.response_len.all,
+            r.clip_ratio,
+            r.pg_loss,
+            r.kl,
+            r.entropy,
+            r.clip_frac,
+            r.approx_kl,
+            r.grad_norm,
+            r.lr,
+            r.step_secs,
+        ];
+        v.extend(r.response_len.correct);
+        v.extend(r.response_len.incorrect);
+        for p in [r.rollout, r.verify, r.logprobs, r.update] {
+            v.extend([p.secs, p.tokens_per_s]);
+        }
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "step {}: non-finite field in {r:?}",
+            r.step
+        );
+        assert_eq!(r.skipped_updates, 0);
+        assert!(r.grad_norm > 0.0 && r.entropy > 0.0 && r.lr > 0.0, "{r:?}");
+        assert!(r.rollout.tokens > 0 && r.update.tokens > 0);
+        assert!(r.response_len.all >= 1.0 && r.response_len.all <= r.max_response_len as f64);
+    }
+    // Checkpoints every 2 steps, newest 2 kept, `latest` names the last.
+    let ckpts: Vec<usize> = checkpoint::list(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(ckpts, vec![2, 4]);
+    assert_eq!(
+        checkpoint::latest(&dir).unwrap().unwrap(),
+        dir.join("step-4")
+    );
+    let loaded = checkpoint::load(&dir.join("step-4")).unwrap();
+    assert_eq!(loaded.state.step, 4);
+    assert_eq!(loaded.state.clip_history.len(), 4);
+    assert!(loaded.optimizer.is_some());
+    // The weights moved.
+    let before = weights_of(Path::new("tests/fixtures/tiny-qwen2"));
+    let after = weights_of(&dir.join("step-4"));
+    let changed = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a.1 != b.1)
+        .count();
+    assert!(
+        changed == before.len(),
+        "only {changed} of {} tensors changed",
+        before.len()
+    );
+    // A second fresh run into the same directory is refused.
+    let e = train(&config(&dir, 4), &TrainOptions::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("--resume"), "{e:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stages_switch_budget_and_group_size() {
+    let dir = tmp("stages");
+    train(&config(&dir, 4), &TrainOptions::default()).unwrap();
+    let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    let got: Vec<(usize, usize, usize)> = recs
+        .iter()
+        .map(|r| (r.stage, r.max_response_len, r.n))
+        .collect();
+    assert_eq!(got, vec![(0, 4, 2), (0, 4, 2), (1, 8, 4), (1, 8, 4)]);
+    // 2 prompts × n samples were generated each step, each within its stage's budget.
+    for r in &recs {
+        assert!(r.rollout.tokens as usize <= 2 * r.n * r.max_response_len);
+        assert!(r.rollout.tokens as usize >= 2 * r.n);
+    }
+    assert!(recs[2].rollout.tokens > recs[1].rollout.tokens);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let straight = tmp("straight");
+    train(&config(&straight, 4), &TrainOptions::default()).unwrap();
+
+    let split = tmp("split");
+    let first = train(&config(&split, 2), &TrainOptions::default()).unwrap();
+    assert_eq!(first.steps, 2);
+    // The resumed run gets the 4-step config; its own run_dir key is ignored for --resume.
+    let s = train(
+        &config(Path::new("/nonexistent/ignored"), 4),
+        &TrainOptions {
+            resume: Some(split.clone()),
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert_eq!((s.steps, s.steps_run), (4, 2));
+
+    let a = weights_of(&straight.join("step-4"));
+    let b = weights_of(&split.join("step-4"));
+    assert_eq!(a.len(), b.len());
+    for ((na, wa), (nb, wb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(
+            wa.iter().zip(wb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "tensor {na} differs after resume"
+        );
+    }
+    let (ra, _) = read_metrics(&straight.join("metrics.jsonl")).unwrap();
+    let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
+    assert_eq!(rb.len(), 4);
+    let ua: Vec<StepMetrics> = ra.iter().map(untimed).collect();
+    let ub: Vec<StepMetrics> = rb.iter().map(untimed).collect();
+    assert_eq!(ua, ub);
+    let sa = checkpoint::load(&straight.join("step-4")).unwrap().state;
+    let sb = checkpoint::load(&split.join("step-4")).unwrap().state;
+    assert_eq!(sa, sb);
+
+    // Resuming a directory without a checkpoint is a clear error.
+    let empty = tmp("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = train(
+        &config(&empty, 4),
+        &TrainOptions {
+            resume: Some(empty.clone()),
+            progress: false,
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("no checkpoint"), "{e:#}");
+    for d in [straight, split, empty] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+#[test]
+fn bad_config_key_is_named_and_nothing_is_written() {
+    let dir = tmp("badkey");
+    let cfg_path = std::env::temp_dir().join(format!(
+        "scalerl-train-loop-{}-bad.toml",
+        std::process::id()
+    ));
+    std::fs::write(&cfg_path, config_text(&dir, 2, "learning_rat = 0.1")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl"))
+        .args(["train", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("learning_rat"), "{err}");
+    assert!(err.contains(&cfg_path.display().to_string()), "{err}");
+    assert!(!dir.exists(), "the run dir was created for a bad config");
+
+    // A bad data file is refused before the run dir is made, too.
+    let bad_data = config_text(&dir, 2, "").replace(
+        "tests/fixtures/train/small.json",
+        "tests/fixtures/train/bad_line.jsonl",
+    );
+    std::fs::write(&cfg_path, bad_data).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl"))
+        .args(["train", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad_line.jsonl"), "{err}");
+    assert!(!dir.exists());
+    let _ = std::fs::remove_file(&cfg_path);
+}
+
+#[test]
+fn cli_trains_the_tiny_config() {
+    let dir = tmp("cli");
+    let cfg_path = std::env::temp_dir().join(format!(
+        "scalerl-train-loop-{}-cli.toml",
+        std::process::id()
+    ));
+    std::fs::write(&cfg_path, config_text(&dir, 2, "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl"))
+        .args(["train", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("step 1/2") && err.contains("step 2/2"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl"))
+        .args(["train", "--quiet", "--config"])
+        .arg(&cfg_path)
+        .arg("--resume")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    // Already at total_steps: nothing to do, still a success.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_metrics(&dir.join("metrics.jsonl")).unwrap().0.len(), 2);
+    let _ = std::fs::remove_file(&cfg_path);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn long_prompts_are_dropped_and_counted() {
+    let dir = tmp("drop");
+    let text = config_text(&dir, 1, "").replace("max_prompt_len = 200", "max_prompt_len = 20");
+    let s = train(
+        &RunConfig::from_toml_str(&text).unwrap(),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(s.prompts_dropped, 2);
+    let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(recs[0].prompts_dropped, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Nothing fits: an error before the run dir exists.
+    let text = config_text(&dir, 1, "").replace("max_prompt_len = 200", "max_prompt_len = 1");
+    let e = train(
+        &RunConfig::from_toml_str(&text).unwrap(),
+        &TrainOptions::default(),
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("no prompt fits"), "{e:#}");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn micro_batches_give_the_same_update() {
+    let whole = tmp("whole");
+    let micro = tmp("micro");
+    train(&config(&whole, 4), &TrainOptions::default()).unwrap();
+    let text = config_text(&micro, 4, "").replace(
+        "mini_batch_prompts = 1",
+        "mini_batch_prompts = 1\nmicro_batch_seqs = 1",
+    );
+    train(
+        &RunConfig::from_toml_str(&text).unwrap(),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let (a, b) = (
+        weights_of(&whole.join("step-4")),
+        weights_of(&micro.join("step-4")),
+    );
+    let before = weights_of(Path::new("tests/fixtures/tiny-qwen2"));
+    for (((name, wa), (_, wb)), (_, w0)) in a.iter().zip(&b).zip(&before) {
+        // Compare the updates (not the weights), relative to the update's size.
+        let da: Vec<f64> = wa.iter().zip(w0).map(|(x, y)| (*x - *y) as f64).collect();
+        let db: Vec<f64> = wb.iter().zip(w0).map(|(x, y)| (*x - *y) as f64).collect();
+        let norm = da.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let diff = da
+            .iter()
+            .zip(&db)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            diff <= 1e-3 * norm + 1e-9,
+            "{name}: update differs by {diff} (norm {norm})"
+        );
+    }
+    let (ra, _) = read_metrics(&whole.join("metrics.jsonl")).unwrap();
+    let (rb, _) = read_metrics(&micro.join("metrics.jsonl")).unwrap();
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(x.rollout.tokens, y.rollout.tokens);
+        for (p, q) in [
+            (x.pg_loss, y.pg_loss),
+            (x.kl, y.kl),
+            (x.entropy, y.entropy),
+            (x.grad_norm, y.grad_norm),
+        ] {
+            assert!(
+                (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                "step {}: {p} vs {q}",
+                x.step
+            );
+        }
+    }
+    for d in [whole, micro] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
