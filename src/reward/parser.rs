@@ -447,39 +447,8 @@ impl<'b> Parser<'b> {
         match self.peek() {
             Some(Tok::Num { .. }) | Some(Tok::Word(_)) | Some(Tok::Begin(_)) => true,
             Some(Tok::Sym('(' | '{')) => true,
-            Some(Tok::Cmd(c)) => !matches!(
-                c.as_str(),
-                "cdot"
-                    | "times"
-                    | "div"
-                    | "ast"
-                    | "pm"
-                    | "mp"
-                    | "cup"
-                    | "cap"
-                    | "le"
-                    | "ge"
-                    | "ne"
-                    | "in"
-                    | "approx"
-                    | "equiv"
-                    | "simeq"
-                    | "cong"
-                    | "}"
-                    | "to"
-                    | "rightarrow"
-                    | "Rightarrow"
-                    | "implies"
-                    | "quad"
-                    | "ldots"
-                    | "dots"
-                    | "cdots"
-                    | "rfloor"
-                    | "rceil"
-                    | "setminus"
-                    | "mid"
-                    | "colon"
-            ),
+            // Operators, relations and dots never start a factor; nor do these.
+            Some(Tok::Cmd(c)) => !self.is_operator_cmd(c) && !matches!(c.as_str(), "simeq" | "cong" | "colon" | "}"),
             _ => false,
         }
     }
