@@ -1,5 +1,8 @@
 //! `scalerl train`: GRPO training from a TOML run config (see `train::config`), on the CPU
-//! backend; `--resume RUN_DIR` continues a run from its latest checkpoint.
+//! backend; `--resume RUN_DIR` continues a run from its latest checkpoint. Without `--config`:
+//! the embedded default run (`train::default_run`), a tiny model trained from scratch on a
+//! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
+use crate::train::default_run::{run_default, DefaultRunOptions};
 use crate::train::trainer::{train_from_file, TrainOptions};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -7,8 +10,10 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// The run configuration (TOML; every key is documented in configs/deepscaler-1.5b-8k-16k-24k.toml).
+    /// Absent: the embedded default run (a tiny model from scratch on synthetic additions, on
+    /// the CPU, into `runs/default`).
     #[arg(long)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Continue the run in this directory from its latest checkpoint (weights, optimizer state,
     /// data cursor, step, stage).
     #[arg(long)]
@@ -16,11 +21,42 @@ pub struct TrainArgs {
     /// No per-step progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// The default run only (no --config): its run directory.
+    #[arg(long, conflicts_with = "config")]
+    pub run_dir: Option<PathBuf>,
+    /// The default run only (no --config): its seed (model init, data, sampling).
+    #[arg(long, conflicts_with = "config")]
+    pub seed: Option<u64>,
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    let Some(config) = &a.config else {
+        if a.resume.is_some() {
+            anyhow::bail!("--resume needs the run's --config (a default run writes RUN_DIR/config.toml)");
+        }
+        let mut o = DefaultRunOptions { progress: !a.quiet, ..DefaultRunOptions::default() };
+        if let Some(d) = &a.run_dir {
+            o.run_dir = d.clone();
+        }
+        if let Some(s) = a.seed {
+            o.seed = s;
+        }
+        let t = std::time::Instant::now();
+        let s = run_default(&o)?;
+        eprintln!(
+            "default run: start accuracy {:.3} (after SFT), end accuracy {:.3} (after {} GRPO steps), held-out greedy; training reward {:.3} -> {:.3}; {:.0}s in all; run in {}",
+            s.start_accuracy,
+            s.end_accuracy,
+            s.train.steps,
+            s.reward_first,
+            s.reward_last,
+            t.elapsed().as_secs_f64(),
+            s.train.run_dir.display()
+        );
+        return Ok(());
+    };
     let summary = train_from_file(
-        &a.config,
+        config,
         &TrainOptions {
             resume: a.resume.clone(),
             progress: !a.quiet,

@@ -13,6 +13,7 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod default_run;
 pub mod grads;
 pub mod grpo;
 pub mod logprob;

@@ -1,0 +1,440 @@
+//! The embedded default run of `scalerl train` (no `--config`): a tiny Qwen2 model trained from
+//! scratch on the CPU on a built-in synthetic task whose answers the math reward grades —
+//! small additions, prompt `12+34=`, target `<think>12+34</think>\boxed{46}` + EOS.
+//!
+//! 1. a tiny Qwen2 (hidden 64, 2 layers, 4 heads, 2 KV heads) with random weights from a fixed
+//!    seed, and the byte-level BPE test tokenizer (embedded; `<think>`/`</think>` are ordinary
+//!    added tokens, as in R1-Distill, so the decoded response keeps them for the grader);
+//! 2. a short SFT warm start (cross-entropy on the correct targets) so that some samples are
+//!    right; its result is written as a Hugging Face model to `run_dir/sft-model/`;
+//! 3. the GRPO loop (`trainer::train`) from that model on the synthetic problems
+//!    (`run_dir/train.json`), with the same `metrics.jsonl` and checkpoints as any run;
+//! 4. greedy accuracy on held-out problems after SFT and after GRPO.
+
+use super::adamw::{AdamW, AdamWConfig, LrSchedule};
+use super::checkpoint::{self, write_model_safetensors};
+use super::config::{RunConfig, SaveDtype};
+use super::grads::Grads;
+use super::grpo::LossAgg;
+use super::step::{sft_backward, PassOptions, Sample};
+use super::trainer::{train, TrainOptions, TrainSummary};
+use crate::engine::{generate, FinishReason, GenerateOptions, Request, SamplingParams};
+use crate::model::chat::ChatTemplate;
+use crate::model::config::ModelConfig;
+use crate::model::weights::{LayerWeights, ModelWeights};
+use crate::model::{Model, TextTokenizer};
+use crate::reward::{grade, Gold, RewardConfig};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The test fixture tokenizer (byte-level BPE, R1-Distill special tokens).
+const FIXTURE_TOKENIZER_JSON: &str = include_str!("../../tests/fixtures/tokenizer/tokenizer.json");
+const TOKENIZER_CONFIG_JSON: &str = include_str!("../../tests/fixtures/tokenizer/tokenizer_config.json");
+const EOS_ID: u32 = 286;
+const BOS_ID: u32 = 289;
+/// Vocabulary of the model: the tokenizer's 294 ids rounded up.
+const VOCAB: usize = 296;
+
+/// How the default run runs.
+#[derive(Debug, Clone)]
+pub struct DefaultRunOptions {
+    pub run_dir: PathBuf,
+    pub seed: u64,
+    /// Operands are drawn from `0..max_operand`.
+    pub max_operand: u32,
+    pub sft_steps: usize,
+    pub sft_batch: usize,
+    pub sft_lr: f32,
+    pub grpo_steps: usize,
+    pub grpo_batch_prompts: usize,
+    pub grpo_n: usize,
+    pub grpo_lr: f32,
+    /// Held-out problems for the accuracy before and after GRPO.
+    pub eval_problems: usize,
+    pub progress: bool,
+}
+
+impl Default for DefaultRunOptions {
+    fn default() -> Self {
+        DefaultRunOptions {
+            run_dir: PathBuf::from("runs/default"),
+            seed: 1,
+            max_operand: 20,
+            sft_steps: 150,
+            sft_batch: 32,
+            sft_lr: 3e-3,
+            grpo_steps: 600,
+            grpo_batch_prompts: 16,
+            grpo_n: 8,
+            grpo_lr: 5e-4,
+            eval_problems: 80,
+            progress: true,
+        }
+    }
+}
+
+/// What the default run reports.
+#[derive(Debug, Clone)]
+pub struct DefaultRunSummary {
+    /// Greedy accuracy on the held-out problems after SFT (before GRPO).
+    pub start_accuracy: f64,
+    /// The same after GRPO.
+    pub end_accuracy: f64,
+    /// Mean training reward (sampled, temperature 1) of the first and of the last tenth of the
+    /// GRPO steps, from `metrics.jsonl`.
+    pub reward_first: f64,
+    pub reward_last: f64,
+    pub sft_loss: f64,
+    pub sft_secs: f64,
+    pub grpo_secs: f64,
+    pub train: TrainSummary,
+}
+
+/// The embedded tokenizer.json with `<think>` and `</think>` as non-special added tokens (as in
+/// DeepSeek-R1-Distill), so that decoding with `skip_special_tokens` keeps them.
+pub fn tokenizer_json() -> String {
+    let mut v: serde_json::Value = serde_json::from_str(FIXTURE_TOKENIZER_JSON).expect("embedded tokenizer.json");
+    if let Some(added) = v.get_mut("added_tokens").and_then(|a| a.as_array_mut()) {
+        for t in added {
+            let c = t.get("content").and_then(|c| c.as_str()).unwrap_or("");
+            if c == "<think>" || c == "</think>" {
+                t["special"] = serde_json::Value::Bool(false);
+            }
+        }
+    }
+    serde_json::to_string(&v).expect("serialize tokenizer.json")
+}
+
+/// config.json of the tiny Qwen2.
+pub fn model_config_json() -> String {
+    serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "intermediate_size": 192,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 128,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": false,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "torch_dtype": "float32",
+        "use_sliding_window": false,
+        "sliding_window": null,
+        "initializer_range": 0.02
+    })
+    .to_string()
+}
+
+fn generation_config_json() -> String {
+    serde_json::json!({ "bos_token_id": BOS_ID, "eos_token_id": [EOS_ID] }).to_string()
+}
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Random weights: N(0, 0.02) matrices (output projections scaled down by √(2·layers)), unit
+/// norms, zero biases.
+pub fn init_weights(c: &ModelConfig, seed: u64) -> ModelWeights {
+    let mut rng = Rng(seed ^ 0x1217_0000_0000_0001);
+    let std = 0.02;
+    let mut mat = |n: usize, s: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * s) as f32).collect() };
+    let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
+    let out_std = std / (2.0 * c.num_layers as f64).sqrt();
+    let embed = mat(v * h, std);
+    let layers = (0..c.num_layers)
+        .map(|_| LayerWeights {
+            input_norm: vec![1.0; h],
+            q_proj: mat(q * h, std),
+            k_proj: mat(kv * h, std),
+            v_proj: mat(kv * h, std),
+            q_bias: c.qkv_bias.then(|| vec![0.0; q]),
+            k_bias: c.qkv_bias.then(|| vec![0.0; kv]),
+            v_bias: c.qkv_bias.then(|| vec![0.0; kv]),
+            o_proj: mat(h * q, out_std),
+            post_norm: vec![1.0; h],
+            gate_proj: mat(i * h, std),
+            up_proj: mat(i * h, std),
+            down_proj: mat(h * i, out_std),
+        })
+        .collect();
+    let lm_head = (!c.tie_word_embeddings).then(|| mat(v * h, std));
+    ModelWeights { embed, layers, final_norm: vec![1.0; h], lm_head }
+}
+
+/// One synthetic problem: `a+b=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    pub a: u32,
+    pub b: u32,
+}
+
+impl Problem {
+    pub fn text(&self) -> String {
+        format!("{}+{}=", self.a, self.b)
+    }
+    pub fn answer(&self) -> u32 {
+        self.a + self.b
+    }
+    /// The correct response (without EOS).
+    pub fn target(&self) -> String {
+        format!("<think>{}+{}</think>\\boxed{{{}}}", self.a, self.b, self.answer())
+    }
+}
+
+/// Every pair in `0..max_operand`², shuffled by `seed`, split into (train, held-out eval).
+pub fn problems(max_operand: u32, eval: usize, seed: u64) -> (Vec<Problem>, Vec<Problem>) {
+    let mut all: Vec<Problem> = (0..max_operand).flat_map(|a| (0..max_operand).map(move |b| Problem { a, b })).collect();
+    let mut rng = Rng(seed ^ 0x5EED_DA7A);
+    for i in (1..all.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        all.swap(i, j);
+    }
+    let eval = eval.min(all.len() / 2);
+    let train = all.split_off(eval);
+    (train, all)
+}
+
+/// The prompt tokens of a problem (R1-Distill chat template).
+fn prompt_tokens(tok: &TextTokenizer, p: &Problem) -> Result<Vec<u32>> {
+    ChatTemplate::R1Distill.encode_user_turn(tok, &p.text())
+}
+
+/// Writes a Hugging Face model directory (config, generation config, tokenizer, weights).
+pub fn write_model_dir(dir: &Path, config_json: &str, weights: &ModelWeights, cfg: &ModelConfig) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join("config.json"), config_json)?;
+    std::fs::write(dir.join("generation_config.json"), generation_config_json())?;
+    std::fs::write(dir.join("tokenizer.json"), tokenizer_json())?;
+    std::fs::write(dir.join("tokenizer_config.json"), TOKENIZER_CONFIG_JSON)?;
+    write_model_safetensors(dir, weights, cfg, SaveDtype::F32)
+}
+
+/// The tokenizer, through a model directory (so it is the same as the run's).
+fn load_tokenizer(dir: &Path) -> Result<TextTokenizer> {
+    TextTokenizer::load(dir)
+}
+
+/// SFT warm start: `steps` AdamW updates on batches of correct (prompt, target + EOS) pairs.
+/// Returns the mean loss of the last 10% of the steps.
+pub fn sft(model: &mut Model, tok: &TextTokenizer, train: &[Problem], steps: usize, batch: usize, lr: f32, seed: u64, progress: bool) -> Result<f64> {
+    let seqs: Vec<(Vec<u32>, usize)> = train
+        .iter()
+        .map(|p| {
+            let mut s = prompt_tokens(tok, p)?;
+            let pl = s.len();
+            s.extend(tok.encode(&p.target(), false)?);
+            s.push(EOS_ID);
+            Ok((s, pl))
+        })
+        .collect::<Result<_>>()?;
+    let cfg = AdamWConfig {
+        schedule: LrSchedule { lr, warmup_steps: steps / 10, zero_first_step: false },
+        weight_decay: 0.0,
+        max_grad_norm: Some(1.0),
+        ..AdamWConfig::default()
+    };
+    let mut optim = AdamW::new(cfg, &mut model.weights);
+    let mut grads = Grads::zeros_like(&model.weights);
+    let pass = PassOptions { temperature: 1.0, ..PassOptions::default() };
+    let mut rng = Rng(seed ^ 0x5F7);
+    let tail = (steps / 10).max(1);
+    let (mut tail_loss, mut tail_n) = (0.0, 0);
+    for step in 0..steps {
+        let samples: Vec<Sample> = (0..batch)
+            .map(|_| {
+                let (s, pl) = &seqs[rng.below(seqs.len() as u64) as usize];
+                Sample { tokens: s, prompt_len: *pl }
+            })
+            .collect();
+        grads.zero();
+        let loss = sft_backward(&model.config, &model.weights, &samples, LossAgg::TokenMean, &pass, &mut grads)?;
+        optim.step(&mut model.weights, &mut grads);
+        if step + tail >= steps {
+            tail_loss += loss;
+            tail_n += 1;
+        }
+        if progress && (step + 1) % 50 == 0 {
+            eprintln!("sft {}/{steps} loss {loss:.4}", step + 1);
+        }
+    }
+    Ok(tail_loss / tail_n.max(1) as f64)
+}
+
+/// Accuracy on `problems` (graded by the math reward; a response cut at the budget is wrong).
+/// `temperature` 0 is greedy.
+pub fn accuracy(model: &Model, tok: &TextTokenizer, problems: &[Problem], temperature: f32, seed: u64) -> Result<f64> {
+    if problems.is_empty() {
+        return Ok(0.0);
+    }
+    let requests = problems
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(Request {
+                prompt: prompt_tokens(tok, p)?,
+                params: SamplingParams {
+                    temperature,
+                    top_p: 1.0,
+                    top_k: 0,
+                    seed: seed.wrapping_add(i as u64),
+                    max_new_tokens: 32,
+                    stop_token_ids: vec![EOS_ID],
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let out = generate(model, &requests, &GenerateOptions::default(), |_, _, _| {})?;
+    let rc = RewardConfig::default();
+    let mut right = 0;
+    for (c, p) in out.iter().zip(problems) {
+        let text = tok.decode(&c.tokens, true)?;
+        let gold = Gold::from_json(&serde_json::json!(p.answer().to_string())).context("gold")?;
+        if c.finish == FinishReason::Stop && grade(&text, &gold, &rc).reward == rc.correct_reward {
+            right += 1;
+        }
+    }
+    Ok(right as f64 / problems.len() as f64)
+}
+
+/// The GRPO run config of the default run.
+pub fn grpo_config(o: &DefaultRunOptions, model_dir: &Path, data: &Path) -> Result<RunConfig> {
+    let text = format!(
+        r#"
+model = {model:?}
+run_dir = {run:?}
+seed = {seed}
+total_steps = {steps}
+
+[data]
+train = [{data:?}]
+shuffle = true
+prompt_template = "{{problem}}"
+chat_template = "r1-distill"
+max_prompt_len = 32
+
+[rollout]
+batch_prompts = {bp}
+n = {n}
+max_response_len = 24
+temperature = 1.0
+top_p = 1.0
+
+[loss]
+use_kl = false
+entropy_coef = 0.0
+loss_agg = "token-mean"
+
+[optim]
+lr = {lr:e}
+weight_decay = 0.0
+mini_batch_prompts = {mbp}
+ppo_epochs = 1
+
+[checkpoint]
+every = {every}
+keep_last = 2
+dtype = "f32"
+save_optimizer = true
+"#,
+        model = model_dir.display().to_string(),
+        run = o.run_dir.display().to_string(),
+        seed = o.seed,
+        steps = o.grpo_steps,
+        data = data.display().to_string(),
+        bp = o.grpo_batch_prompts,
+        n = o.grpo_n,
+        lr = o.grpo_lr,
+        mbp = o.grpo_batch_prompts,
+        every = (o.grpo_steps / 2).max(1),
+    );
+    RunConfig::from_toml_str(&text)
+}
+
+/// Runs the whole default run (see the module doc).
+pub fn run_default(o: &DefaultRunOptions) -> Result<DefaultRunSummary> {
+    if checkpoint::latest(&o.run_dir)?.is_some() {
+        bail!("{} already holds a run (remove it, or resume it with `scalerl train --config {0}/config.toml --resume {0}`)", o.run_dir.display());
+    }
+    let config_json = model_config_json();
+    let mcfg = ModelConfig::from_json(&config_json)?;
+    let mut model = Model { weights: init_weights(&mcfg, o.seed), config: mcfg };
+    let init_dir = o.run_dir.join("init-model");
+    write_model_dir(&init_dir, &config_json, &model.weights, &model.config)?;
+    let tok = load_tokenizer(&init_dir)?;
+    if tok.vocab_size() > VOCAB {
+        bail!("the embedded tokenizer has {} ids, the model {VOCAB}", tok.vocab_size());
+    }
+    let (train_set, eval_set) = problems(o.max_operand, o.eval_problems, o.seed);
+    if o.progress {
+        eprintln!(
+            "default run: tiny Qwen2 from scratch on {}+{} problems ({} train, {} held out) in {}",
+            o.max_operand - 1,
+            o.max_operand - 1,
+            train_set.len(),
+            eval_set.len(),
+            o.run_dir.display()
+        );
+    }
+
+    let t = Instant::now();
+    let sft_loss = sft(&mut model, &tok, &train_set, o.sft_steps, o.sft_batch, o.sft_lr, o.seed, o.progress)?;
+    let sft_secs = t.elapsed().as_secs_f64();
+    let model_dir = o.run_dir.join("sft-model");
+    write_model_dir(&model_dir, &config_json, &model.weights, &model.config)?;
+    let start_accuracy = accuracy(&model, &tok, &eval_set, 0.0, o.seed)?;
+    if o.progress {
+        eprintln!("after SFT ({} steps, {sft_secs:.1}s, loss {sft_loss:.4}): start accuracy {start_accuracy:.3} (greedy, {} held-out problems)", o.sft_steps, eval_set.len());
+    }
+
+    let data_path = o.run_dir.join("train.json");
+    let records: Vec<serde_json::Value> = train_set
+        .iter()
+        .map(|p| serde_json::json!({ "problem": p.text(), "answer": p.answer().to_string() }))
+        .collect();
+    std::fs::write(&data_path, serde_json::to_string(&records)?)?;
+    let cfg = grpo_config(o, &model_dir, &data_path)?;
+    let t = Instant::now();
+    let summary = train(&cfg, &TrainOptions { resume: None, progress: o.progress })?;
+    let grpo_secs = t.elapsed().as_secs_f64();
+    let end_model = match &summary.last_checkpoint {
+        Some(dir) => Model::load(dir)?,
+        None => model,
+    };
+    let end_accuracy = accuracy(&end_model, &tok, &eval_set, 0.0, o.seed)?;
+    let (m, _) = super::metrics::read_metrics(&o.run_dir.join(super::metrics::METRICS_FILE))?;
+    let k = (m.len() / 10).max(1).min(m.len().max(1));
+    let mean = |xs: &[super::metrics::StepMetrics]| xs.iter().map(|x| x.reward_mean).sum::<f64>() / xs.len().max(1) as f64;
+    let (reward_first, reward_last) = (mean(&m[..k.min(m.len())]), mean(&m[m.len().saturating_sub(k)..]));
+    if o.progress {
+        eprintln!("after GRPO ({} steps, {grpo_secs:.1}s): end accuracy {end_accuracy:.3} (start {start_accuracy:.3}); training reward {reward_first:.3} (first tenth) -> {reward_last:.3} (last tenth)", summary.steps);
+    }
+    Ok(DefaultRunSummary { start_accuracy, end_accuracy, reward_first, reward_last, sft_loss, sft_secs, grpo_secs, train: summary })
+}
