@@ -13,13 +13,12 @@
 //! ./tests/fixtures (the binary may run from a copied bundle, see scripts/gpu-check.sh).
 use scalerl::backend::cuda::{self, CudaModel};
 use scalerl::device::Device;
-use scalerl::kv::BlockAllocator;
-use scalerl::model::{Model, SeqChunk};
+use scalerl::model::Model;
 use std::time::Instant;
 mod common;
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
-use common::{fixture, reference, rel_err};
+use common::{fixture, reference, rel_err, stepwise_logits};
 use kernel_cases::*;
 
 fn require_gpu() -> bool {
@@ -49,31 +48,6 @@ fn gpu() -> Option<Device> {
 // ---- the whole model ------------------------------------------------------------------------
 
 
-/// Every prompt fed token by token, all live sequences in one batch per step, blocks handed out
-/// interleaved (as tests/interpret_model.rs does).
-fn stepwise_logits(m: &CudaModel, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
-    let total_blocks: usize = prompts.iter().map(|p| p.len().div_ceil(block_size)).sum();
-    let mut alloc = BlockAllocator::new(total_blocks, block_size);
-    let mut cache = m.new_cache(total_blocks, block_size).unwrap();
-    let mut tables = vec![Vec::new(); prompts.len()];
-    let mut out = vec![Vec::new(); prompts.len()];
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap();
-    for step in 0..longest {
-        let live: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > step).collect();
-        for &i in &live {
-            alloc.ensure_capacity(&mut tables[i], step + 1).unwrap();
-        }
-        let chunks: Vec<SeqChunk> =
-            live.iter().map(|&i| SeqChunk { tokens: &prompts[i][step..step + 1], start_pos: step, table: &tables[i] }).collect();
-        let hidden = m.forward_hidden(&mut cache, &chunks).unwrap();
-        let logits = m.logits(&hidden, &(0..live.len()).collect::<Vec<_>>()).unwrap();
-        let v = m.config.vocab_size;
-        for (a, &i) in live.iter().enumerate() {
-            out[i].push(logits[a * v..(a + 1) * v].to_vec());
-        }
-    }
-    out
-}
 
 /// bf16 tolerance of the CUDA backend against the f32 CPU backend and transformers (see
 /// tests/interpret_model.rs: max |err| ≤ 3e-2 × max |reference logit| per row).

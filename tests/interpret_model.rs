@@ -8,7 +8,7 @@
 //! keeps 8 mantissa bits (relative rounding 2^-9 ≈ 2e-3 per op); a few layers of rounded
 //! residuals, GEMM outputs and attention land within ~1e-2 (measured below, printed).
 mod common;
-use common::{fixture, reference, rel_err};
+use common::{fixture, reference, rel_err, stepwise_logits};
 use scalerl::backend::cuda::{self, CudaModel};
 use scalerl::device::{Device, Schedule};
 use scalerl::engine::{GenerateOptions, Request, SamplingParams};
@@ -85,34 +85,6 @@ fn prefill_logits_match_cpu_and_transformers() {
     }
 }
 
-/// Every prompt fed token by token, all live sequences in one batch per step, blocks of
-/// `block_size` handed out interleaved (so the sequences' blocks are not contiguous).
-fn stepwise_logits(cuda: &CudaModel, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
-    let total_blocks: usize = prompts.iter().map(|p| p.len().div_ceil(block_size)).sum();
-    let mut alloc = BlockAllocator::new(total_blocks, block_size);
-    let mut cache = cuda.new_cache(total_blocks, block_size).unwrap();
-    let mut tables = vec![Vec::new(); prompts.len()];
-    let mut out = vec![Vec::new(); prompts.len()];
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap();
-    for step in 0..longest {
-        let live: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > step).collect();
-        for &i in &live {
-            alloc.ensure_capacity(&mut tables[i], step + 1).unwrap();
-        }
-        let chunks: Vec<SeqChunk> = live
-            .iter()
-            .map(|&i| SeqChunk { tokens: &prompts[i][step..step + 1], start_pos: step, table: &tables[i] })
-            .collect();
-        let hidden = cuda.forward_hidden(&mut cache, &chunks).unwrap();
-        let rows: Vec<usize> = (0..live.len()).collect();
-        let logits = cuda.logits(&hidden, &rows).unwrap();
-        let v = cuda.config.vocab_size;
-        for (a, &i) in live.iter().enumerate() {
-            out[i].push(logits[a * v..(a + 1) * v].to_vec());
-        }
-    }
-    out
-}
 
 #[test]
 fn decode_through_paged_cache_matches_cpu_and_transformers() {

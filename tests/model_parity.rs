@@ -2,7 +2,7 @@
 //! scripts/make_fixtures.py): prefill logits, token-by-token decode through the paged cache,
 //! batched decode of mixed-length sequences, and exact greedy continuations.
 mod common;
-use common::{fixture, reference, rel_err};
+use common::{fixture, reference, rel_err, stepwise_logits};
 use scalerl::engine::{generate, GenerateOptions, Request, SamplingParams};
 use scalerl::kv::BlockAllocator;
 use scalerl::model::{Model, SeqChunk};
@@ -28,33 +28,6 @@ fn prefill_logits_match_transformers() {
     }
 }
 
-/// Feeds every sequence token by token, all sequences in one batch per step (shorter ones drop
-/// out), through a small block size so that sequences cross blocks and interleave in the cache.
-fn stepwise_logits(model: &Model, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
-    let total_blocks: usize = prompts.iter().map(|p| p.len().div_ceil(block_size)).sum();
-    let mut alloc = BlockAllocator::new(total_blocks, block_size);
-    let mut cache = model.new_cache(total_blocks, block_size);
-    let mut tables = vec![Vec::new(); prompts.len()];
-    let mut out = vec![Vec::new(); prompts.len()];
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap();
-    for step in 0..longest {
-        let live: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > step).collect();
-        for &i in &live {
-            alloc.ensure_capacity(&mut tables[i], step + 1).unwrap();
-        }
-        let chunks: Vec<SeqChunk> = live
-            .iter()
-            .map(|&i| SeqChunk { tokens: &prompts[i][step..step + 1], start_pos: step, table: &tables[i] })
-            .collect();
-        let hidden = model.forward_hidden(&mut cache, &chunks).unwrap();
-        let logits = model.logits(&hidden);
-        let v = model.config.vocab_size;
-        for (a, &i) in live.iter().enumerate() {
-            out[i].push(logits[a * v..(a + 1) * v].to_vec());
-        }
-    }
-    out
-}
 
 #[test]
 fn decode_through_paged_cache_matches_prefill_and_reference() {

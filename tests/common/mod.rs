@@ -49,3 +49,32 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
+
+/// Feeds every prompt token by token, all live sequences in one batch per step (shorter ones
+/// drop out), with blocks of `block_size` handed out interleaved so that sequences cross
+/// blocks and their blocks are not contiguous. Returns logits `[prompt][position][vocab]`.
+pub fn stepwise_logits<M: scalerl::engine::StepModel>(model: &M, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
+    use scalerl::kv::BlockAllocator;
+    use scalerl::model::SeqChunk;
+    let total_blocks: usize = prompts.iter().map(|p| p.len().div_ceil(block_size)).sum();
+    let mut alloc = BlockAllocator::new(total_blocks, block_size);
+    let mut cache = model.new_cache(total_blocks, block_size).unwrap();
+    let mut tables = vec![Vec::new(); prompts.len()];
+    let mut out = vec![Vec::new(); prompts.len()];
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap();
+    for step in 0..longest {
+        let live: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > step).collect();
+        for &i in &live {
+            alloc.ensure_capacity(&mut tables[i], step + 1).unwrap();
+        }
+        let chunks: Vec<SeqChunk> =
+            live.iter().map(|&i| SeqChunk { tokens: &prompts[i][step..step + 1], start_pos: step, table: &tables[i] }).collect();
+        // One token per chunk: the last-token logits are every row.
+        let logits = model.last_token_logits(&mut cache, &chunks).unwrap();
+        let v = model.config().vocab_size;
+        for (a, &i) in live.iter().enumerate() {
+            out[i].push(logits[a * v..(a + 1) * v].to_vec());
+        }
+    }
+    out
+}
