@@ -1,7 +1,9 @@
 //! The GRPO training loop end to end on the tiny fixture model (CPU backend): a run writes one
 //! metrics record per step and its checkpoints and changes the weights; `[[stage]]`s switch the
 //! budget and group size at their step; a run interrupted and resumed is bit-identical to an
-//! uninterrupted one; a bad config is refused before any work.
+//! uninterrupted one; a bad config is refused before any work; `[auto_stage]` switches early
+//! when responses are cut; `[validation]` runs at start and every K steps; a non-finite loss
+//! or gradient skips the update and leaves the weights untouched.
 use scalerl::model::Model;
 use scalerl::train::checkpoint;
 use scalerl::train::config::RunConfig;
@@ -19,6 +21,22 @@ fn tmp(name: &str) -> PathBuf {
 
 /// The tiny run: 2 prompts per step, stage 0 (budget 4, n 2) then stage 1 from step 2 (budget 8, n 4).
 fn config_text(run_dir: &Path, total_steps: usize, extra_top: &str) -> String {
+    config_text_with_stages(run_dir, total_steps, extra_top, STAGES)
+}
+
+const STAGES: &str = "
+[[stage]]
+from_step = 0
+max_response_len = 4
+n = 2
+
+[[stage]]
+from_step = 2
+max_response_len = 8
+n = 4
+";
+
+fn config_text_with_stages(run_dir: &Path, total_steps: usize, extra_top: &str, stages: &str) -> String {
     format!(
         r#"
 model = "tests/fixtures/tiny-qwen2"
@@ -45,17 +63,7 @@ mini_batch_prompts = 1
 every = 2
 keep_last = 2
 dtype = "f32"
-
-[[stage]]
-from_step = 0
-max_response_len = 4
-n = 2
-
-[[stage]]
-from_step = 2
-max_response_len = 8
-n = 4
-"#,
+{stages}"#,
         run_dir.display()
     )
 }
@@ -392,4 +400,175 @@ fn micro_batches_give_the_same_update() {
     for d in [whole, micro] {
         let _ = std::fs::remove_dir_all(&d);
     }
+}
+
+/// Stage 1 is scheduled far away (step 50); only `[auto_stage]` can start it. With a budget of
+/// 2 tokens the random tiny model is cut on (nearly) every response, so the clip ratio of steps
+/// 0 and 1 exceeds the threshold and stage 1 begins at step 2.
+const AUTO_STAGES: &str = "
+[auto_stage]
+clip_ratio_threshold = 0.5
+window = 2
+
+[[stage]]
+from_step = 0
+max_response_len = 2
+n = 2
+
+[[stage]]
+from_step = 50
+max_response_len = 6
+n = 3
+";
+
+#[test]
+fn auto_stage_switches_when_responses_are_cut_and_resumes_there() {
+    let straight = tmp("auto");
+    let cfg = |dir: &Path, steps| RunConfig::from_toml_str(&config_text_with_stages(dir, steps, "", AUTO_STAGES)).unwrap();
+    train(&cfg(&straight, 4), &TrainOptions::default()).unwrap();
+    let (recs, _) = read_metrics(&straight.join("metrics.jsonl")).unwrap();
+    assert!(recs[0].clip_ratio > 0.5 && recs[1].clip_ratio > 0.5, "precondition: budget-2 responses are cut: {recs:?}");
+    let got: Vec<(usize, usize, usize)> = recs.iter().map(|r| (r.stage, r.max_response_len, r.n)).collect();
+    assert_eq!(got, vec![(0, 2, 2), (0, 2, 2), (1, 6, 3), (1, 6, 3)]);
+
+    // Resumed from the step-2 checkpoint, the clip history comes back and stage 1 continues.
+    let split = tmp("auto-split");
+    train(&cfg(&split, 2), &TrainOptions::default()).unwrap();
+    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false }).unwrap();
+    let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
+    assert_eq!(recs.iter().map(untimed).collect::<Vec<_>>(), rb.iter().map(untimed).collect::<Vec<_>>());
+    for d in [straight, split] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+const VALIDATION: &str = r#"
+[validation]
+every = 2
+at_start = true
+benchmarks = ["tests/fixtures/eval/math.json", "tests/fixtures/eval/amc.json"]
+n = 2
+max_problems = 2
+max_response_len = 3
+temperature = 1.0
+"#;
+
+#[test]
+fn validation_runs_at_start_and_every_k_steps() {
+    let dir = tmp("validation");
+    let cfg = |dir: &Path, steps| RunConfig::from_toml_str(&config_text(dir, steps, VALIDATION)).unwrap();
+    train(&cfg(&dir, 4), &TrainOptions::default()).unwrap();
+    let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    let when: Vec<Vec<(String, usize)>> =
+        recs.iter().map(|r| r.validation.iter().map(|v| (v.benchmark.clone(), v.after_steps)).collect()).collect();
+    let both = |k: usize| vec![("math".to_string(), k), ("amc".to_string(), k)];
+    assert_eq!(when, vec![both(0), both(2), vec![], both(4)]);
+    for v in recs.iter().flat_map(|r| &r.validation) {
+        assert_eq!(v.n, 2);
+        assert!((0.0..=1.0).contains(&v.pass_at_1) && (0.0..=1.0).contains(&v.clip_ratio), "{v:?}");
+        assert!(v.response_len_mean >= 1.0 && v.response_len_mean <= 3.0, "{v:?}");
+    }
+    // Samples are seeded per (seed, benchmark, problem, sample): a resumed run validates the
+    // same weights to the same numbers.
+    let split = tmp("validation-split");
+    train(&cfg(&split, 2), &TrainOptions::default()).unwrap();
+    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false }).unwrap();
+    let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
+    let strip = |r: &StepMetrics| -> Vec<(String, usize, u64, u64, u64)> {
+        r.validation
+            .iter()
+            .map(|v| (v.benchmark.clone(), v.after_steps, v.pass_at_1.to_bits(), v.response_len_mean.to_bits(), v.clip_ratio.to_bits()))
+            .collect()
+    };
+    assert_eq!(recs.iter().map(strip).collect::<Vec<_>>(), rb.iter().map(strip).collect::<Vec<_>>());
+
+    // A missing benchmark file is refused before any work.
+    let bad = tmp("validation-bad");
+    let text = config_text(&bad, 2, &VALIDATION.replace("amc.json", "nope.json"));
+    let e = train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("nope.json"), "{e:#}");
+    assert!(!bad.exists());
+    for d in [dir, split] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+#[test]
+fn a_non_finite_loss_or_gradient_skips_the_update() {
+    use scalerl::train::update::{apply_update, ppo_updates, UpdateBatch, UpdatePlan};
+    use scalerl::train::{AdamW, Grads, PassOptions, Sample};
+    let cfg = config(Path::new("/unused"), 1);
+    let mut model = Model::load(Path::new("tests/fixtures/tiny-qwen2")).unwrap();
+    let mut optim = AdamW::new(cfg.adamw(), &mut model.weights);
+    let before: Vec<Vec<f32>> = named_params(&model.weights).into_iter().map(|(_, p)| p.clone()).collect();
+    let unchanged = |m: &Model| {
+        named_params(&m.weights).iter().zip(&before).all(|((_, p), b)| p.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()))
+    };
+
+    // Two prompts × two samples; one advantage is NaN, so the loss of its mini-batch is NaN.
+    let seqs: Vec<Vec<u32>> = (0..4u32).map(|i| vec![5, 6 + i, 7, 8 + i, 9]).collect();
+    let samples: Vec<Sample> = seqs.iter().map(|s| Sample { tokens: s, prompt_len: 2 }).collect();
+    let old: Vec<Vec<f32>> = vec![vec![-5.0; 3]; 4];
+    let stage = cfg.stages()[0];
+    let grpo = cfg.grpo(&stage);
+    let pass = PassOptions::default();
+    let plan = UpdatePlan { seed: 1, step: 0, ppo_epochs: 1, mini_batch_prompts: 2, micro_batch_seqs: 0, grpo: &grpo, pass: &pass };
+    let adv = [1.0, f32::NAN, -1.0, 0.5];
+    let b = UpdateBatch { samples: &samples, n: 2, advantages: &adv, old_logp: &old, ref_logp: Some(&old) };
+    let s = ppo_updates(&mut model, &mut optim, &b, &plan).unwrap();
+    assert_eq!((s.updates, s.skipped), (0, 1));
+    assert!(unchanged(&model), "a NaN loss changed the weights");
+    assert_eq!((optim.steps, optim.updates), (1, 0), "the schedule advances, the moments do not");
+
+    // A finite loss with an infinite gradient is skipped too.
+    let mut grads = Grads::zeros_like(&model.weights);
+    grads.named_mut()[0].1[0] = f32::INFINITY;
+    let r = apply_update(&mut optim, &mut model.weights, &mut grads, 1.0);
+    assert!(r.skipped && unchanged(&model));
+    assert_eq!((optim.steps, optim.updates), (2, 0));
+
+    // The same batch with finite advantages updates the weights.
+    let adv = [1.0, -1.0, -1.0, 0.5];
+    let b = UpdateBatch { advantages: &adv, ..b };
+    let s = ppo_updates(&mut model, &mut optim, &b, &plan).unwrap();
+    assert_eq!((s.updates, s.skipped), (1, 0));
+    assert!(!unchanged(&model) && s.grad_norm.is_finite() && s.grad_norm > 0.0);
+}
+
+/// Width and height from a PNG's IHDR chunk (after the 8-byte signature and the chunk header).
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn plot_writes_the_charts_with_stage_switches() {
+    let dir = tmp("plot");
+    train(&RunConfig::from_toml_str(&config_text(&dir, 4, VALIDATION)).unwrap(), &TrainOptions::default()).unwrap();
+    let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    let switches = scalerl::train::plot::stage_switches(&recs);
+    assert_eq!(switches.len(), 1);
+    assert_eq!(switches[0].0, 2.0);
+    assert!(switches[0].1.contains("8 tokens"), "{switches:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl")).arg("plot").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for name in ["reward.png", "response_length.png", "clip_ratio.png", "validation.png"] {
+        let p = dir.join("plots").join(name);
+        assert!(listed.contains(&p.display().to_string()), "{listed}");
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(png_size(&bytes), (960, 540), "{name}");
+        // A drawn chart (text, lines) compresses far worse than a blank canvas (~2 KB).
+        assert!(bytes.len() > 20_000, "{name}: {} bytes", bytes.len());
+    }
+
+    // Not a run directory: a clear error naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl")).args(["plot", "tests/fixtures"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tests/fixtures") && err.contains("metrics.jsonl"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

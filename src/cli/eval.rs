@@ -106,6 +106,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         top_k: a.top_k,
         max_response_len: a.max_response_len,
         seed: a.seed,
+        prompt_template: eval::DEEPSCALER_PROMPT_TEMPLATE.to_string(),
         chat_template,
         stop_token_ids: lm.stop_token_ids(),
         reward: RewardConfig::default(),

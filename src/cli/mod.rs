@@ -5,6 +5,7 @@ pub mod eval;
 pub mod generate;
 pub mod logits;
 pub mod model_dir;
+pub mod plot;
 pub mod train;
 pub mod verify;
 
@@ -27,6 +28,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// GRPO training (DeepScaleR recipe) from a TOML run config; --resume continues a run.
     Train(train::TrainArgs),
+    /// PNG charts of a training run: reward, response length, clip ratio, validation.
+    Plot(plot::PlotArgs),
 }
 
 /// Where the model runs: the f32 CPU reference, or the CUDA backend (bf16, the hand-written
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(a) => logits::run(&a),
         Command::Verify(a) => verify::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::Plot(a) => plot::run(&a),
     }
 }

@@ -4,8 +4,18 @@
 //! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
 use crate::train::default_run::{run_default, DefaultRunOptions};
 use crate::train::trainer::{train_from_file, TrainOptions};
+use crate::train::plot::plot_run;
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Charts of the finished run into RUN_DIR/plots (a failure to draw is reported, not fatal:
+/// the run itself is done and checkpointed).
+fn write_plots(run_dir: &Path) {
+    match plot_run(run_dir, None) {
+        Ok(_) => eprintln!("charts: {}", run_dir.join("plots").display()),
+        Err(e) => eprintln!("warning: no charts: {e:#}"),
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -53,6 +63,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             t.elapsed().as_secs_f64(),
             s.train.run_dir.display()
         );
+        write_plots(&s.train.run_dir);
         return Ok(());
     };
     let summary = train_from_file(
@@ -70,5 +81,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         summary.last_checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
         summary.prompts_dropped
     );
+    write_plots(&summary.run_dir);
     Ok(())
 }

@@ -54,6 +54,9 @@ pub struct EvalOptions {
     /// model's context leaves after the prompt.
     pub max_response_len: usize,
     pub seed: u64,
+    /// The user message, `{problem}` replaced by the problem text (DeepScaleR's by default;
+    /// the trainer's validation passes its own training template).
+    pub prompt_template: String,
     pub chat_template: ChatTemplate,
     /// Generation ends at any of these (the model's EOS ids).
     pub stop_token_ids: Vec<u32>,
@@ -75,6 +78,7 @@ impl Default for EvalOptions {
             top_k: 0,
             max_response_len: 32768,
             seed: 0,
+            prompt_template: DEEPSCALER_PROMPT_TEMPLATE.to_string(),
             chat_template: ChatTemplate::R1Distill,
             stop_token_ids: vec![],
             reward: RewardConfig::default(),
@@ -194,7 +198,7 @@ pub fn evaluate_resumable<M: StepModel>(
         for (pi, p) in b.problems[..count].iter().enumerate() {
             let prompt_text = opts
                 .chat_template
-                .render_user_turn(tokenizer, &deepscaler_prompt(&p.problem))
+                .render_user_turn(tokenizer, &opts.prompt_template.replacen("{problem}", &p.problem, 1))
                 .with_context(|| format!("{}: problem {pi}", b.name))?;
             let prompt = tokenizer.encode(&prompt_text, false)?;
             if prompt.len() >= context {

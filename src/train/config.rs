@@ -165,6 +165,8 @@ pub struct ValidationConfig {
     pub top_p: f32,
     /// Response budget; absent: the current stage's.
     pub max_response_len: Option<usize>,
+    /// Only the first k problems of each benchmark; absent: all.
+    pub max_problems: Option<usize>,
 }
 
 /// One context-length stage.
@@ -277,6 +279,7 @@ impl Default for ValidationConfig {
             temperature: 0.6,
             top_p: 1.0,
             max_response_len: None,
+            max_problems: None,
         }
     }
 }
@@ -373,6 +376,9 @@ impl RunConfig {
             }
             if v.n == 0 {
                 bail!("validation.n must be positive");
+            }
+            if v.max_problems == Some(0) {
+                bail!("validation.max_problems must be positive (or absent for all)");
             }
         }
         if !self.stage.is_empty() && (r.n.is_some() || r.max_response_len.is_some()) {

@@ -9,7 +9,9 @@
 //!    right; its result is written as a Hugging Face model to `run_dir/sft-model/`;
 //! 3. the GRPO loop (`trainer::train`) from that model on the synthetic problems
 //!    (`run_dir/train.json`), with the same `metrics.jsonl` and checkpoints as any run;
-//! 4. greedy accuracy on held-out problems after SFT and after GRPO.
+//! 4. greedy accuracy on the held-out problems (`run_dir/heldout.json`) through the loop's
+//!    validation: before the first GRPO step, every sixth of the run and at the end, so the
+//!    accuracy curve lands in `metrics.jsonl` and `scalerl plot`'s validation chart.
 
 use super::adamw::{AdamW, AdamWConfig, LrSchedule};
 use super::checkpoint::{self, write_model_safetensors};
@@ -325,7 +327,7 @@ pub fn accuracy(model: &Model, tok: &TextTokenizer, problems: &[Problem], temper
 }
 
 /// The GRPO run config of the default run.
-pub fn grpo_config(o: &DefaultRunOptions, model_dir: &Path, data: &Path) -> Result<RunConfig> {
+pub fn grpo_config(o: &DefaultRunOptions, model_dir: &Path, data: &Path, heldout: &Path) -> Result<RunConfig> {
     let text = format!(
         r#"
 model = {model:?}
@@ -363,6 +365,14 @@ every = {every}
 keep_last = 2
 dtype = "f32"
 save_optimizer = true
+
+[validation]
+every = {val_every}
+at_start = true
+benchmarks = [{heldout:?}]
+n = 1
+temperature = 0.0
+max_response_len = 32
 "#,
         model = model_dir.display().to_string(),
         run = o.run_dir.display().to_string(),
@@ -374,6 +384,8 @@ save_optimizer = true
         lr = o.grpo_lr,
         mbp = o.grpo_batch_prompts,
         every = (o.grpo_steps / 2).max(1),
+        val_every = (o.grpo_steps / 6).max(1),
+        heldout = heldout.display().to_string(),
     );
     RunConfig::from_toml_str(&text)
 }
@@ -409,9 +421,8 @@ pub fn run_default(o: &DefaultRunOptions) -> Result<DefaultRunSummary> {
     let sft_secs = t.elapsed().as_secs_f64();
     let model_dir = o.run_dir.join("sft-model");
     write_model_dir(&model_dir, &config_json, &model.weights, &model.config)?;
-    let start_accuracy = accuracy(&model, &tok, &eval_set, 0.0, o.seed)?;
     if o.progress {
-        eprintln!("after SFT ({} steps, {sft_secs:.1}s, loss {sft_loss:.4}): start accuracy {start_accuracy:.3} (greedy, {} held-out problems)", o.sft_steps, eval_set.len());
+        eprintln!("after SFT ({} steps, {sft_secs:.1}s, loss {sft_loss:.4})", o.sft_steps);
     }
 
     let data_path = o.run_dir.join("train.json");
@@ -420,21 +431,31 @@ pub fn run_default(o: &DefaultRunOptions) -> Result<DefaultRunSummary> {
         .map(|p| serde_json::json!({ "problem": p.text(), "answer": p.answer().to_string() }))
         .collect();
     std::fs::write(&data_path, serde_json::to_string(&records)?)?;
-    let cfg = grpo_config(o, &model_dir, &data_path)?;
+    let heldout_path = o.run_dir.join("heldout.json");
+    let heldout: Vec<serde_json::Value> = eval_set
+        .iter()
+        .map(|p| serde_json::json!({ "problem": p.text(), "answer": p.answer().to_string() }))
+        .collect();
+    std::fs::write(&heldout_path, serde_json::to_string(&heldout)?)?;
+    let cfg = grpo_config(o, &model_dir, &data_path, &heldout_path)?;
     let t = Instant::now();
     let summary = train(&cfg, &TrainOptions { resume: None, progress: o.progress })?;
     let grpo_secs = t.elapsed().as_secs_f64();
-    let end_model = match &summary.last_checkpoint {
-        Some(dir) => Model::load(dir)?,
-        None => model,
-    };
-    let end_accuracy = accuracy(&end_model, &tok, &eval_set, 0.0, o.seed)?;
     let (m, _) = super::metrics::read_metrics(&o.run_dir.join(super::metrics::METRICS_FILE))?;
     let k = (m.len() / 10).max(1).min(m.len().max(1));
     let mean = |xs: &[super::metrics::StepMetrics]| xs.iter().map(|x| x.reward_mean).sum::<f64>() / xs.len().max(1) as f64;
     let (reward_first, reward_last) = (mean(&m[..k.min(m.len())]), mean(&m[m.len().saturating_sub(k)..]));
+    // Held-out accuracy before the first GRPO step and after the last, from the validations.
+    let held_out = |after: usize| {
+        m.iter()
+            .flat_map(|r| &r.validation)
+            .find(|v| v.after_steps == after)
+            .map(|v| v.pass_at_1)
+            .with_context(|| format!("no held-out validation after {after} steps in metrics.jsonl"))
+    };
+    let (start_accuracy, end_accuracy) = (held_out(0)?, held_out(summary.steps)?);
     if o.progress {
-        eprintln!("after GRPO ({} steps, {grpo_secs:.1}s): end accuracy {end_accuracy:.3} (start {start_accuracy:.3}); training reward {reward_first:.3} (first tenth) -> {reward_last:.3} (last tenth)", summary.steps);
+        eprintln!("after GRPO ({} steps, {grpo_secs:.1}s): held-out greedy accuracy {start_accuracy:.3} -> {end_accuracy:.3} ({} problems); training reward {reward_first:.3} (first tenth) -> {reward_last:.3} (last tenth)", summary.steps, eval_set.len());
     }
     Ok(DefaultRunSummary { start_accuracy, end_accuracy, reward_first, reward_last, sft_loss, sft_secs, grpo_secs, train: summary })
 }

@@ -52,6 +52,9 @@ impl ResponseLens {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidationMetrics {
     pub benchmark: String,
+    /// Updates (steps) applied to the weights validated: 0 for `validation.at_start`.
+    #[serde(default)]
+    pub after_steps: usize,
     /// pass@1 averaged over the n samples per problem.
     pub pass_at_1: f64,
     pub n: usize,
@@ -98,7 +101,8 @@ pub struct StepMetrics {
     pub update: PhaseTime,
     /// Whole step, wall-clock seconds.
     pub step_secs: f64,
-    /// Present on validation steps.
+    /// Validations run during this step's record: before it (`at_start`, on step 0) and after
+    /// it (every `validation.every` steps); `after_steps` says which.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation: Vec<ValidationMetrics>,
 }

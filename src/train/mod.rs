@@ -19,8 +19,12 @@ pub mod grpo;
 pub mod logprob;
 pub mod metrics;
 pub mod model_backward;
+pub mod plot;
+pub mod rollout;
 pub mod step;
 pub mod trainer;
+pub mod update;
+pub mod validation;
 
 pub use adamw::{AdamW, AdamWConfig, LrSchedule, StepReport};
 pub use grads::{clone_weights, named_params, named_params_mut, Grads};

@@ -1,0 +1,183 @@
+//! Phase 3 of a GRPO step: the PPO updates. For `ppo_epochs`, the batch's prompts are shuffled
+//! (seeded by (seed, step, epoch)) into mini-batches of `mini_batch_prompts` prompts with all
+//! their samples; each mini-batch gets `grpo_backward` and one AdamW update.
+//!
+//! A non-finite loss or gradient norm skips the update: the weights and the AdamW moments stay
+//! untouched, the learning-rate schedule still advances, and the skip is counted in the step's
+//! metrics (`skipped_updates`). Micro-batching (`micro_seqs` > 0) runs a mini-batch in passes of
+//! that many sequences whose gradients are scaled to sum to the whole mini-batch's.
+
+use super::adamw::{AdamW, StepReport};
+use super::data::epoch_order;
+use super::grads::Grads;
+use super::grpo::{grpo_loss, GrpoConfig, GrpoTokens, LossAgg};
+use super::rollout::mix;
+use super::step::{broadcast_advantages, grpo_backward, policy_backward, GrpoInputs, PassOptions, Sample};
+use crate::model::weights::ModelWeights;
+use crate::model::Model;
+use anyhow::Result;
+
+/// The loss parts of one mini-batch (as `GrpoOutput`, without the gradients).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MiniBatchLoss {
+    pub loss: f64,
+    pub pg_loss: f64,
+    pub kl_loss: f64,
+    pub entropy_mean: f64,
+    pub clip_frac: f64,
+    pub approx_kl: f64,
+}
+
+/// What the updates of one step did: loss parts and grad norm averaged over the applied updates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpdateStats {
+    pub pg_loss: f64,
+    pub kl: f64,
+    pub entropy: f64,
+    pub clip_frac: f64,
+    pub approx_kl: f64,
+    pub grad_norm: f64,
+    /// The learning rate of the last update attempted.
+    pub lr: f64,
+    pub updates: usize,
+    /// Updates skipped for a non-finite loss or gradient.
+    pub skipped: usize,
+}
+
+/// One AdamW update from `grads`, unless the loss or the gradient is not finite: then nothing
+/// but the optimizer's step counter changes (so the schedule stays aligned with the steps) and
+/// the report says `skipped`.
+pub fn apply_update(optim: &mut AdamW, weights: &mut ModelWeights, grads: &mut Grads, loss: f64) -> StepReport {
+    if loss.is_finite() {
+        return optim.step(weights, grads);
+    }
+    let lr = optim.cfg.schedule.lr_at(optim.steps);
+    optim.steps += 1;
+    StepReport { grad_norm: f64::NAN, lr, skipped: true }
+}
+
+/// The step's samples and what the loss needs of them (sample `i` answers prompt `i / n`).
+pub struct UpdateBatch<'a> {
+    pub samples: &'a [Sample<'a>],
+    pub n: usize,
+    pub advantages: &'a [f32],
+    /// Per sample, the response tokens' log-probs under the policy before the update…
+    pub old_logp: &'a [Vec<f32>],
+    /// …and under the reference model (None when the KL term is off).
+    pub ref_logp: Option<&'a [Vec<f32>]>,
+}
+
+/// How the updates are cut.
+pub struct UpdatePlan<'a> {
+    pub seed: u64,
+    pub step: usize,
+    pub ppo_epochs: usize,
+    pub mini_batch_prompts: usize,
+    pub micro_batch_seqs: usize,
+    pub grpo: &'a GrpoConfig,
+    pub pass: &'a PassOptions,
+}
+
+/// Runs the step's PPO epochs of mini-batch updates on `model`.
+pub fn ppo_updates(model: &mut Model, optim: &mut AdamW, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
+    let prompts = b.samples.len() / b.n;
+    let mut grads = Grads::zeros_like(&model.weights);
+    let mut s = UpdateStats::default();
+    for epoch in 0..plan.ppo_epochs {
+        let order = epoch_order(prompts, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
+        for chunk in order.chunks(plan.mini_batch_prompts) {
+            let idx: Vec<usize> = chunk.iter().flat_map(|&p| p * b.n..(p + 1) * b.n).collect();
+            let mb: Vec<Sample> = idx.iter().map(|&i| b.samples[i]).collect();
+            let mb_adv: Vec<f32> = idx.iter().map(|&i| b.advantages[i]).collect();
+            let advantages = broadcast_advantages(&mb, &mb_adv);
+            let old_logp: Vec<f32> = idx.iter().flat_map(|&i| b.old_logp[i].iter().copied()).collect();
+            let ref_logp: Option<Vec<f32>> =
+                b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
+            grads.zero();
+            let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
+            let out = minibatch_backward(model, &mb, &inputs, plan.grpo, plan.pass, plan.micro_batch_seqs, &mut grads)?;
+            let r = apply_update(optim, &mut model.weights, &mut grads, out.loss);
+            s.lr = r.lr as f64;
+            if r.skipped {
+                s.skipped += 1;
+                continue;
+            }
+            s.updates += 1;
+            s.pg_loss += out.pg_loss;
+            s.kl += out.kl_loss;
+            s.entropy += out.entropy_mean;
+            s.clip_frac += out.clip_frac;
+            s.approx_kl += out.approx_kl;
+            s.grad_norm += r.grad_norm;
+        }
+    }
+    let u = s.updates.max(1) as f64;
+    for x in [&mut s.pg_loss, &mut s.kl, &mut s.entropy, &mut s.clip_frac, &mut s.approx_kl, &mut s.grad_norm] {
+        *x /= u;
+    }
+    Ok(s)
+}
+
+/// GRPO loss and gradient of a mini-batch, accumulated into `grads`: in one pass
+/// (`micro_seqs` = 0 or ≥ the batch), or in passes of `micro_seqs` sequences whose per-token
+/// gradients are scaled so that they sum to the one-pass gradient (the aggregation weights are
+/// the whole mini-batch's).
+pub fn minibatch_backward(
+    model: &Model,
+    mb: &[Sample],
+    inputs: &GrpoInputs,
+    cfg: &GrpoConfig,
+    pass: &PassOptions,
+    micro_seqs: usize,
+    grads: &mut Grads,
+) -> Result<MiniBatchLoss> {
+    if micro_seqs == 0 || micro_seqs >= mb.len() {
+        let o = grpo_backward(&model.config, &model.weights, mb, inputs, cfg, pass, grads)?;
+        return Ok(MiniBatchLoss {
+            loss: o.loss,
+            pg_loss: o.pg_loss,
+            kl_loss: o.kl_loss,
+            entropy_mean: o.entropy_mean,
+            clip_frac: o.clip_frac,
+            approx_kl: o.approx_kl,
+        });
+    }
+    let total_tokens: usize = mb.iter().map(|s| s.response_len()).sum();
+    let total_seqs = mb.len();
+    let mut acc = MiniBatchLoss::default();
+    let mut off = 0;
+    for micro in mb.chunks(micro_seqs) {
+        let toks: usize = micro.iter().map(|s| s.response_len()).sum();
+        let r = off..off + toks;
+        off += toks;
+        // The micro-batch's own aggregation weights, rescaled to the mini-batch's.
+        let scale = match cfg.agg {
+            LossAgg::TokenMean => toks as f64 / total_tokens.max(1) as f64,
+            _ => micro.len() as f64 / total_seqs as f64,
+        };
+        let token_share = toks as f64 / total_tokens.max(1) as f64;
+        let out = policy_backward(&model.config, &model.weights, micro, pass, grads, |lp, lens| {
+            let out = grpo_loss(
+                cfg,
+                &GrpoTokens {
+                    seq_lens: lens,
+                    logp: &lp.logp,
+                    entropy: &lp.entropy,
+                    old_logp: &inputs.old_logp[r.clone()],
+                    ref_logp: inputs.ref_logp.map(|x| &x[r.clone()]),
+                    advantages: &inputs.advantages[r.clone()],
+                },
+            );
+            let dl: Vec<f32> = out.d_logp.iter().map(|&d| (d as f64 * scale) as f32).collect();
+            let de: Vec<f32> = out.d_entropy.iter().map(|&d| (d as f64 * scale) as f32).collect();
+            (out, dl, Some(de))
+        })?;
+        acc.loss += scale * out.loss;
+        acc.pg_loss += scale * out.pg_loss;
+        acc.kl_loss += scale * out.kl_loss;
+        acc.entropy_mean += token_share * out.entropy_mean;
+        acc.clip_frac += token_share * out.clip_frac;
+        acc.approx_kl += token_share * out.approx_kl;
+    }
+    Ok(acc)
+}
