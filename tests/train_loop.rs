@@ -572,3 +572,78 @@ fn plot_writes_the_charts_with_stage_switches() {
     assert!(err.contains("tests/fixtures") && err.contains("metrics.jsonl"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kill -9` mid-checkpoint (as soon as a `.tmp-step-N` directory appears) and mid-step (as
+/// soon as a new metrics line lands, before its checkpoint), then `--resume`: every kill
+/// leaves a loadable latest checkpoint, and the resumed run ends bit-identical to an
+/// uninterrupted one.
+#[test]
+fn killed_mid_checkpoint_or_mid_step_and_resumed_gives_the_same_run() {
+    let steps = 10;
+    let cfg_for = |dir: &Path, name: &str| {
+        let text = config_text(dir, steps, "").replace("every = 2\nkeep_last = 2", "every = 1\nkeep_last = 2");
+        let p = std::env::temp_dir().join(format!("scalerl-train-loop-{}-{name}.toml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let straight = tmp("kill-straight");
+    let status = Command::new(env!("CARGO_BIN_EXE_scalerl"))
+        .args(["train", "--quiet", "--config"])
+        .arg(cfg_for(&straight, "kill-straight"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let killed = tmp("kill");
+    let cfg = cfg_for(&killed, "kill");
+    let lines = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).map_or(0, |t| t.matches('\n').count());
+    let saving = |d: &Path| {
+        std::fs::read_dir(d).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-step-"))
+    };
+    let spawn = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scalerl"));
+        cmd.args(["train", "--quiet", "--config"]).arg(&cfg);
+        if checkpoint::latest(&killed).unwrap().is_some() {
+            cmd.arg("--resume").arg(&killed);
+        }
+        cmd.stderr(std::process::Stdio::null()).spawn().unwrap()
+    };
+    let (mut mid_save, mut mid_step, mut torn) = (0, 0, 0);
+    for round in 0..8 {
+        let before = lines(&killed);
+        let mut child = spawn();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let hit = if round % 2 == 0 { saving(&killed) } else { lines(&killed) > before };
+            if hit {
+                child.kill().unwrap(); // SIGKILL: no destructor, no flush
+                if round % 2 == 0 { mid_save += 1 } else { mid_step += 1 }
+                break;
+            }
+        }
+        child.wait().unwrap();
+        // A temp dir left behind: the kill tore a checkpoint write.
+        torn += usize::from(saving(&killed));
+        // Whatever was cut, the newest checkpoint is complete and loadable.
+        if let Some(l) = checkpoint::load_latest(&killed).unwrap() {
+            assert!(l.state.step >= 1 && l.state.step <= steps);
+            assert_eq!(l.state.clip_history.len(), l.state.step);
+        }
+    }
+    assert!(spawn().wait().unwrap().success());
+    eprintln!("killed {mid_save} times mid-checkpoint ({torn} writes torn), {mid_step} times mid-step");
+    assert!(mid_save >= 3 && mid_step >= 3 && torn >= 1, "{mid_save} mid-checkpoint ({torn} torn) and {mid_step} mid-step kills");
+
+    let (a, b) = (weights_of(&straight.join("step-10")), weights_of(&killed.join("step-10")));
+    for ((name, wa), (_, wb)) in a.iter().zip(&b) {
+        assert!(wa.iter().zip(wb).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs after kills");
+    }
+    let (ra, _) = read_metrics(&straight.join("metrics.jsonl")).unwrap();
+    let (rb, _) = read_metrics(&killed.join("metrics.jsonl")).unwrap();
+    assert_eq!(ra.iter().map(untimed).collect::<Vec<_>>(), rb.iter().map(untimed).collect::<Vec<_>>());
+    for d in [straight, killed] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
