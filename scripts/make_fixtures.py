@@ -248,7 +248,29 @@ def main():
     write_json(out_l / "reference.json", ref)
     check_reload(out_l, ref)
 
-    for d in (tok_dir, out, out_b, out_l):
+    # --- tiny-qwen2-d64: head_dim 64 (the flash attention kernels' size), bf16, GQA 2:1 ---
+    # A prompt of 70 tokens crosses the prefill kernel's 64-row query tile.
+    torch.manual_seed(4321)
+    dcfg = Qwen2Config(hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=160, num_hidden_layers=2, vocab_size=VOCAB_PAD,
+                       max_position_embeddings=256, rope_theta=10000.0, rms_norm_eps=1e-6,
+                       tie_word_embeddings=False, initializer_range=0.1, bos_token_id=bos,
+                       eos_token_id=eos, use_sliding_window=False, hidden_act="silu",
+                       dtype="float32")
+    qwen_d = Qwen2ForCausalLM(dcfg).eval()
+    perturb_(qwen_d, torch.Generator().manual_seed(55))
+    qwen_d = rounded(Qwen2ForCausalLM, dcfg, qwen_d, torch.bfloat16)
+    out_d = ROOT / "tiny-qwen2-d64"
+    shutil.rmtree(out_d, ignore_errors=True)
+    copy.deepcopy(qwen_d).to(torch.bfloat16).save_pretrained(out_d, safe_serialization=True)
+    set_top_level_rope_theta(out_d / "config.json", 10000.0)
+    copy_tokenizer(tok_dir, out_d)
+    shutil.copy(out / "generation_config.json", out_d)
+    ref = make_reference(qwen_d, tok_size, seed=4, lengths=(1, 5, 17, 70))
+    write_json(out_d / "reference.json", ref)
+    check_reload(out_d, ref)
+
+    for d in (tok_dir, out, out_b, out_l, out_d):
         size = sum(f.stat().st_size for f in d.iterdir())
         print(f"{d.relative_to(ROOT.parent.parent)}: {size / 1024:.0f} KiB")
 

@@ -7,7 +7,7 @@ use scalerl::engine::{generate, GenerateOptions, Request, SamplingParams};
 use scalerl::kv::BlockAllocator;
 use scalerl::model::{Model, SeqChunk};
 
-const MODELS: [&str; 3] = ["tiny-qwen2", "tiny-llama", "tiny-qwen2-bf16-sharded"];
+const MODELS: [&str; 4] = ["tiny-qwen2", "tiny-llama", "tiny-qwen2-bf16-sharded", "tiny-qwen2-d64"];
 /// f32 parity bound from the issue: max abs error ≤ 1e-4 × max |logit|.
 const TOL: f32 = 1e-4;
 
