@@ -1,7 +1,8 @@
 //! `scalerl plot RUN_DIR`: PNG charts of a run's `metrics.jsonl`, the DeepScaleR blog's
-//! figures: training reward (and accuracy), response length (all, correct, incorrect), clip
+//! figures: training reward, response length (all, correct, incorrect), clip
 //! ratio (share of responses cut at the budget), and validation pass@1 when the run validated.
-//! Stage switches (context lengthening) are dashed vertical lines labelled with the new budget.
+//! Stage switches (context lengthening) are dashed vertical lines labelled with the new budget;
+//! long runs get a moving average over their noisy per-step values.
 //!
 //! Text is drawn with the embedded DejaVu Sans (assets/fonts, Bitstream Vera licence) through
 //! plotters' ab_glyph backend, so the charts need no system fonts.
@@ -24,6 +25,26 @@ struct Series {
 
 fn series(name: &str, recs: &[StepMetrics], f: impl Fn(&StepMetrics) -> Option<f64>) -> Series {
     Series { name: name.to_string(), points: recs.iter().filter_map(|r| f(r).map(|v| (r.step as f64, v))).collect() }
+}
+
+/// Series of at least this many points get a moving average over 1/30 of their length.
+const SMOOTH_FROM: usize = 60;
+
+/// Trailing mean over a window of `len / 30` points (at least 5).
+fn moving_average(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let w = (points.len() / 30).max(5);
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            sum += y;
+            if i >= w {
+                sum -= points[i - w].1;
+            }
+            (x, sum / (i + 1).min(w) as f64)
+        })
+        .collect()
 }
 
 /// Steps where a new stage begins, with its label.
@@ -99,6 +120,12 @@ fn line_chart(path: &Path, title: &str, y_label: &str, lines: &[Series], switche
         let color = COLORS[i % COLORS.len()];
         let drawn = if s.points.len() == 1 {
             chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+        } else if s.points.len() >= SMOOTH_FROM {
+            // Per-step values of long runs are noisy: faint raw line, bold moving average.
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.mix(0.25).stroke_width(1)))
+                .map_err(|e| draw_err(&e))?;
+            chart.draw_series(LineSeries::new(moving_average(&s.points), color.stroke_width(2)))
         } else {
             chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
         }
@@ -142,8 +169,8 @@ pub fn plot_run(run_dir: &Path, out_dir: Option<&Path>) -> Result<Vec<PathBuf>> 
     chart(
         "reward.png",
         "Training reward",
-        "mean over samples",
-        vec![series("reward", &recs, |r| Some(r.reward_mean)), series("accuracy", &recs, |r| Some(r.accuracy))],
+        "mean reward over the step's samples",
+        vec![series("reward", &recs, |r| Some(r.reward_mean))],
     )?;
     chart(
         "response_length.png",
