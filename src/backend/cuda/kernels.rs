@@ -12,7 +12,7 @@ const MAX_GRID: usize = 4096;
 pub const ATTN_THREADS: u32 = 128;
 pub const ATTN_MAX_HEAD_DIM: usize = 256;
 
-fn need(b: &Buffer, bytes: usize, kernel: &str, what: &str) -> Result<()> {
+pub(crate) fn need(b: &Buffer, bytes: usize, kernel: &str, what: &str) -> Result<()> {
     if b.len_bytes() < bytes {
         bail!("{kernel}: `{what}` holds {} bytes, the launch needs {bytes}", b.len_bytes());
     }
@@ -116,6 +116,9 @@ pub struct TokenMeta {
     pub blocks_used: usize,
     pub num_seqs: usize,
     pub max_blocks: usize,
+    /// Host copy of each sequence's chunk `(start_pos, len)`, in row order: the attention
+    /// launchers plan their grids (tiles, KV splits) from it without a download.
+    pub chunks: Vec<(usize, usize)>,
     pub positions: Buffer,
     pub seq_ids: Buffer,
     pub block_tables: Buffer,
@@ -153,6 +156,7 @@ impl TokenMeta {
             blocks_used,
             num_seqs: seqs.len(),
             max_blocks,
+            chunks: seqs.iter().map(|&(start, len, _)| (start, len)).collect(),
             positions: dev.upload(&positions)?,
             seq_ids: dev.upload(&seq_ids)?,
             block_tables: dev.upload(&tables)?,
@@ -202,7 +206,7 @@ pub fn rope_qk(
 }
 
 /// One layer's K/V cache in device memory: `[num_blocks, block_size, kv_heads, head_dim]` bf16.
-fn check_cache(cache: &Buffer, meta: &TokenMeta, num_blocks: usize, kv_dim: usize, kn: &str, what: &str) -> Result<()> {
+pub(crate) fn check_cache(cache: &Buffer, meta: &TokenMeta, num_blocks: usize, kv_dim: usize, kn: &str, what: &str) -> Result<()> {
     ensure!(
         meta.blocks_used <= num_blocks,
         "{kn}: block table names block {} of a {num_blocks}-block cache",
