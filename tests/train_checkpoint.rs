@@ -231,7 +231,7 @@ mod metrics {
         for s in 0..4 {
             let mut r = rec(s);
             if s == 2 {
-                r.validation = vec![ValidationMetrics { benchmark: "aime".into(), pass_at_1: 0.3, n: 16, response_len_mean: 9000.0, clip_ratio: 0.1, secs: 60.0 }];
+                r.validation = vec![ValidationMetrics { benchmark: "aime".into(), after_steps: 0, pass_at_1: 0.3, n: 16, response_len_mean: 9000.0, clip_ratio: 0.1, secs: 60.0 }];
             }
             log.append(&r).unwrap();
         }
