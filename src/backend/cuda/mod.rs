@@ -4,6 +4,7 @@
 //! compiled by g++ and run on the CPU with CUDA semantics) exercises the launch code, buffer
 //! management and kernels that a GPU runs.
 pub mod attention_decode;
+pub mod attention_prefill;
 pub mod generate;
 pub mod kernels;
 pub mod model;

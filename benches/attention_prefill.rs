@@ -1,0 +1,158 @@
+//! Criterion bench of the FlashAttention-2-style prefill attention (kernels/attention_prefill.cu)
+//! on the GPU, with the attention of the 1.5B target model (R1-Distill-Qwen-1.5B: 12 query heads
+//! over 2 KV heads, head_dim 128, KV blocks of 16): one sequence prefilled from 0 at 1K–24K
+//! tokens, and a batch of chunked prefill (8 sequences, 512 new tokens each after 3584 cached).
+//! Beside it, the plain `paged_attention_bf16` at 1K–4K tokens on the same inputs, for the ratio.
+//! Without a GPU it prints "skipped: no GPU (…)" and does nothing.
+//!
+//! Each bench reports the causal FLOPs of one call (4 · Σ_rows visible keys · head_dim · heads,
+//! `PrefillPlan::flops`) as `Throughput::Elements`, so criterion's "elem/s" is FLOP/s; compare
+//! with ≈ 990 TFLOP/s dense bf16 on H100/H200 (wgmma; mma.sync, which this kernel uses, tops out
+//! well below) and 312 TFLOP/s on A100. One call is 3.2 GFLOP at 1K tokens, 1.9 TFLOP at 24K.
+//!
+//! Timing: `iter_custom` around `iters` back-to-back launches on the stream, synchronised before
+//! and after (host clock). The kernel is compute-bound and its K/V reuse happens in L2 within one
+//! call, so one input set is used (no rotation as in benches/kernels.rs).
+//! Run: `cargo bench --bench attention_prefill -- --warm-up-time 1 --measurement-time 3`
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use half::bf16;
+use scalerl::backend::cuda::attention_prefill::{prefill_attention, PrefillPlan};
+use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
+use scalerl::device::{Buffer, Device};
+use std::time::{Duration, Instant};
+
+const NH: usize = 12;
+const NKV: usize = 2;
+const D: usize = 128;
+const KV: usize = NKV * D;
+const BLOCK: usize = 16;
+const PREFILL_TOKENS: [usize; 6] = [1024, 2048, 4096, 8192, 16384, 24576];
+const PLAIN_TOKENS: [usize; 3] = [1024, 2048, 4096];
+
+fn random_bf16(n: usize, seed: u64, scale: f32) -> Vec<bf16> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale)
+        })
+        .collect()
+}
+
+fn up(dev: &Device, n: usize, seed: u64, scale: f32) -> Buffer {
+    dev.upload(&random_bf16(n, seed, scale)).unwrap()
+}
+
+/// Benches `op` after one checked run.
+fn bench_op(g: &mut BenchmarkGroup<WallTime>, dev: &Device, id: BenchmarkId, flops: u64, op: impl Fn() -> anyhow::Result<()>) {
+    op().unwrap();
+    dev.synchronize().unwrap();
+    g.throughput(Throughput::Elements(flops));
+    g.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            dev.synchronize().unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                op().unwrap();
+            }
+            dev.synchronize().unwrap();
+            start.elapsed()
+        })
+    });
+}
+
+/// One layer's worth of inputs for `seqs` sequences, each with chunk `(start, len)` and its own
+/// contiguous run of blocks.
+struct Batch {
+    meta: TokenMeta,
+    plan: PrefillPlan,
+    blocks: usize,
+    q: Buffer,
+    k_cache: Buffer,
+    v_cache: Buffer,
+    out: Buffer,
+    lse: Buffer,
+}
+
+fn batch(dev: &Device, chunks: &[(usize, usize)]) -> Batch {
+    let mut tables = Vec::new();
+    let mut next = 0u32;
+    for &(start, len) in chunks {
+        let n = (start + len).div_ceil(BLOCK) as u32;
+        tables.push((next..next + n).collect::<Vec<u32>>());
+        next += n;
+    }
+    let seqs: Vec<(usize, usize, &[u32])> = chunks.iter().zip(&tables).map(|(&(s, l), t)| (s, l, &t[..])).collect();
+    let meta = TokenMeta::upload(dev, &seqs, BLOCK).unwrap();
+    let plan = PrefillPlan::new(dev, &meta).unwrap();
+    let (blocks, t) = (next as usize, meta.tokens);
+    Batch {
+        q: up(dev, t * NH * D, 1, 2.0),
+        k_cache: up(dev, blocks * BLOCK * KV, 2, 1.0),
+        v_cache: up(dev, blocks * BLOCK * KV, 3, 1.0),
+        out: dev.alloc(t * NH * D * 2).unwrap(),
+        lse: dev.alloc(t * NH * 4).unwrap(),
+        meta,
+        plan,
+        blocks,
+    }
+}
+
+fn run_prefill(dev: &Device, b: &Batch) -> anyhow::Result<()> {
+    prefill_attention(dev, &b.plan, &b.q, &b.k_cache, &b.v_cache, &b.out, &b.lse, &b.meta, b.blocks, NH, NKV, D)
+}
+
+fn prefill_bench(c: &mut Criterion, dev: &Device) {
+    let mut g = c.benchmark_group("prefill_attention_bf16");
+    g.sample_size(10);
+    for t in PREFILL_TOKENS {
+        let b = batch(dev, &[(0, t)]);
+        let flops = b.plan.flops(NH, D);
+        bench_op(&mut g, dev, BenchmarkId::from_parameter(format!("prefill_t{t}")), flops, || run_prefill(dev, &b));
+    }
+    let chunks = [(3584usize, 512usize); 8];
+    let b = batch(dev, &chunks);
+    let flops = b.plan.flops(NH, D);
+    bench_op(&mut g, dev, BenchmarkId::from_parameter("chunked_b8_c512_ctx4096"), flops, || run_prefill(dev, &b));
+    g.finish();
+}
+
+/// The plain kernel on the same prefills (same FLOPs, so the elem/s ratio is the speed-up).
+fn plain_bench(c: &mut Criterion, dev: &Device) {
+    let mut g = c.benchmark_group("paged_attention_bf16");
+    g.sample_size(10);
+    for t in PLAIN_TOKENS {
+        let b = batch(dev, &[(0, t)]);
+        let flops = b.plan.flops(NH, D);
+        bench_op(&mut g, dev, BenchmarkId::from_parameter(format!("prefill_t{t}")), flops, || {
+            k::paged_attention(dev, &b.q, &b.k_cache, &b.v_cache, &b.out, &b.meta, b.blocks, NH, NKV, D)
+        });
+    }
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let dev = match Device::cuda(0) {
+        Ok(d) => d,
+        Err(e) => {
+            let why = format!("{e:#}");
+            println!("skipped: {}", if why.starts_with("no GPU") { why } else { format!("no GPU ({why})") });
+            return;
+        }
+    };
+    println!("device: {}", dev.name());
+    prefill_bench(c, &dev);
+    plain_bench(c, &dev);
+}
+
+criterion_group! {
+    name = attention_prefill;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(attention_prefill);
