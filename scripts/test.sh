@@ -29,4 +29,5 @@ cargo test --locked --all-targets
 step "kernel parity under AddressSanitizer"
 # Separate target dir: RUSTFLAGS changes rebuild everything. The static libasan must come first.
 SCALERL_SANITIZE=address RUSTFLAGS="-C link-arg=-l:libasan.a" CARGO_TARGET_DIR=target/asan \
-    cargo test --locked --test kernels_interpret --test interpret_model
+    cargo test --locked --test kernels_interpret --test attention_decode_interpret \
+    --test attention_prefill_interpret --test interpret_model

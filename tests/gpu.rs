@@ -1,6 +1,7 @@
 //! The device layer on a real GPU (`Device::cuda`): every kernel against the CPU reference, the
 //! cuBLASLt GEMM against the CPU matmul, CUDA graph replay against direct launches, and the whole
-//! tiny-qwen2 model through the CUDA backend against the CPU backend and transformers.
+//! tiny-qwen2 and tiny-qwen2-d64 models (plain and flash attention) through the CUDA backend
+//! against the CPU backend and transformers.
 //!
 //! Without a GPU (no libcuda, no device, or a binary built without nvcc) every GPU test prints
 //! "skipped: no GPU (…)" and passes, unless SCALERL_REQUIRE_GPU=1, which makes that a failure
@@ -16,10 +17,16 @@ use scalerl::device::Device;
 use scalerl::model::Model;
 use std::time::Instant;
 mod common;
+#[path = "common/decode_cases.rs"]
+mod decode_cases;
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
+#[path = "common/prefill_cases.rs"]
+mod prefill_cases;
 use common::{fixture, reference, rel_err, stepwise_logits};
+use decode_cases::*;
 use kernel_cases::*;
+use prefill_cases::*;
 
 fn require_gpu() -> bool {
     std::env::var("SCALERL_REQUIRE_GPU").as_deref() == Ok("1")
@@ -53,8 +60,14 @@ fn gpu() -> Option<Device> {
 /// tests/interpret_model.rs: max |err| ≤ 3e-2 × max |reference logit| per row).
 const TOL: f32 = 3e-2;
 
+/// tiny-qwen2 (head_dim 12) runs the plain attention kernel, tiny-qwen2-d64 the flash ones.
 fn model_cases(make_device: &dyn Fn() -> Device) {
-    let name = "tiny-qwen2";
+    for name in ["tiny-qwen2", "tiny-qwen2-d64"] {
+        model_case(name, make_device);
+    }
+}
+
+fn model_case(name: &str, make_device: &dyn Fn() -> Device) {
     let model = Model::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let r = reference(name);
     let m = CudaModel::from_model(make_device(), &model).unwrap();
@@ -146,6 +159,10 @@ fn cases_pass_in_interpret_mode() {
     cast_cases(&dev);
     kv_cache_write_cases(&dev);
     paged_attention_cases(&dev);
+    decode_attention_cases(&dev);
+    decode_error_cases(&dev);
+    prefill_attention_cases(&dev);
+    prefill_launch_error_cases(&dev);
     gemm_cases(&dev);
     gemm_odd_cases(&dev);
     launch_error_cases(&dev);
@@ -208,6 +225,22 @@ fn gpu_paged_attention_matches_cpu() {
 }
 
 #[test]
+fn gpu_decode_attention_matches_cpu() {
+    if let Some(d) = gpu() {
+        decode_attention_cases(&d);
+        decode_error_cases(&d);
+    }
+}
+
+#[test]
+fn gpu_prefill_attention_matches_cpu() {
+    if let Some(d) = gpu() {
+        prefill_attention_cases(&d);
+        prefill_launch_error_cases(&d);
+    }
+}
+
+#[test]
 fn gpu_gemm_matches_cpu_matmul() {
     if let Some(d) = gpu() {
         gemm_cases(&d);
@@ -243,7 +276,7 @@ fn gpu_graph_replay_equals_direct_launches() {
 }
 
 #[test]
-fn gpu_tiny_qwen2_matches_cpu_backend() {
+fn gpu_tiny_models_match_cpu_backend() {
     if gpu().is_some() {
         model_cases(&|| Device::cuda(0).unwrap());
     }

@@ -16,7 +16,10 @@ use scalerl::kv::BlockAllocator;
 use scalerl::model::{Model, SeqChunk};
 use std::time::Instant;
 
-const MODELS: [&str; 3] = ["tiny-qwen2", "tiny-llama", "tiny-qwen2-bf16-sharded"];
+/// tiny-qwen2-d64 (head_dim 64) runs attention through the flash kernels (prefill: the
+/// FlashAttention-2-style kernel, decode: split-KV); the others (head_dim 12 and 16) through the
+/// plain kernel (see src/backend/cuda/attention.rs).
+const MODELS: [&str; 4] = ["tiny-qwen2", "tiny-llama", "tiny-qwen2-bf16-sharded", "tiny-qwen2-d64"];
 const TOL: f32 = 3e-2;
 
 fn load(name: &str) -> (Model, CudaModel) {
@@ -55,6 +58,24 @@ fn bf16_weights_cpu(name: &str) -> Model {
         }
     }
     m
+}
+
+#[test]
+fn head_dim_64_takes_the_flash_kernels_and_others_the_plain_one() {
+    use scalerl::backend::cuda::attention::AttentionPlan;
+    use scalerl::backend::cuda::kernels::TokenMeta;
+    let dev = Device::interpret();
+    let table: Vec<u32> = (0..8).collect();
+    let prefill = TokenMeta::upload(&dev, &[(0, 20, &table[..]), (30, 1, &table[..])], 16).unwrap();
+    let decode = TokenMeta::upload(&dev, &[(40, 1, &table[..]), (7, 1, &table[..])], 16).unwrap();
+    let kernel = |meta: &TokenMeta, name: &str| {
+        let c = Model::load(&fixture(name)).unwrap().config;
+        AttentionPlan::new(&dev, meta, c.num_heads, c.num_kv_heads, c.head_dim).unwrap().kernel()
+    };
+    assert_eq!(kernel(&prefill, "tiny-qwen2-d64"), "prefill_attention");
+    assert_eq!(kernel(&decode, "tiny-qwen2-d64"), "attention_decode");
+    assert_eq!(kernel(&prefill, "tiny-qwen2"), "paged_attention_bf16");
+    assert_eq!(kernel(&decode, "tiny-llama"), "paged_attention_bf16");
 }
 
 #[test]
@@ -115,7 +136,8 @@ fn decode_through_paged_cache_matches_cpu_and_transformers() {
 
 #[test]
 fn chunked_prefill_starting_mid_block_gives_the_prefill_bits() {
-    // Rows are independent (per-row GEMM, one block per row/head), so chunking changes nothing.
+    // Rows are independent (per-row GEMM, one block per row/head in the plain attention kernel
+    // that tiny-qwen2's head_dim 12 takes), so chunking changes nothing.
     let (_, cuda) = load("tiny-qwen2");
     let prompt = reference("tiny-qwen2").prompts.iter().max_by_key(|p| p.len()).unwrap().clone();
     let prefill = cuda::sequence_logits(&cuda, &prompt, true).unwrap();

@@ -29,6 +29,11 @@ fn every_kernel_is_compiled_in() {
         "cast_f32_to_bf16",
         "cast_bf16_to_f32",
         "paged_attention_bf16",
+        "attention_decode_split_bf16_d64",
+        "attention_decode_split_bf16_d128",
+        "attention_decode_combine",
+        "prefill_attention_d64_bf16",
+        "prefill_attention_d128_bf16",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }

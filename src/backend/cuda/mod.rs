@@ -3,6 +3,7 @@
 //! once on the device layer (src/device/), so interpret mode (`--device interpret`: the kernels
 //! compiled by g++ and run on the CPU with CUDA semantics) exercises the launch code, buffer
 //! management and kernels that a GPU runs.
+pub mod attention;
 pub mod attention_decode;
 pub mod attention_prefill;
 pub mod generate;

@@ -8,12 +8,14 @@
 //!   q, k, v = n1·Wqᵀ, n1·Wkᵀ, n1·Wvᵀ      gemm_bf16_nt ×3
 //!   q, k = rope(q + bq), rope(k + bk)     rope_qk_bf16 (bias fused)
 //!   cache[slot(t)] = k, v + bv            kv_cache_write_bf16 (v bias fused)
-//!   attn = attention(q, cache)            paged_attention_bf16
+//!   attn = attention(q, cache)            attention_decode / prefill_attention / paged_attention_bf16
+//!                                         (one choice per forward: attention.rs)
 //!   proj = attn·Woᵀ                       gemm_bf16_nt
 //!   n2 = rmsnorm(res += proj)             rmsnorm_residual_bf16
 //!   proj = (silu(n2·Wgᵀ) * n2·Wuᵀ)·Wdᵀ    gemm ×2, silu_mul_bf16, gemm
 //! and finally hidden = rmsnorm(res += proj) with the final norm.
 
+use super::attention::AttentionPlan;
 use super::kernels::{self, TokenMeta};
 use crate::device::{Buffer, Device};
 use crate::model::{Model, ModelConfig, SeqChunk};
@@ -132,6 +134,7 @@ impl CudaModel {
             bail!("a block table names block {} of a {}-block cache", meta.blocks_used - 1, cache.num_blocks);
         }
         let ids = dev.upload(&ids)?;
+        let attention = AttentionPlan::new(dev, &meta, c.num_heads, c.num_kv_heads, c.head_dim)?;
 
         let bf = |n: usize| dev.alloc(n * 2);
         let residual = bf(t * h)?;
@@ -171,7 +174,7 @@ impl CudaModel {
                 cache.num_blocks,
                 kvd,
             )?;
-            kernels::paged_attention(
+            attention.run(
                 dev,
                 &q,
                 &cache.k[l],

@@ -1,0 +1,97 @@
+//! Which attention kernel a forward uses, chosen once per forward from the batch's shape:
+//!
+//! - every sequence brings one new token (decode) → the split-KV decode kernel
+//!   (kernels/attention_decode.cu), the GQA group's query heads sharing each K/V load;
+//! - otherwise (prefill, chunked prefill, or decode rows mixed with prefill chunks) → the
+//!   FlashAttention-2-style prefill kernel (kernels/attention_prefill.cu) on tensor cores;
+//! - head dims without a compiled flash kernel (only 64 and 128 are; the tiny test fixtures
+//!   use 12 and 16), or a GQA group over 16 heads in decode → the plain per-head kernel
+//!   (kernels/attention_paged.cu), which takes any shape.
+//!
+//! All three read the same paged cache layout, `[num_blocks, block_size, kv_heads, head_dim]`
+//! bf16 (see the kernel headers for why), so the choice can change from one step to the next.
+
+use super::attention_decode::{decode_attention, DecodePlan, DECODE_HEAD_DIMS, DECODE_MAX_GROUP};
+use super::attention_prefill::{prefill_attention, PrefillPlan, PREFILL_HEAD_DIMS};
+use super::kernels::{self, TokenMeta};
+use crate::device::{Buffer, Device};
+use anyhow::Result;
+
+/// The attention of one forward: its kernel and what that kernel reuses across layers.
+pub enum AttentionPlan {
+    Decode(DecodePlan),
+    /// The work list and an f32 `[tokens, heads]` buffer for the row log-sum-exp (which only
+    /// the backward reads; the forward writes it because the kernel always does).
+    Prefill(PrefillPlan, Buffer),
+    Plain,
+}
+
+impl AttentionPlan {
+    pub fn new(dev: &Device, meta: &TokenMeta, num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<Self> {
+        let decode = meta.chunks.iter().all(|&(_, len)| len == 1);
+        let group = num_heads / num_kv_heads.max(1);
+        Ok(if decode && DECODE_HEAD_DIMS.contains(&head_dim) && group <= DECODE_MAX_GROUP {
+            AttentionPlan::Decode(DecodePlan::new(dev, meta, num_heads, num_kv_heads, head_dim)?)
+        } else if PREFILL_HEAD_DIMS.contains(&head_dim) {
+            let lse = dev.alloc(meta.tokens.max(1) * num_heads * 4)?;
+            AttentionPlan::Prefill(PrefillPlan::new(dev, meta)?, lse)
+        } else {
+            AttentionPlan::Plain
+        })
+    }
+
+    /// The kernel's name, for logs and tests.
+    pub fn kernel(&self) -> &'static str {
+        match self {
+            AttentionPlan::Decode(_) => "attention_decode",
+            AttentionPlan::Prefill(..) => "prefill_attention",
+            AttentionPlan::Plain => "paged_attention_bf16",
+        }
+    }
+
+    /// `out` = causal attention of `q` `[tokens, heads·head_dim]` over one layer's cache.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        dev: &Device,
+        q: &Buffer,
+        k_cache: &Buffer,
+        v_cache: &Buffer,
+        out: &Buffer,
+        meta: &TokenMeta,
+        num_blocks: usize,
+        num_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        match self {
+            AttentionPlan::Decode(p) => decode_attention(dev, p, q, k_cache, v_cache, out, None, meta, num_blocks),
+            AttentionPlan::Prefill(p, lse) => prefill_attention(
+                dev,
+                p,
+                q,
+                k_cache,
+                v_cache,
+                out,
+                lse,
+                meta,
+                num_blocks,
+                num_heads,
+                num_kv_heads,
+                head_dim,
+            ),
+            AttentionPlan::Plain => kernels::paged_attention(
+                dev,
+                q,
+                k_cache,
+                v_cache,
+                out,
+                meta,
+                num_blocks,
+                num_heads,
+                num_kv_heads,
+                head_dim,
+            ),
+        }
+    }
+}
