@@ -3,16 +3,18 @@
 #
 #   1. here:    scripts/gpu-check.sh
 #      builds (release, with nvcc 13.0 from scripts/install-nvcc.sh, SCALERL_REQUIRE_NVCC=1) the
-#      tests/gpu.rs binary and the benches/kernels.rs criterion binary, strips their debug info,
-#      and stages them with tests/fixtures/tiny-qwen2, scripts/gpu_check_table.py and
+#      tests/gpu.rs binary and the criterion binaries of benches/kernels.rs,
+#      benches/attention_decode.rs and benches/attention_prefill.rs, strips their debug info,
+#      and stages them with tests/fixtures/tiny-qwen2{,-d64}, scripts/gpu_check_table.py and
 #      scripts/gpu_torch_ref.py into gpu-bundle/ (gitignored), plus gpu-bundle/run.sh.
 #   2. device:  run(command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560)
 #      ON THE GPU MACHINE (no Rust there; python3 + torch are) run.sh runs the GPU tests with
 #      SCALERL_REQUIRE_GPU=1 SCALERL_CUDA_SYNC=1, the kernel benches (criterion: --warm-up-time 1
 #      --measurement-time 2), PyTorch's time for the same ops, and prints ONE table: test
 #      results; per kernel and shape: time, GB/s, % of the device-to-device copy bandwidth of
-#      the same run, TFLOP/s (GEMMs), torch's time. ~3-4 minutes of GPU time (each phase has a
-#      timeout; total < 9 min). Logs and results.json land in $OUT (fetched back by the tool).
+#      the same run, TFLOP/s (GEMMs, prefill attention), torch's time for the same op (SDPA's
+#      flash backend for attention). ~6-7 minutes of GPU time (each phase has a timeout;
+#      total < 10 min). Logs and results.json land in $OUT (fetched back by the tool).
 #      Then give_back, unless you rerun at once.
 #   Without a GPU, run.sh prints "skipped: no GPU (…)" and exits 2 (try: bash gpu-bundle/run.sh).
 #   A narrower rerun: command="RUN_BENCH=0 TEST_FILTER=gemm bash gpu-bundle/run.sh" (knobs:
@@ -34,15 +36,15 @@ if [[ $build == 1 ]]; then
     step "nvcc 13.0"
     CUDA_HOME="$(scripts/install-nvcc.sh)"
     export CUDA_HOME SCALERL_REQUIRE_NVCC=1
-    step "cargo test --release --no-run --test gpu --bench kernels (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
+    step "cargo test --release --no-run --test gpu --bench kernels attention_decode attention_prefill (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
     mkdir -p "$target"
-    cargo test --locked --release --no-run --test gpu --bench kernels --message-format=json-render-diagnostics \
-        >"$artifacts"
+    cargo test --locked --release --no-run --test gpu --bench kernels --bench attention_decode \
+        --bench attention_prefill --message-format=json-render-diagnostics >"$artifacts"
 fi
 [[ -s "$artifacts" ]] || { echo "gpu-check: no build to stage ($artifacts); run without --no-build" >&2; exit 1; }
 
-# The executables of the two targets, from cargo's JSON messages.
-read -r tests_exe bench_exe < <(python3 - "$artifacts" <<'EOF'
+# The executables of the four targets, from cargo's JSON messages.
+read -r tests_exe bench_exe decode_exe prefill_exe < <(python3 - "$artifacts" <<'EOF'
 import json, sys
 exe = {}
 for line in open(sys.argv[1]):
@@ -54,12 +56,13 @@ for line in open(sys.argv[1]):
         t = m["target"]
         if t["name"] == "gpu" and "test" in t["kind"]:
             exe["gpu"] = m["executable"]
-        if t["name"] == "kernels" and "bench" in t["kind"]:
-            exe["kernels"] = m["executable"]
-missing = [k for k in ("gpu", "kernels") if k not in exe]
+        if t["name"] in ("kernels", "attention_decode", "attention_prefill") and "bench" in t["kind"]:
+            exe[t["name"]] = m["executable"]
+names = ("gpu", "kernels", "attention_decode", "attention_prefill")
+missing = [k for k in names if k not in exe]
 if missing:
     sys.exit(f"gpu-check: cargo built no executable for {missing}")
-print(exe["gpu"], exe["kernels"])
+print(*(exe[k] for k in names))
 EOF
 )
 
@@ -69,11 +72,13 @@ mkdir -p "$bundle/fixtures"
 # Debug info off (release keeps line tables); symbols stay for readable panics and backtraces.
 strip --strip-debug -o "$bundle/gpu-tests" "$tests_exe"
 strip --strip-debug -o "$bundle/kernels-bench" "$bench_exe"
-cp -r tests/fixtures/tiny-qwen2 "$bundle/fixtures/"
+strip --strip-debug -o "$bundle/attention-decode-bench" "$decode_exe"
+strip --strip-debug -o "$bundle/attention-prefill-bench" "$prefill_exe"
+cp -r tests/fixtures/tiny-qwen2 tests/fixtures/tiny-qwen2-d64 "$bundle/fixtures/"
 cp scripts/gpu_check_table.py scripts/gpu_torch_ref.py "$bundle/"
 # The fatbin must be in there (its magic 0xBA55ED50), or the GPU run can only say "built
 # without nvcc". (Kernel names alone prove nothing: the launchers hold them as strings.)
-for exe in "$bundle/gpu-tests" "$bundle/kernels-bench"; do
+for exe in "$bundle/gpu-tests" "$bundle/kernels-bench" "$bundle/attention-decode-bench" "$bundle/attention-prefill-bench"; do
     if ! python3 -c "import sys; sys.exit(bytes.fromhex('50ed55ba') not in open(sys.argv[1], 'rb').read())" "$exe"; then
         echo "gpu-check: $exe holds no fatbin (built without nvcc?)" >&2
         exit 1
@@ -84,7 +89,7 @@ done
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' + local changes')"
     echo "nvcc: $("${CUDA_HOME:-/nonexistent}/bin/nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'from an earlier build')"
     echo "tests: $tests_exe"
-    echo "bench: $bench_exe"
+    echo "benches: $bench_exe $decode_exe $prefill_exe"
 } >"$bundle/BUILD-INFO"
 
 cat >"$bundle/run.sh" <<'RUNSH'
@@ -151,26 +156,37 @@ if [[ "${RUN_TESTS:-1}" == 1 ]]; then
     grep -E '^test |^test result|panicked|skipped' "$out/tests.log" | head -60
 fi
 
-rm -rf "$out/criterion"
+# One criterion folder per bench binary: each measures its own copy ceiling in its run, and
+# the attention benches reuse group names of benches/kernels.rs.
+crit_dirs=()
+bench_phase() {  # name, binary, timeout
+    local name=$1 exe=$2 limit=$3
+    rm -rf "$out/criterion-$name"
+    echo "== benches/$name.rs"
+    CRITERION_HOME="$out/criterion-$name" timeout "$limit" "./$exe" --bench --warm-up-time 1 --measurement-time 2 \
+        --sample-size 20 --noplot ${BENCH_FILTER:-} >"$out/bench-$name.log" 2>&1
+    echo "bench exit status $? (log: bench-$name.log)"
+    grep -E 'time:|thrpt:|skipped|panicked' "$out/bench-$name.log" | tail -3
+    crit_dirs+=("$out/criterion-$name")
+}
 if [[ "${RUN_BENCH:-1}" == 1 ]]; then
-    echo "== benches/kernels.rs"
-    CRITERION_HOME="$out/criterion" timeout 240 ./kernels-bench --bench --warm-up-time 1 --measurement-time 2 \
-        --sample-size 20 --noplot ${BENCH_FILTER:-} >"$out/bench.log" 2>&1
-    echo "bench exit status $? (log: bench.log)"
-    grep -E 'time:|thrpt:|skipped|panicked' "$out/bench.log" | tail -5
+    bench_phase kernels kernels-bench 200
+    bench_phase attention_decode attention-decode-bench 150
+    bench_phase attention_prefill attention-prefill-bench 90
 fi
 
 if [[ "${RUN_TORCH:-1}" == 1 && "${RUN_BENCH:-1}" == 1 ]]; then
     echo "== PyTorch reference (same shapes)"
-    timeout 90 python3 gpu_torch_ref.py "$out/torch.json" >"$out/torch.log" 2>&1
+    timeout 120 python3 gpu_torch_ref.py "$out/torch.json" >"$out/torch.log" 2>&1
     echo "torch exit status $? (log: torch.log)"
     tail -2 "$out/torch.log"
 fi
 
-python3 gpu_check_table.py "$out/tests.log" "$out/criterion" "$out/torch.json" "$device${driver:+, driver $driver}" "$out/results.json"
+crit_list=$(IFS=:; echo "${crit_dirs[*]:-}")
+python3 gpu_check_table.py "$out/tests.log" "$crit_list" "$out/torch.json" "$device${driver:+, driver $driver}" "$out/results.json"
 status=$?
-# The criterion folder holds hundreds of files; the tool returns 8 at most: keep the summary.
-tar -czf "$out/criterion.tgz" -C "$out" criterion 2>/dev/null && rm -rf "$out/criterion"
+# The criterion folders hold hundreds of files; the tool returns 8 at most: keep one archive.
+(cd "$out" && ls -d criterion-* >/dev/null 2>&1 && tar -czf criterion.tgz criterion-* && rm -rf criterion-*)
 exit $status
 RUNSH
 chmod +x "$bundle/run.sh"

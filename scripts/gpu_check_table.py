@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The one table of the GPU check (scripts/gpu-check.sh → gpu-bundle/run.sh).
 
-usage: gpu_check_table.py TESTS_LOG CRITERION_DIR TORCH_JSON [DEVICE_LINE] [RESULTS_JSON]
+usage: gpu_check_table.py TESTS_LOG CRITERION_DIR[:CRITERION_DIR...] TORCH_JSON [DEVICE_LINE] [RESULTS_JSON]
 
 - TESTS_LOG: the output of the tests/gpu.rs binary (libtest format).
-- CRITERION_DIR: criterion's output folder (CRITERION_HOME) of benches/kernels.rs.
+- CRITERION_DIR: criterion's output folder (CRITERION_HOME) of one bench binary
+  (benches/kernels.rs, attention_decode.rs, attention_prefill.rs): one section each, with the
+  copy ceiling that binary measured in its own run.
 - TORCH_JSON: {bench id: microseconds} from scripts/gpu_torch_ref.py (may be missing or empty).
 Prints: the test results (failures with their first message lines), then per kernel and shape:
 time, achieved GB/s (napkin bytes of the kernel header / time), % of the device-to-device copy
@@ -17,7 +19,13 @@ import re
 import sys
 
 ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16", "kv_cache_write_bf16",
-         "silu_mul_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "paged_attention_bf16", "gemm_bf16_nt"]
+         "silu_mul_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "attention_decode", "prefill_attention_bf16",
+         "paged_attention_bf16", "gemm_bf16_nt"]
+
+
+def shape_key(param):
+    """Sort shapes by their numbers (b1 < b32 < b128), not as text."""
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", param)]
 
 
 def parse_tests(path):
@@ -82,10 +90,11 @@ def main():
             torch_t = json.load(open(torch_json))
         except ValueError:
             pass
-    rows = load_criterion(crit_dir) if os.path.isdir(crit_dir) else []
-    rows.sort(key=lambda r: (ORDER.index(r["group"]) if r["group"] in ORDER else 99, r["id"]))
-    copy = [r for r in rows if r["group"] == "copy"]
-    copy_gbs = copy[0]["bytes"] / copy[0]["ns"] if copy and copy[0]["bytes"] else None  # bytes/ns = GB/s
+    sections = []
+    for d in [d for d in crit_dir.split(":") if d]:
+        rows = load_criterion(d) if os.path.isdir(d) else []
+        rows.sort(key=lambda r: (ORDER.index(r["group"]) if r["group"] in ORDER else 99, shape_key(r["id"])))
+        sections.append((os.path.basename(d.rstrip("/")), rows))
 
     print()
     print(f"=== scalerl GPU check{': ' + device if device else ''}")
@@ -95,11 +104,18 @@ def main():
         print("tests/gpu.rs: not run")
     for name in failed:
         print(f"  FAILED {name}: {details.get(name, '(see tests.log)')}")
-    if not rows:
-        print("benches: no criterion results (see bench.log)")
-    else:
+    if not sections:
+        print("benches: not run")
+    all_rows, ceilings = [], {}
+    for name, rows in sections:
+        copy = [r for r in rows if r["group"] == "copy"]
+        copy_gbs = copy[0]["bytes"] / copy[0]["ns"] if copy and copy[0]["bytes"] else None  # bytes/ns = GB/s
+        ceilings[name] = copy_gbs
+        if not rows:
+            print(f"\n{name}: no criterion results (see its bench log)")
+            continue
         ceiling = f"{copy_gbs:.0f} GB/s" if copy_gbs else "not measured"
-        print(f"benches/kernels.rs: device-to-device copy ceiling {ceiling} (bytes read + written)")
+        print(f"\n{name}: device-to-device copy ceiling {ceiling} (bytes read + written, same run)")
         hdr = f"{'kernel':<22} {'shape':<26} {'time':>10} {'GB/s':>8} {'% copy':>7} {'TFLOP/s':>8} {'torch':>10} {'vs torch':>8}"
         print(hdr)
         print("-" * len(hdr))
@@ -108,6 +124,7 @@ def main():
             if r["group"] == "gemm_bf16_nt":
                 by = gemm_bytes(r["id"])
             gbs = by / r["ns"] if by else None
+            r["bench"] = name
             r["gb_per_s"] = gbs
             r["pct_copy"] = 100 * gbs / copy_gbs if gbs and copy_gbs else None
             r["tflops"] = r["flops"] / r["ns"] / 1e3 if r["flops"] else None
@@ -122,11 +139,14 @@ def main():
                 f"{tt * 1e3 / r['ns']:.2f}x" if tt else "-",
             ]
             print(f"{r['group']:<22} {r['id']:<26} {cols[0]:>10} {cols[1]:>8} {cols[2]:>7} {cols[3]:>8} {cols[4]:>10} {cols[5]:>8}")
+        all_rows.extend(rows)
+    if all_rows:
         print("(time: criterion's slope estimate per call, back-to-back launches; GB/s: the kernel header's "
-              "napkin bytes / time; GEMM bytes = 2(mk + nk + mn); vs torch > 1: ours is faster)")
+              "napkin bytes / time; GEMM bytes = 2(mk + nk + mn); TFLOP/s: GEMMs 2mnk, prefill attention "
+              "4·Σ visible keys·d·heads; torch: eager PyTorch, SDPA (flash) for attention; vs torch > 1: ours is faster)")
     if results_path:
         json.dump({"device": device, "tests": {"passed": passed, "failed": failed, "details": details},
-                   "copy_gb_per_s": copy_gbs, "benches": rows, "torch_us": torch_t},
+                   "copy_gb_per_s": ceilings, "benches": all_rows, "torch_us": torch_t},
                   open(results_path, "w"), indent=1)
     tests_ran = os.path.exists(tests_log)
     sys.exit(1 if failed or (tests_ran and not passed) else 0)

@@ -142,6 +142,32 @@ def main():
         return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     bench("paged_attention_bf16/prefill_t512", mk_pre)
 
+    # benches/attention_decode.rs and attention_prefill.rs: PyTorch's SDPA (its flash backend,
+    # dense contiguous K/V: no paging) on the same shapes; one timing serves both our new kernel's
+    # id and the plain kernel's id of the same shape.
+    for b in [1, 32, 128]:
+        for ctx in [1024, 8192, 16384, 24576]:
+            def mk_decode(b=b, ctx=ctx):
+                q, k, v = rnd(b, NH, 1, D), rnd(b, NKV, ctx, D), rnd(b, NKV, ctx, D)
+                return lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            bench(f"attention_decode/decode_b{b}_ctx{ctx}", mk_decode)
+            if f"attention_decode/decode_b{b}_ctx{ctx}" in results:
+                results[f"paged_attention_bf16/decode_b{b}_ctx{ctx}"] = results[f"attention_decode/decode_b{b}_ctx{ctx}"]
+
+    def mk_causal(q_len, kv_len, b=1):
+        q, k, v = rnd(b, NH, q_len, D), rnd(b, NKV, kv_len, D), rnd(b, NKV, kv_len, D)
+        if q_len == kv_len:
+            return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        # A chunk after a cached prefix: query i sees keys 0 ..= kv_len - q_len + i.
+        mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=dev).tril(kv_len - q_len)
+        return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+    for t in [1024, 2048, 4096, 8192, 16384, 24576]:
+        bench(f"prefill_attention_bf16/prefill_t{t}", lambda t=t: mk_causal(t, t))
+        if f"prefill_attention_bf16/prefill_t{t}" in results:
+            results[f"paged_attention_bf16/prefill_t{t}"] = results[f"prefill_attention_bf16/prefill_t{t}"]
+    bench("prefill_attention_bf16/chunked_b8_c512_ctx4096", lambda: mk_causal(512, 4096, b=8))
+
     for layer, n, k, tokens in [("q_proj", H, H, TOKENS), ("kv_proj", KV, H, [64]), ("gate_up", INTER, H, TOKENS),
                                 ("down", H, INTER, TOKENS), ("lm_head", VOCAB, H, [64])]:
         w = rnd(n, k, scale=0.05)
