@@ -17,13 +17,14 @@
 //! sets) so small shapes are not served from L2. A shape whose K/V would not fit in
 //! `CACHE_LIMIT` is skipped with a note (none of the defaults: 128 x 24K is 3 GiB).
 //! Run: `cargo bench --bench attention_decode -- --warm-up-time 1 --measurement-time 2`
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
 use scalerl::backend::cuda::attention_decode::{decode_attention, DecodePlan};
 use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+mod common;
+use common::{bench_op, copy_bench, gpu_or_skip, random_bf16, sets_for, ROTATE_BYTES};
 
 const NH: usize = 12;
 const NKV: usize = 2;
@@ -34,24 +35,10 @@ const BATCHES: [usize; 3] = [1, 32, 128];
 const CONTEXTS: [usize; 4] = [1024, 8192, 16384, 24576];
 /// Contexts at which the old per-head kernel runs too.
 const OLD_CONTEXTS: [usize; 2] = [1024, 8192];
-/// Bytes one round over the rotating block tables should move at least.
-const ROTATE_BYTES: u64 = 256 << 20;
 /// K + V of one block of the pool.
 const BLOCK_BYTES: u64 = (BLOCK * KV * 2 * 2) as u64;
 /// Largest K/V pool the bench allocates.
 const CACHE_LIMIT: u64 = 100 << 30;
-
-fn random_bf16(n: usize, seed: u64, scale: f32) -> Vec<bf16> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale)
-        })
-        .collect()
-}
 
 /// `n` random bf16 values: a 32 Mi-element random pattern repeated (a memory-bound kernel does
 /// not care, and generating gigabytes of random numbers on the host would).
@@ -59,50 +46,6 @@ fn random_pool(dev: &Device, n: usize, seed: u64) -> Buffer {
     let pattern = random_bf16(n.min(32 << 20), seed, 1.0);
     let data: Vec<bf16> = pattern.iter().copied().cycle().take(n).collect();
     dev.upload(&data).unwrap()
-}
-
-/// How many independent block tables to rotate over for a call moving `bytes`.
-fn sets_for(bytes: u64) -> usize {
-    ROTATE_BYTES.div_ceil(bytes.max(1)).clamp(1, 64) as usize
-}
-
-/// Benches `op` on set `i % sets.len()` for iteration i, after one checked run of each set.
-fn bench_op<S>(
-    g: &mut BenchmarkGroup<WallTime>,
-    dev: &Device,
-    id: BenchmarkId,
-    throughput: Throughput,
-    sets: &[S],
-    op: impl Fn(&S) -> anyhow::Result<()>,
-) {
-    for s in sets {
-        op(s).unwrap();
-    }
-    dev.synchronize().unwrap();
-    g.throughput(throughput);
-    g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            dev.synchronize().unwrap();
-            let start = Instant::now();
-            for i in 0..iters as usize {
-                op(&sets[i % sets.len()]).unwrap();
-            }
-            dev.synchronize().unwrap();
-            start.elapsed()
-        })
-    });
-}
-
-fn copy_bench(c: &mut Criterion, dev: &Device) {
-    let bytes = 512usize << 20;
-    let words: Vec<u32> = (0..bytes as u32 / 4).map(|i| i.wrapping_mul(2_654_435_761)).collect();
-    let (src, dst) = (dev.upload(&words).unwrap(), dev.alloc(bytes).unwrap());
-    drop(words);
-    let mut g = c.benchmark_group("copy");
-    bench_op(&mut g, dev, BenchmarkId::from_parameter("dtod_512MiB"), Throughput::Bytes(2 * bytes as u64), &[()], |_| {
-        dev.copy(&src, &dst, bytes)
-    });
-    g.finish();
 }
 
 /// One decode batch over the pool: `seqs` sequences at position ctx − 1 whose blocks are
@@ -177,15 +120,7 @@ fn decode_bench(c: &mut Criterion, dev: &Device) {
 }
 
 fn benches(c: &mut Criterion) {
-    let dev = match Device::cuda(0) {
-        Ok(d) => d,
-        Err(e) => {
-            let why = format!("{e:#}");
-            println!("skipped: {}", if why.starts_with("no GPU") { why } else { format!("no GPU ({why})") });
-            return;
-        }
-    };
-    println!("device: {}", dev.name());
+    let Some(dev) = gpu_or_skip() else { return };
     copy_bench(c, &dev);
     decode_bench(c, &dev);
 }

@@ -16,11 +16,17 @@
 //! Run: `cargo bench --bench attention_prefill -- --warm-up-time 1 --measurement-time 3`
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use half::bf16;
 use scalerl::backend::cuda::attention_prefill::{prefill_attention, PrefillPlan};
 use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+mod common;
+use common::{gpu_or_skip, up};
+
+/// Benches `op` (one input set) with causal FLOPs as the throughput.
+fn bench_op(g: &mut BenchmarkGroup<WallTime>, dev: &Device, id: BenchmarkId, flops: u64, op: impl Fn() -> anyhow::Result<()>) {
+    common::bench_op(g, dev, id, Throughput::Elements(flops), &[()], |_| op());
+}
 
 const NH: usize = 12;
 const NKV: usize = 2;
@@ -29,40 +35,6 @@ const KV: usize = NKV * D;
 const BLOCK: usize = 16;
 const PREFILL_TOKENS: [usize; 6] = [1024, 2048, 4096, 8192, 16384, 24576];
 const PLAIN_TOKENS: [usize; 3] = [1024, 2048, 4096];
-
-fn random_bf16(n: usize, seed: u64, scale: f32) -> Vec<bf16> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale)
-        })
-        .collect()
-}
-
-fn up(dev: &Device, n: usize, seed: u64, scale: f32) -> Buffer {
-    dev.upload(&random_bf16(n, seed, scale)).unwrap()
-}
-
-/// Benches `op` after one checked run.
-fn bench_op(g: &mut BenchmarkGroup<WallTime>, dev: &Device, id: BenchmarkId, flops: u64, op: impl Fn() -> anyhow::Result<()>) {
-    op().unwrap();
-    dev.synchronize().unwrap();
-    g.throughput(Throughput::Elements(flops));
-    g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            dev.synchronize().unwrap();
-            let start = Instant::now();
-            for _ in 0..iters {
-                op().unwrap();
-            }
-            dev.synchronize().unwrap();
-            start.elapsed()
-        })
-    });
-}
 
 /// One layer's worth of inputs for `seqs` sequences, each with chunk `(start, len)` and its own
 /// contiguous run of blocks.
@@ -135,15 +107,7 @@ fn plain_bench(c: &mut Criterion, dev: &Device) {
 }
 
 fn benches(c: &mut Criterion) {
-    let dev = match Device::cuda(0) {
-        Ok(d) => d,
-        Err(e) => {
-            let why = format!("{e:#}");
-            println!("skipped: {}", if why.starts_with("no GPU") { why } else { format!("no GPU ({why})") });
-            return;
-        }
-    };
-    println!("device: {}", dev.name());
+    let Some(dev) = gpu_or_skip() else { return };
     prefill_bench(c, &dev);
     plain_bench(c, &dev);
 }

@@ -15,12 +15,12 @@
 //! move ≥ 256 MB per round (up to 64 sets), so large shapes are not served from the 50 MB L2.
 //! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 2`
 //! (scripts/gpu-check.sh builds it for the GPU machine).
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use half::bf16;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+mod common;
+use common::{bench_op, copy_bench, gpu_or_skip, random_bf16, sets_for, up};
 
 const H: usize = 1536;
 const NH: usize = 12;
@@ -31,69 +31,6 @@ const INTER: usize = 8960;
 const VOCAB: usize = 151936;
 const BLOCK: usize = 16;
 const TOKENS: [usize; 3] = [1, 64, 4096];
-/// Bytes one round over the rotating buffer sets should move at least.
-const ROTATE_BYTES: u64 = 256 << 20;
-
-fn random_bf16(n: usize, seed: u64, scale: f32) -> Vec<bf16> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale)
-        })
-        .collect()
-}
-
-fn up(dev: &Device, n: usize, seed: u64, scale: f32) -> Buffer {
-    dev.upload(&random_bf16(n, seed, scale)).unwrap()
-}
-
-/// How many independent input sets to rotate over for a call moving `bytes`.
-fn sets_for(bytes: u64) -> usize {
-    ROTATE_BYTES.div_ceil(bytes.max(1)).clamp(1, 64) as usize
-}
-
-/// Benches `op` on set `i % sets.len()` for iteration i, after one checked run of each set.
-fn bench_op<S>(
-    g: &mut BenchmarkGroup<WallTime>,
-    dev: &Device,
-    id: BenchmarkId,
-    throughput: Throughput,
-    sets: &[S],
-    op: impl Fn(&S) -> anyhow::Result<()>,
-) {
-    for s in sets {
-        op(s).unwrap();
-    }
-    dev.synchronize().unwrap();
-    g.throughput(throughput);
-    g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            dev.synchronize().unwrap();
-            let start = Instant::now();
-            for i in 0..iters as usize {
-                op(&sets[i % sets.len()]).unwrap();
-            }
-            dev.synchronize().unwrap();
-            start.elapsed()
-        })
-    });
-}
-
-fn copy_bench(c: &mut Criterion, dev: &Device) {
-    let bytes = 512usize << 20;
-    let words: Vec<u32> = (0..bytes as u32 / 4).map(|i| i.wrapping_mul(2_654_435_761)).collect();
-    let (src, dst) = (dev.upload(&words).unwrap(), dev.alloc(bytes).unwrap());
-    drop(words);
-    let mut g = c.benchmark_group("copy");
-    bench_op(&mut g, dev, BenchmarkId::from_parameter("dtod_512MiB"), Throughput::Bytes(2 * bytes as u64), &[()], |_| {
-        dev.copy(&src, &dst, bytes)
-    });
-    g.finish();
-}
-
 fn rmsnorm_bench(c: &mut Criterion, dev: &Device) {
     let mut g = c.benchmark_group("rmsnorm_residual_bf16");
     for t in TOKENS {
@@ -268,15 +205,7 @@ fn gemm_bench(c: &mut Criterion, dev: &Device) {
 }
 
 fn benches(c: &mut Criterion) {
-    let dev = match Device::cuda(0) {
-        Ok(d) => d,
-        Err(e) => {
-            let why = format!("{e:#}");
-            println!("skipped: {}", if why.starts_with("no GPU") { why } else { format!("no GPU ({why})") });
-            return;
-        }
-    };
-    println!("device: {}", dev.name());
+    let Some(dev) = gpu_or_skip() else { return };
     copy_bench(c, &dev);
     rmsnorm_bench(c, &dev);
     embedding_bench(c, &dev);
