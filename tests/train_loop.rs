@@ -299,7 +299,7 @@ fn cli_trains_the_tiny_config() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("step 1/2") && err.contains("step 2/2"),
+        err.contains("step 1/2") && err.contains("step 2/2") && err.contains("per step: rollout") && err.contains("charts: "),
         "{err}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_scalerl"))

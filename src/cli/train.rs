@@ -4,13 +4,17 @@
 //! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
 use crate::train::default_run::{run_default, DefaultRunOptions};
 use crate::train::trainer::{train_from_file, TrainOptions};
+use crate::train::metrics::{phase_summary, read_metrics, METRICS_FILE};
 use crate::train::plot::plot_run;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
-/// Charts of the finished run into RUN_DIR/plots (a failure to draw is reported, not fatal:
-/// the run itself is done and checkpointed).
+/// Mean phase times and the charts of the finished run (RUN_DIR/plots). A failure here is
+/// reported, not fatal: the run itself is done and checkpointed.
 fn write_plots(run_dir: &Path) {
+    if let Ok((recs, _)) = read_metrics(&run_dir.join(METRICS_FILE)) {
+        eprintln!("{}", phase_summary(&recs));
+    }
     match plot_run(run_dir, None) {
         Ok(_) => eprintln!("charts: {}", run_dir.join("plots").display()),
         Err(e) => eprintln!("warning: no charts: {e:#}"),

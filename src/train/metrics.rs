@@ -197,3 +197,31 @@ pub fn clip_history(records: &[StepMetrics]) -> Vec<f64> {
     }
     h
 }
+
+/// One line of mean time per step by phase (and tokens/s where the phase counts tokens), over
+/// `records`: what a finished run prints so its cost is visible without opening the metrics.
+pub fn phase_summary(records: &[StepMetrics]) -> String {
+    if records.is_empty() {
+        return "no steps".to_string();
+    }
+    let n = records.len() as f64;
+    let mean = |f: &dyn Fn(&StepMetrics) -> f64| records.iter().map(f).sum::<f64>() / n;
+    let phase = |name: &str, p: &dyn Fn(&StepMetrics) -> PhaseTime| {
+        let ms = mean(&|r| p(r).secs) * 1e3;
+        let tokens: u64 = records.iter().map(|r| p(r).tokens).sum();
+        let secs: f64 = records.iter().map(|r| p(r).secs).sum();
+        if tokens > 0 && secs > 0.0 {
+            format!("{name} {ms:.1} ms ({:.0} tok/s)", tokens as f64 / secs)
+        } else {
+            format!("{name} {ms:.1} ms")
+        }
+    };
+    format!(
+        "per step: {}, {}, {}, {}; whole step {:.1} ms",
+        phase("rollout", &|r| r.rollout),
+        phase("verify", &|r| r.verify),
+        phase("log-probs", &|r| r.logprobs),
+        phase("update", &|r| r.update),
+        mean(&|r| r.step_secs) * 1e3
+    )
+}
