@@ -71,15 +71,16 @@ fn compact(s: &str) -> String {
         .collect()
 }
 
+/// Without the text-mode commands whose argument is compared as plain text.
+fn strip_text_commands(s: &str) -> String {
+    s.replace(r"\textbf", "").replace(r"\text", "").replace(r"\mathrm", "").replace(r"\mbox", "")
+}
+
 /// Letters and digits only, lowercased: how words are compared
 /// (`\text{Evelyn}` = `Evelyn`, `\text{(C)}` = `c`).
 fn text_key(s: &str) -> String {
-    let s = s
-        .replace(r"\textbf", "")
-        .replace(r"\text", "")
-        .replace(r"\mathrm", "")
-        .replace(r"\mbox", "");
-    s.chars()
+    strip_text_commands(s)
+        .chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(|c| c.to_lowercase())
         .collect()
@@ -88,12 +89,8 @@ fn text_key(s: &str) -> String {
 /// Fallback key when a side cannot be parsed: like [`text_key`] but keeps
 /// symbols, so `--5` does not become `5`.
 fn loose_key(s: &str) -> String {
-    let s = s
-        .replace(r"\textbf", "")
-        .replace(r"\text", "")
-        .replace(r"\mathrm", "")
-        .replace(r"\mbox", "");
-    s.chars()
+    strip_text_commands(s)
+        .chars()
         .filter(|c| !c.is_whitespace() && !matches!(c, '{' | '}' | '$'))
         .flat_map(|c| c.to_lowercase())
         .collect()

@@ -202,21 +202,19 @@ impl Rat {
         r
     }
 
+    /// Both operands' (sign, numerator, denominator) when both are small: the fast paths.
+    fn small_pair(&self, o: &Self) -> Option<((bool, u128, u128), (bool, u128, u128))> {
+        match (self, o) {
+            (Rat::Small { neg: s1, n: n1, d: d1 }, Rat::Small { neg: s2, n: n2, d: d2 }) => {
+                Some(((*s1, *n1, *d1), (*s2, *n2, *d2)))
+            }
+            _ => None,
+        }
+    }
+
     pub fn add(&self, o: &Self) -> Option<Self> {
-        if let (
-            Rat::Small {
-                neg: s1,
-                n: n1,
-                d: d1,
-            },
-            Rat::Small {
-                neg: s2,
-                n: n2,
-                d: d2,
-            },
-        ) = (self, o)
-        {
-            if let Some(r) = small_add(*s1, *n1, *d1, *s2, *n2, *d2) {
+        if let Some(((s1, n1, d1), (s2, n2, d2))) = self.small_pair(o) {
+            if let Some(r) = small_add(s1, n1, d1, s2, n2, d2) {
                 return Some(r);
             }
         }
@@ -242,22 +240,10 @@ impl Rat {
     }
 
     pub fn mul(&self, o: &Self) -> Option<Self> {
-        if let (
-            Rat::Small {
-                neg: s1,
-                n: n1,
-                d: d1,
-            },
-            Rat::Small {
-                neg: s2,
-                n: n2,
-                d: d2,
-            },
-        ) = (self, o)
-        {
+        if let Some(((s1, n1, d1), (s2, n2, d2))) = self.small_pair(o) {
             // Cross-reduce first so the products stay small.
-            let g1 = gcd_fast(*n1, *d2).max(1);
-            let g2 = gcd_fast(*n2, *d1).max(1);
+            let g1 = gcd_fast(n1, d2).max(1);
+            let g2 = gcd_fast(n2, d1).max(1);
             if let (Some(n), Some(d)) = (
                 (n1 / g1).checked_mul(n2 / g2),
                 (d1 / g2).checked_mul(d2 / g1),
