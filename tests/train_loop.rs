@@ -647,3 +647,34 @@ fn killed_mid_checkpoint_or_mid_step_and_resumed_gives_the_same_run() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// `rollout.device = "interpret"`: rollouts and validation sample on the CUDA backend (its
+/// kernels run on the CPU here) from the weights of each step; log-probs and updates stay on
+/// the CPU. Without a GPU, `cuda` is refused before any work, naming the key.
+#[test]
+fn rollouts_run_on_the_cuda_backend() {
+    let dir = tmp("rollout-device");
+    let text = config_text(&dir, 2, VALIDATION).replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"interpret\"\n\n[optim]");
+    assert!(text.contains("device = \"interpret\""));
+    train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap();
+    let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert!(r.rollout.tokens as usize >= 2 * r.n && r.rollout.tokens as usize <= 2 * r.n * r.max_response_len, "{r:?}");
+        assert!(r.grad_norm.is_finite() && r.grad_norm > 0.0 && r.skipped_updates == 0, "{r:?}");
+    }
+    // Two benchmarks at start (step 0's record) and after the last step (step 1's).
+    assert_eq!(recs.iter().map(|r| r.validation.len()).collect::<Vec<_>>(), vec![2, 2]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if !scalerl::device::cuda::driver_present() {
+        let bad = tmp("rollout-device-cuda");
+        let text = config_text(&bad, 1, "").replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"cuda\"\n\n[optim]");
+        let e = format!("{:#}", train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap_err());
+        assert!(e.contains("rollout.device") && e.contains("no GPU"), "{e}");
+        assert!(!bad.exists());
+    }
+    let e = RunConfig::from_toml_str(&config_text(&dir, 1, "").replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"tpu\"\n\n[optim]"))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("rollout.device"), "{e:#}");
+}

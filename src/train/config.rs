@@ -77,6 +77,11 @@ pub struct RolloutConfig {
     pub temperature: f32,
     /// Nucleus sampling; 1.0 is off.
     pub top_p: f32,
+    /// Where rollouts (and validation) sample: `cpu` (the f32 reference), `cuda` / `cuda:N`
+    /// (the CUDA backend, bf16, the weights re-uploaded after each update), or `interpret`
+    /// (the CUDA backend's kernels on the CPU; slow, for checking). Log-probs and updates run
+    /// on the CPU either way.
+    pub device: String,
 }
 
 /// The GRPO objective (mapped onto `GrpoConfig` by `LossConfig::grpo`).
@@ -225,7 +230,14 @@ impl Default for DataConfig {
 
 impl Default for RolloutConfig {
     fn default() -> Self {
-        RolloutConfig { batch_prompts: 128, n: None, max_response_len: None, temperature: 0.6, top_p: 1.0 }
+        RolloutConfig {
+            batch_prompts: 128,
+            n: None,
+            max_response_len: None,
+            temperature: 0.6,
+            top_p: 1.0,
+            device: "cpu".to_string(),
+        }
     }
 }
 
@@ -328,6 +340,11 @@ impl RunConfig {
         }
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             bail!("rollout.top_p must be in (0, 1] (got {})", r.top_p);
+        }
+        let dev = r.device.as_str();
+        let cuda_n = dev.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+        if !matches!(dev, "cpu" | "cuda" | "interpret") && !cuda_n {
+            bail!("rollout.device must be cpu, cuda, cuda:N or interpret (got {dev:?})");
         }
         let l = &self.loss;
         if !(l.clip_ratio > 0.0 && l.clip_ratio < 1.0) {

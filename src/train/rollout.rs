@@ -4,7 +4,7 @@
 //! batch, sample), so a resumed run draws the same rollouts as an uninterrupted one.
 
 use super::metrics::PhaseTime;
-use crate::engine::{generate, FinishReason, GenerateOptions, Request, SamplingParams};
+use crate::engine::{generate, FinishReason, GenerateOptions, Request, SamplingParams, StepModel};
 use crate::model::{GenerationConfig, Model, TextTokenizer};
 use crate::reward::{grade_batch, Gold, RewardConfig};
 use anyhow::Result;
@@ -71,8 +71,8 @@ impl Rollouts {
 }
 
 /// Samples `p.n` responses to each prompt and grades them against its gold answer.
-pub fn roll_out(
-    model: &Model,
+pub fn roll_out<M: StepModel>(
+    model: &M,
     tokenizer: &TextTokenizer,
     prompts: &[(&[u32], &Gold)],
     p: &RolloutParams,

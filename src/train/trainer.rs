@@ -17,7 +17,8 @@
 //! Resuming (`TrainOptions::resume`) loads the latest checkpoint (weights, optimizer moments,
 //! data cursor, step, clip history) and continues; with `checkpoint.dtype = "f32"` and
 //! `save_optimizer = true` the continued run is bit-identical to an uninterrupted one.
-//! Not yet here: the CUDA backend (the loop runs on the CPU reference).
+//! `rollout.device` puts rollouts and validation on the CUDA backend (weights re-uploaded as
+//! bf16 each step); log-probs and updates run on the CPU reference.
 
 use super::adamw::AdamW;
 use super::checkpoint::{self, SaveRequest, TrainerState};
@@ -25,11 +26,13 @@ use super::config::RunConfig;
 use super::data::Dataset;
 use super::grads::clone_weights;
 use super::grpo::grpo_advantages;
-use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_FILE};
-use super::rollout::{roll_out, stop_token_ids, RolloutParams};
+use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, ValidationMetrics, METRICS_FILE};
+use super::rollout::{roll_out, stop_token_ids, RolloutParams, Rollouts};
 use super::step::{response_logprobs, PassOptions, Sample};
 use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
 use super::validation::Validator;
+use crate::backend::cuda::CudaModel;
+use crate::device::Device;
 use crate::model::{GenerationConfig, Model, TextTokenizer};
 use crate::reward::{Gold, RewardConfig};
 use anyhow::{bail, Context, Result};
@@ -61,6 +64,63 @@ pub struct TrainSummary {
 /// A training prompt, tokenized.
 struct Prompt {
     tokens: Vec<u32>,
+}
+
+/// Where rollouts and validation sample (`rollout.device`): the CPU model itself, or a copy of
+/// its weights on the CUDA backend, refreshed before each use (the weights change every step).
+enum Sampler {
+    Cpu,
+    Cuda(Box<CudaModel>),
+}
+
+impl Sampler {
+    fn new(device: &str, model: &Model) -> Result<Self> {
+        if device == "cpu" {
+            return Ok(Sampler::Cpu);
+        }
+        let dev = Device::from_name(device).with_context(|| format!("rollout.device = {device:?}"))?;
+        Ok(Sampler::Cuda(Box::new(CudaModel::from_model(dev, model)?)))
+    }
+
+    /// The CUDA copy with `model`'s current weights (None on the CPU).
+    fn refreshed(&mut self, model: &Model) -> Result<Option<&CudaModel>> {
+        match self {
+            Sampler::Cpu => Ok(None),
+            Sampler::Cuda(m) => {
+                m.set_weights(model)?;
+                Ok(Some(m))
+            }
+        }
+    }
+
+    fn roll_out(
+        &mut self,
+        model: &Model,
+        tok: &TextTokenizer,
+        prompts: &[(&[u32], &Gold)],
+        p: &RolloutParams,
+        reward: &RewardConfig,
+    ) -> Result<Rollouts> {
+        match self.refreshed(model)? {
+            Some(m) => roll_out(m, tok, prompts, p, reward),
+            None => roll_out(model, tok, prompts, p, reward),
+        }
+    }
+
+    fn validate(
+        &mut self,
+        v: &Validator,
+        model: &Model,
+        tok: &TextTokenizer,
+        stop_ids: &[u32],
+        budget: usize,
+        steps_done: usize,
+    ) -> Result<Vec<ValidationMetrics>> {
+        match self.refreshed(model)? {
+            Some(m) => v.run(m, tok, stop_ids, budget, steps_done),
+            None => v.run(model, tok, stop_ids, budget, steps_done),
+        }
+    }
 }
 
 /// Refuses a config without a model or data (before any work).
@@ -120,6 +180,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         .collect();
     let reference = cfg.loss.use_kl.then(|| clone_weights(&model.weights));
     let validator = Validator::load(cfg)?;
+    let mut sampler = Sampler::new(&cfg.rollout.device, &model)?;
 
     // Fresh run or resume.
     let (mut optim, mut step, mut clip_history) = match &opts.resume {
@@ -183,7 +244,8 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     // Validation before the first update, logged with step 0.
     let mut pending_validation = match &validator {
         Some(v) if v.at_start() && step == 0 => {
-            v.run(&model, &tokenizer, &stop_ids, stages[cfg.stage_index_at(0, &clip_history)].max_response_len, 0)?
+            let budget = stages[cfg.stage_index_at(0, &clip_history)].max_response_len;
+            sampler.validate(v, &model, &tokenizer, &stop_ids, budget, 0)?
         }
         _ => Vec::new(),
     };
@@ -209,7 +271,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             top_p: cfg.rollout.top_p,
             stop_token_ids: &stop_ids,
         };
-        let ro = roll_out(&model, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
+        let ro = sampler.roll_out(&model, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
         let rewards = &ro.rewards;
         let groups: Vec<usize> = (0..rewards.len()).map(|i| i / n).collect();
         let adv = grpo_advantages(rewards, &groups, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
@@ -255,7 +317,8 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
         let clip_ratio = ro.cut.iter().filter(|&&c| c).count() as f64 / ro.cut.len() as f64;
         if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1) || step + 1 == total_steps) {
-            pending_validation.extend(v.run(&model, &tokenizer, &stop_ids, stage.max_response_len, step + 1)?);
+            let budget = stage.max_response_len;
+            pending_validation.extend(sampler.validate(v, &model, &tokenizer, &stop_ids, budget, step + 1)?);
         }
         let metrics = StepMetrics {
             step,

@@ -7,9 +7,9 @@
 
 use super::config::{RunConfig, ValidationConfig};
 use super::metrics::ValidationMetrics;
-use crate::engine::GenerateOptions;
+use crate::engine::{GenerateOptions, StepModel};
 use crate::eval::{self, Benchmark, EvalOptions};
-use crate::model::{Model, TextTokenizer};
+use crate::model::TextTokenizer;
 use crate::reward::RewardConfig;
 use anyhow::{Context, Result};
 use std::time::Instant;
@@ -53,9 +53,9 @@ impl Validator {
 
     /// pass@1 on every benchmark, `steps_done` updates into the run; the budget is the config's
     /// or else `stage_budget`.
-    pub fn run(
+    pub fn run<M: StepModel>(
         &self,
-        model: &Model,
+        model: &M,
         tokenizer: &TextTokenizer,
         stop_token_ids: &[u32],
         stage_budget: usize,

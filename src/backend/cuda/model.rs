@@ -64,39 +64,54 @@ fn upload_bf16(dev: &Device, data: &[f32]) -> Result<Buffer> {
     Ok(out)
 }
 
+/// Every weight of `model` uploaded to `dev` as bf16: (embed, layers, final norm, lm_head).
+fn upload_weights(dev: &Device, model: &Model) -> Result<(Buffer, Vec<LayerBuffers>, Buffer, Option<Buffer>)> {
+    let w = &model.weights;
+    let up = |v: &[f32]| -> Result<Buffer> { upload_bf16(dev, v) };
+    let opt = |v: &Option<Vec<f32>>| v.as_deref().map(up).transpose();
+    let layers = w
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, lw)| -> Result<LayerBuffers> {
+            let layer = || -> Result<LayerBuffers> {
+                Ok(LayerBuffers {
+                    input_norm: up(&lw.input_norm)?,
+                    q_proj: up(&lw.q_proj)?,
+                    k_proj: up(&lw.k_proj)?,
+                    v_proj: up(&lw.v_proj)?,
+                    q_bias: opt(&lw.q_bias)?,
+                    k_bias: opt(&lw.k_bias)?,
+                    v_bias: opt(&lw.v_bias)?,
+                    o_proj: up(&lw.o_proj)?,
+                    post_norm: up(&lw.post_norm)?,
+                    gate_proj: up(&lw.gate_proj)?,
+                    up_proj: up(&lw.up_proj)?,
+                    down_proj: up(&lw.down_proj)?,
+                })
+            };
+            layer().with_context(|| format!("uploading layer {l} to {}", dev.name()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let lm_head = w.lm_head.as_deref().map(up).transpose()?;
+    Ok((up(&w.embed)?, layers, up(&w.final_norm)?, lm_head))
+}
+
 impl CudaModel {
     /// Copies the weights of a loaded model to `dev` as bf16 (round to nearest even).
     pub fn from_model(dev: Device, model: &Model) -> Result<Self> {
-        let w = &model.weights;
-        let up = |v: &[f32]| -> Result<Buffer> { upload_bf16(&dev, v) };
-        let opt = |v: &Option<Vec<f32>>| v.as_deref().map(up).transpose();
-        let layers = w
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(l, lw)| -> Result<LayerBuffers> {
-                let layer = || -> Result<LayerBuffers> {
-                    Ok(LayerBuffers {
-                        input_norm: up(&lw.input_norm)?,
-                        q_proj: up(&lw.q_proj)?,
-                        k_proj: up(&lw.k_proj)?,
-                        v_proj: up(&lw.v_proj)?,
-                        q_bias: opt(&lw.q_bias)?,
-                        k_bias: opt(&lw.k_bias)?,
-                        v_bias: opt(&lw.v_bias)?,
-                        o_proj: up(&lw.o_proj)?,
-                        post_norm: up(&lw.post_norm)?,
-                        gate_proj: up(&lw.gate_proj)?,
-                        up_proj: up(&lw.up_proj)?,
-                        down_proj: up(&lw.down_proj)?,
-                    })
-                };
-                layer().with_context(|| format!("uploading layer {l} to {}", dev.name()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (embed, final_norm) = (up(&w.embed)?, up(&w.final_norm)?);
-        let lm_head = w.lm_head.as_deref().map(up).transpose()?;
+        let (embed, layers, final_norm, lm_head) = upload_weights(&dev, model)?;
         Ok(CudaModel { config: model.config.clone(), embed, layers, final_norm, lm_head, dev })
+    }
+
+    /// Replaces the weights with those of `model` (same architecture), on the same device: the
+    /// trainer's rollout model after each update.
+    pub fn set_weights(&mut self, model: &Model) -> Result<()> {
+        if format!("{:?}", model.config) != format!("{:?}", self.config) {
+            bail!("set_weights: the model's config differs from the one on {}", self.dev.name());
+        }
+        (self.embed, self.layers, self.final_norm, self.lm_head) = upload_weights(&self.dev, model)?;
+        Ok(())
     }
 
     /// A KV cache of `num_blocks` blocks of `block_size` tokens (uninitialised: only positions
