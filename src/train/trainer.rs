@@ -66,42 +66,52 @@ struct Prompt {
     tokens: Vec<u32>,
 }
 
-/// Where rollouts and validation sample (`rollout.device`): the CPU model itself, or a copy of
-/// its weights on the CUDA backend, refreshed before each use (the weights change every step).
+/// Where rollouts and validation sample (`rollout.device`): the CPU model itself, or a bf16
+/// copy of its weights on the CUDA backend, made at first use and uploaded again only when the
+/// weights have changed since (`version`: the optimizer's applied-update count, which a skipped
+/// update leaves alone; validation right after a step reuses the next rollout's upload).
 enum Sampler {
     Cpu,
-    Cuda(Box<CudaModel>),
+    Cuda { dev: Option<Device>, copy: Option<(Box<CudaModel>, usize)> },
 }
 
 impl Sampler {
-    fn new(device: &str, model: &Model) -> Result<Self> {
+    /// Opens the device now, so a missing GPU fails before any work.
+    fn new(device: &str) -> Result<Self> {
         if device == "cpu" {
             return Ok(Sampler::Cpu);
         }
         let dev = Device::from_name(device).with_context(|| format!("rollout.device = {device:?}"))?;
-        Ok(Sampler::Cuda(Box::new(CudaModel::from_model(dev, model)?)))
+        Ok(Sampler::Cuda { dev: Some(dev), copy: None })
     }
 
-    /// The CUDA copy with `model`'s current weights (None on the CPU).
-    fn refreshed(&mut self, model: &Model) -> Result<Option<&CudaModel>> {
-        match self {
-            Sampler::Cpu => Ok(None),
-            Sampler::Cuda(m) => {
+    /// The CUDA copy holding `model`'s weights at `version` (None on the CPU).
+    fn refreshed(&mut self, model: &Model, version: usize) -> Result<Option<&CudaModel>> {
+        let Sampler::Cuda { dev, copy } = self else { return Ok(None) };
+        match copy {
+            Some((m, v)) if *v == version => {}
+            Some((m, v)) => {
                 m.set_weights(model)?;
-                Ok(Some(m))
+                *v = version;
+            }
+            None => {
+                let dev = dev.take().expect("the device is taken only by the first copy");
+                *copy = Some((Box::new(CudaModel::from_model(dev, model)?), version));
             }
         }
+        Ok(copy.as_ref().map(|(m, _)| m.as_ref()))
     }
 
     fn roll_out(
         &mut self,
         model: &Model,
+        version: usize,
         tok: &TextTokenizer,
         prompts: &[(&[u32], &Gold)],
         p: &RolloutParams,
         reward: &RewardConfig,
     ) -> Result<Rollouts> {
-        match self.refreshed(model)? {
+        match self.refreshed(model, version)? {
             Some(m) => roll_out(m, tok, prompts, p, reward),
             None => roll_out(model, tok, prompts, p, reward),
         }
@@ -111,12 +121,13 @@ impl Sampler {
         &mut self,
         v: &Validator,
         model: &Model,
+        version: usize,
         tok: &TextTokenizer,
         stop_ids: &[u32],
         budget: usize,
         steps_done: usize,
     ) -> Result<Vec<ValidationMetrics>> {
-        match self.refreshed(model)? {
+        match self.refreshed(model, version)? {
             Some(m) => v.run(m, tok, stop_ids, budget, steps_done),
             None => v.run(model, tok, stop_ids, budget, steps_done),
         }
@@ -180,7 +191,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         .collect();
     let reference = cfg.loss.use_kl.then(|| clone_weights(&model.weights));
     let validator = Validator::load(cfg)?;
-    let mut sampler = Sampler::new(&cfg.rollout.device, &model)?;
+    let mut sampler = Sampler::new(&cfg.rollout.device)?;
 
     // Fresh run or resume.
     let (mut optim, mut step, mut clip_history) = match &opts.resume {
@@ -245,7 +256,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut pending_validation = match &validator {
         Some(v) if v.at_start() && step == 0 => {
             let budget = stages[cfg.stage_index_at(0, &clip_history)].max_response_len;
-            sampler.validate(v, &model, &tokenizer, &stop_ids, budget, 0)?
+            sampler.validate(v, &model, optim.updates, &tokenizer, &stop_ids, budget, 0)?
         }
         _ => Vec::new(),
     };
@@ -271,7 +282,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             top_p: cfg.rollout.top_p,
             stop_token_ids: &stop_ids,
         };
-        let ro = sampler.roll_out(&model, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
+        let ro = sampler.roll_out(&model, optim.updates, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
         let rewards = &ro.rewards;
         let groups: Vec<usize> = (0..rewards.len()).map(|i| i / n).collect();
         let adv = grpo_advantages(rewards, &groups, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
@@ -316,9 +327,9 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
 
         let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
         let clip_ratio = ro.cut.iter().filter(|&&c| c).count() as f64 / ro.cut.len() as f64;
-        if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1) || step + 1 == total_steps) {
+        if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1, total_steps)) {
             let budget = stage.max_response_len;
-            pending_validation.extend(sampler.validate(v, &model, &tokenizer, &stop_ids, budget, step + 1)?);
+            pending_validation.extend(sampler.validate(v, &model, optim.updates, &tokenizer, &stop_ids, budget, step + 1)?);
         }
         let metrics = StepMetrics {
             step,

@@ -46,9 +46,10 @@ impl Validator {
         self.cfg.at_start
     }
 
-    /// Validate after `steps_done` steps (besides the run's last step, always validated)?
-    pub fn due_after(&self, steps_done: usize) -> bool {
-        self.cfg.every > 0 && steps_done % self.cfg.every == 0
+    /// Validate after `steps_done` of the run's `total_steps` steps? Every `every` steps, and
+    /// after the last one.
+    pub fn due_after(&self, steps_done: usize, total_steps: usize) -> bool {
+        steps_done == total_steps || (self.cfg.every > 0 && steps_done % self.cfg.every == 0)
     }
 
     /// pass@1 on every benchmark, `steps_done` updates into the run; the budget is the config's
