@@ -12,6 +12,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A fresh build of every test, bench and example (debug and ASan) takes about 4 GB under
+# target/. Say so up front, so a full disk is not first seen as a failed link.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_gb=$(df -Pk "$target_dir" | awk 'NR==2 { printf "%d", $4 / 1048576 }')
+echo "free disk under $target_dir: ${free_gb} GB"
+if (( free_gb < 6 )); then
+    echo "warning: a fresh build needs about 6 GB free under $target_dir" >&2
+fi
+
 step "artefacts"
 scripts/fetch-artifacts.sh
 export SCALERL_REQUIRE_ARTIFACTS=1   # a missing artefact fails a test instead of skipping it
