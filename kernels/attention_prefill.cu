@@ -7,11 +7,12 @@
 //     s_j = q·k_j * scale for j = 0..=p,   out = Σ_j softmax(s)_j v_j,   lse = ln Σ_j exp(s_j)
 //   (f32 scores, online softmax and accumulators; P is rounded to bf16 for the P·V product.)
 //   The chunk's own K/V are already in the cache (kv_cache_write.cu); causality is j <= p.
-//   lse is the natural log-sum-exp of the scaled scores, kept for the backward pass.
+//   lse is the natural log-sum-exp of the scaled scores, kept for the backward pass; inference
+//   passes NULL and skips it.
 //
 // CPU reference: src/backend/cpu/attention.rs `paged_attention` (out); the tests compute lse.
 // Layout: q, out [tokens, num_heads * D] bf16 (rows of a chunk consecutive, chunks in the order
-//   of the block tables); lse [tokens, num_heads] f32; k_cache, v_cache [num_blocks, block_size,
+//   of the block tables); lse [tokens, num_heads] f32 or NULL; k_cache, v_cache [num_blocks, block_size,
 //   num_kv_heads, D] bf16, the paged layout kv_cache_write and the CPU cache use: one token's K
 //   row of one head is D*2 = 128 or 256 contiguous bytes, so a K/V tile row is 8 or 16 aligned
 //   16-byte cp.async chunks whatever the block size (kept as is: kv_cache_write, the CPU cache
@@ -246,7 +247,7 @@ __device__ __forceinline__ void attend(const __nv_bfloat16* q, const __nv_bfloat
             inv[r] = 1.0f / l[r];
             const int row = warp * 16 + g + 8 * r;
             // ln Σ exp(s·scale) = (m + log2 l) · ln 2, m being max(s)·scale·log2(e)
-            if (t == 0 && row < rows) lse[(size_t)(token0 + row) * num_heads + h] = (m[r] + log2f(l[r])) * 0.69314718f;
+            if (lse != nullptr && t == 0 && row < rows) lse[(size_t)(token0 + row) * num_heads + h] = (m[r] + log2f(l[r])) * 0.69314718f;
         }
 #pragma unroll
         for (int j = 0; j < D / 8; ++j) {

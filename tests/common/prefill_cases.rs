@@ -83,7 +83,10 @@ fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, 
     let bl = dev.upload(&vec![f32::NAN; t * nh]).unwrap();
     let meta = setup.meta(dev, bs);
     let plan = PrefillPlan::new(dev, &meta).unwrap();
-    prefill_attention(dev, &plan, &bq, &bkc, &bvc, &bo, &bl, &meta, setup.num_blocks, nh, nkv, d).unwrap();
+    prefill_attention(dev, &plan, &bq, &bkc, &bvc, &bo, Some(&bl), &meta, setup.num_blocks, nh, nkv, d).unwrap();
+    // Inference skips the LSE (a null pointer); its output must be the same, bit for bit.
+    let bo_no_lse = dev.upload(&vec![POISON; t * nh * d]).unwrap();
+    prefill_attention(dev, &plan, &bq, &bkc, &bvc, &bo_no_lse, None, &meta, setup.num_blocks, nh, nkv, d).unwrap();
     let what = format!("prefill case {chunks:?} bs{bs} nh{nh} nkv{nkv} d{d} on {}", dev.name());
     let (out, lse) = (dev.download::<bf16>(&bo).unwrap(), dev.download::<f32>(&bl).unwrap());
     if let Some(i) = out.iter().position(|v| v.is_nan()) {
@@ -91,6 +94,10 @@ fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, 
     }
     if let Some(i) = lse.iter().position(|v| !v.is_finite()) {
         panic!("{what}: lse[{}, head {}] = {}", i / nh, i % nh, lse[i]);
+    }
+    let out_no_lse = dev.download::<bf16>(&bo_no_lse).unwrap();
+    if let Some(i) = (0..out.len()).find(|&i| out[i].to_bits() != out_no_lse[i].to_bits()) {
+        panic!("{what}: without lse, out[{i}] = {} instead of {}", out_no_lse[i], out[i]);
     }
 
     let got: Vec<bf16> = checked.iter().flat_map(|&i| out[i * nh * d..(i + 1) * nh * d].to_vec()).collect();
@@ -169,7 +176,7 @@ pub fn prefill_launch_error_cases(dev: &Device) {
     let short_lse = dev.alloc(t * nh * 4 - 4).unwrap();
     let short_cache = dev.alloc(cache_bytes - 2).unwrap();
     let nb = setup.num_blocks;
-    let run = |q, k, v, o, l, nb, nh, nkv, d| prefill_attention(dev, &plan, q, k, v, o, l, &meta, nb, nh, nkv, d);
+    let run = |q, k, v, o, l, nb, nh, nkv, d| prefill_attention(dev, &plan, q, k, v, o, Some(l), &meta, nb, nh, nkv, d);
     let expect = |r: anyhow::Result<()>, needle: &str| {
         let e = format!("{:#}", r.expect_err(needle));
         assert!(e.contains(needle), "expected an error naming {needle}: {e}");
@@ -186,6 +193,6 @@ pub fn prefill_launch_error_cases(dev: &Device) {
     // a plan from another batch
     let other = paged_setup(&[(0, 21), (0, 1)], bs, 9).meta(dev, bs);
     let other_plan = PrefillPlan::new(dev, &other).unwrap();
-    let e = prefill_attention(dev, &other_plan, &q, &kc, &vc, &out, &lse, &meta, nb, nh, nkv, d).unwrap_err();
+    let e = prefill_attention(dev, &other_plan, &q, &kc, &vc, &out, Some(&lse), &meta, nb, nh, nkv, d).unwrap_err();
     assert!(format!("{e:#}").contains("plan"), "{e:#}");
 }

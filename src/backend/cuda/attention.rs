@@ -20,9 +20,8 @@ use anyhow::Result;
 /// The attention of one forward: its kernel and what that kernel reuses across layers.
 pub enum AttentionPlan {
     Decode(DecodePlan),
-    /// The work list and an f32 `[tokens, heads]` buffer for the row log-sum-exp (which only
-    /// the backward reads; the forward writes it because the kernel always does).
-    Prefill(PrefillPlan, Buffer),
+    /// The work list (the forward skips the row log-sum-exp: only the backward reads it).
+    Prefill(PrefillPlan),
     Plain,
 }
 
@@ -33,8 +32,7 @@ impl AttentionPlan {
         Ok(if decode && DECODE_HEAD_DIMS.contains(&head_dim) && group <= DECODE_MAX_GROUP {
             AttentionPlan::Decode(DecodePlan::new(dev, meta, num_heads, num_kv_heads, head_dim)?)
         } else if PREFILL_HEAD_DIMS.contains(&head_dim) {
-            let lse = dev.alloc(meta.tokens.max(1) * num_heads * 4)?;
-            AttentionPlan::Prefill(PrefillPlan::new(dev, meta)?, lse)
+            AttentionPlan::Prefill(PrefillPlan::new(dev, meta)?)
         } else {
             AttentionPlan::Plain
         })
@@ -44,7 +42,7 @@ impl AttentionPlan {
     pub fn kernel(&self) -> &'static str {
         match self {
             AttentionPlan::Decode(_) => "attention_decode",
-            AttentionPlan::Prefill(..) => "prefill_attention",
+            AttentionPlan::Prefill(_) => "prefill_attention",
             AttentionPlan::Plain => "paged_attention_bf16",
         }
     }
@@ -66,14 +64,14 @@ impl AttentionPlan {
     ) -> Result<()> {
         match self {
             AttentionPlan::Decode(p) => decode_attention(dev, p, q, k_cache, v_cache, out, None, meta, num_blocks),
-            AttentionPlan::Prefill(p, lse) => prefill_attention(
+            AttentionPlan::Prefill(p) => prefill_attention(
                 dev,
                 p,
                 q,
                 k_cache,
                 v_cache,
                 out,
-                lse,
+                None,
                 meta,
                 num_blocks,
                 num_heads,

@@ -68,8 +68,8 @@ impl PrefillPlan {
 
 /// Causal GQA attention of q `[tokens, num_heads·head_dim]` bf16 over the paged cache
 /// (`[num_blocks, block_size, num_kv_heads, head_dim]` bf16 each): `out` (q's shape, bf16) and
-/// `lse` `[tokens, num_heads]` f32, the natural log of Σ_j exp(q·k_j / √head_dim). `plan` must
-/// have been built from `meta`.
+/// `lse` `[tokens, num_heads]` f32, the natural log of Σ_j exp(q·k_j / √head_dim), if given (the
+/// backward needs it; inference passes `None`). `plan` must have been built from `meta`.
 #[allow(clippy::too_many_arguments)]
 pub fn prefill_attention(
     dev: &Device,
@@ -78,7 +78,7 @@ pub fn prefill_attention(
     k_cache: &Buffer,
     v_cache: &Buffer,
     out: &Buffer,
-    lse: &Buffer,
+    lse: Option<&Buffer>,
     meta: &TokenMeta,
     num_blocks: usize,
     num_heads: usize,
@@ -104,7 +104,9 @@ pub fn prefill_attention(
     let t = meta.tokens;
     need(q, t * num_heads * head_dim * BF16, kn, "q")?;
     need(out, t * num_heads * head_dim * BF16, kn, "out")?;
-    need(lse, t * num_heads * 4, kn, "lse")?;
+    if let Some(lse) = lse {
+        need(lse, t * num_heads * 4, kn, "lse")?;
+    }
     // The kernel indexes cache slots (block · block_size + offset) as int32.
     ensure!(
         num_blocks * meta.block_size <= i32::MAX as usize,
@@ -127,7 +129,7 @@ pub fn prefill_attention(
         Arg::Buf(k_cache),
         Arg::Buf(v_cache),
         Arg::Buf(out),
-        Arg::Buf(lse),
+        lse.map_or(Arg::U64(0), Arg::Buf),
         Arg::Buf(&plan.work),
         Arg::Buf(&meta.block_tables),
         Arg::I32(meta.max_blocks as i32),
