@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-# A fresh build of every test, bench and example (debug and ASan) takes about 4 GB under
+# A fresh build of every test, bench and example (debug and ASan) takes about 3.5 GB under
 # target/. Say so up front, so a full disk is not first seen as a failed link.
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
