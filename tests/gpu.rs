@@ -108,7 +108,7 @@ fn model_case(name: &str, make_device: &dyn Fn() -> Device) {
     let greedy = |n| scalerl::engine::SamplingParams { temperature: 0.0, max_new_tokens: n, ..Default::default() };
     let requests: Vec<scalerl::engine::Request> =
         r.greedy.iter().map(|(p, n, _)| scalerl::engine::Request { prompt: p.clone(), params: greedy(*n) }).collect();
-    let opts = scalerl::engine::GenerateOptions { block_size: 8, max_context: None };
+    let opts = scalerl::engine::GenerateOptions { block_size: 8, ..Default::default() };
     let out = scalerl::engine::generate(&m, &requests, &opts, |_, _, _| {}).unwrap();
     let mut report = Vec::new();
     for (i, (c, (_, n, want))) in out.iter().zip(&r.greedy).enumerate() {

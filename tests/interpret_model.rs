@@ -218,7 +218,7 @@ fn greedy_generation_runs_and_follows_the_reference() {
         let greedy = |n| SamplingParams { temperature: 0.0, max_new_tokens: n, ..Default::default() };
         let requests: Vec<Request> =
             r.greedy.iter().map(|(p, n, _)| Request { prompt: p.clone(), params: greedy(*n) }).collect();
-        let opts = GenerateOptions { block_size: 8, max_context: None };
+        let opts = GenerateOptions { block_size: 8, ..Default::default() };
         let started = Instant::now();
         let mut streamed = 0;
         let out = scalerl::engine::generate(&cuda, &requests, &opts, |_, _, _| streamed += 1).unwrap();
@@ -227,6 +227,24 @@ fn greedy_generation_runs_and_follows_the_reference() {
         for (i, req) in requests.iter().enumerate() {
             let alone = scalerl::engine::generate(&cuda, std::slice::from_ref(req), &opts, |_, _, _| {}).unwrap();
             assert_eq!(alone[0].tokens, out[i].tokens, "{name} greedy {i}: alone vs batched");
+        }
+        // Nor on admission under a KV budget. With 16, 4, 8 and 12 new tokens and room for the
+        // first and last requests, the last (longest prompt) waits until the second and third
+        // finish, then prefills beside the first one's decode rows. Greedy, so each output is a
+        // prefix of the one above.
+        let short: Vec<Request> = requests
+            .iter()
+            .zip([16, 4, 8, 12])
+            .map(|(r, n)| Request { params: greedy(n.min(r.params.max_new_tokens)), ..r.clone() })
+            .collect();
+        let need = |r: &Request| (r.prompt.len() + r.params.max_new_tokens).next_multiple_of(opts.block_size);
+        let budget = GenerateOptions { max_kv_tokens: Some(need(&short[0]) + need(&short[3])), ..opts.clone() };
+        let mut stream = Vec::new();
+        let admitted = scalerl::engine::generate(&cuda, &short, &budget, |i, _, _| stream.push(i)).unwrap();
+        let last_starts = stream.iter().position(|&i| i == 3).unwrap();
+        assert!(stream[last_starts..].contains(&0), "{name}: request 3 never ran beside request 0: {stream:?}");
+        for (i, c) in admitted.iter().enumerate() {
+            assert_eq!(c.tokens[..], out[i].tokens[..c.tokens.len()], "{name} greedy {i}: admitted under a KV budget");
         }
         let (mut matched, mut total) = (0, 0);
         let mut report = Vec::new();

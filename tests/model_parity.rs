@@ -82,7 +82,7 @@ fn greedy_continuations_match_exactly_alone_and_batched() {
         let greedy = |max_new| SamplingParams { temperature: 0.0, max_new_tokens: max_new, ..Default::default() };
         let requests: Vec<Request> =
             r.greedy.iter().map(|(p, n, _)| Request { prompt: p.clone(), params: greedy(*n) }).collect();
-        let opts = GenerateOptions { block_size: 8, max_context: None };
+        let opts = GenerateOptions { block_size: 8, ..Default::default() };
         let batched = generate(&model, &requests, &opts, |_, _, _| {}).unwrap();
         for (i, (req, (_, _, want))) in requests.iter().zip(&r.greedy).enumerate() {
             let alone = generate(&model, std::slice::from_ref(req), &opts, |_, _, _| {}).unwrap();
@@ -109,4 +109,73 @@ fn seeded_sampling_is_reproducible_and_stops_on_eos() {
     let b = run(SamplingParams { stop_token_ids: vec![stop], ..params(1) });
     assert_eq!(b.tokens, a.tokens[..=first].to_vec());
     assert_eq!(b.finish.as_str(), "stop");
+}
+
+/// KV tokens a request reserves: prompt + max_new_tokens in whole blocks.
+fn kv_need(r: &Request, block_size: usize) -> usize {
+    (r.prompt.len() + r.params.max_new_tokens).div_ceil(block_size) * block_size
+}
+
+#[test]
+fn a_kv_budget_admits_requests_as_others_finish_with_the_same_results() {
+    let model = load("tiny-qwen2");
+    let prompts = reference("tiny-qwen2").prompts;
+    let bs = 8;
+    // Seeded sampling, a different length for each request, so they finish at different steps.
+    let requests: Vec<Request> = (0..6)
+        .map(|i| Request {
+            prompt: prompts[i % prompts.len()].clone(),
+            params: SamplingParams {
+                temperature: 1.0,
+                top_p: 0.9,
+                top_k: 0,
+                seed: 10 + i as u64,
+                max_new_tokens: 3 + 5 * i,
+                stop_token_ids: vec![],
+            },
+        })
+        .collect();
+    let need: Vec<usize> = requests.iter().map(|r| kv_need(r, bs)).collect();
+    let run = |budget: Option<usize>| {
+        let opts = GenerateOptions { block_size: bs, max_kv_tokens: budget, ..Default::default() };
+        let mut stream = Vec::new();
+        let out = generate(&model, &requests, &opts, |i, _, _| stream.push(i)).unwrap();
+        // Replay the stream: a request holds its reservation from its first token to its last.
+        let (mut emitted, mut held, mut peak, mut most_running) = (vec![0; requests.len()], 0, 0, 0);
+        for i in stream {
+            if emitted[i] == 0 {
+                held += need[i];
+            }
+            emitted[i] += 1;
+            peak = usize::max(peak, held);
+            most_running = usize::max(most_running, emitted.iter().zip(&out).filter(|(&e, c)| e > 0 && e < c.tokens.len()).count());
+            if emitted[i] == out[i].tokens.len() {
+                held -= need[i];
+            }
+        }
+        (out, peak, most_running)
+    };
+    let (all_at_once, peak, _) = run(None);
+    assert_eq!(peak, need.iter().sum::<usize>(), "without a budget every request starts on the first step");
+    let longest = *need.iter().max().unwrap();
+    for budget in [longest, longest + need[0] + need[1], longest + 5] {
+        let (out, peak, most_running) = run(Some(budget));
+        assert!(peak <= budget, "budget {budget}: {peak} tokens reserved at once");
+        assert!(most_running >= 1 && most_running < requests.len(), "budget {budget}: {most_running} running at once");
+        for (i, (a, b)) in out.iter().zip(&all_at_once).enumerate() {
+            assert_eq!(a.tokens, b.tokens, "budget {budget}: request {i}'s tokens depend on admission");
+            // The CPU GEMM's summation order depends on the batch's row count: a few ulps.
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "budget {budget}: request {i}: log-prob {x} vs {y}");
+            }
+        }
+    }
+    // Room for two of the longest: some request must wait, and some must overlap.
+    let (_, _, two) = run(Some(2 * longest));
+    assert!(two >= 2, "two of the longest fit, yet at most {two} ran together");
+    // A request that can never fit is refused up front, naming it and the option.
+    let opts = GenerateOptions { block_size: bs, max_kv_tokens: Some(longest - 1), ..Default::default() };
+    let e = format!("{:#}", generate(&model, &requests, &opts, |_, _, _| {}).unwrap_err());
+    let first = need.iter().position(|&n| n == longest).unwrap();
+    assert!(e.contains(&format!("request {first}:")) && e.contains("max_kv_tokens"), "{e}");
 }

@@ -84,6 +84,8 @@ fn bad_values_are_refused_by_key() {
         ("[optim]\nmini_batch_prompts = 48\n", "optim.mini_batch_prompts"),
         ("[checkpoint]\ndtype = \"fp8\"\n", "dtype"),
         ("[auto_stage]\nclip_ratio_threshold = 0.1\nwindow = 0\n", "auto_stage.window"),
+        // the default 8K stage: 1024 prompt + 8192 response tokens cannot fit in 4096
+        ("[rollout]\nmax_kv_tokens = 4096\n", "rollout.max_kv_tokens"),
     ] {
         let e = format!("{:#}", RunConfig::from_toml_str(text).unwrap_err());
         assert!(e.contains(want), "`{text}` gave: {e}");

@@ -111,7 +111,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         stop_token_ids: lm.stop_token_ids(),
         reward: RewardConfig::default(),
         max_batch_sequences: a.batch_size,
-        generate: GenerateOptions { block_size: a.block_size, max_context: None },
+        generate: GenerateOptions { block_size: a.block_size, ..GenerateOptions::default() },
         max_problems: a.max_problems,
     };
     if opts.n == 0 {

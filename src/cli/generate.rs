@@ -61,7 +61,7 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         stop_token_ids: lm.stop_token_ids(),
     };
-    let opts = GenerateOptions { block_size: a.block_size, max_context: None };
+    let opts = GenerateOptions { block_size: a.block_size, ..GenerateOptions::default() };
     let started = Instant::now();
     // Decode the whole completion each time and print what is new: a token can end inside a
     // multi-byte character, which shows as U+FFFD until the next token completes it.

@@ -1,11 +1,20 @@
-//! Batched generation on any backend: prefill every prompt, then decode one token per
-//! unfinished sequence per step, each sequence in its own blocks of the paged KV cache.
-//! (Continuous batching with admission and preemption is the engine issue's scheduler.)
+//! Batched generation on any backend, each sequence in its own blocks of the paged KV cache.
+//! Every step runs one forward over the running sequences: a newly admitted sequence brings its
+//! whole prompt (prefill), the others one token (decode).
+//!
+//! Admission (continuous batching): a request is admitted, in request order, once the blocks
+//! for its prompt + max_new_tokens fit in the cache beside those reserved by the running
+//! sequences; a finished sequence gives its blocks back and the next waiting request starts on
+//! the following step. Reserving the whole budget up front means a running sequence never runs
+//! out of blocks, so nothing is ever preempted. Without `max_kv_tokens` the cache holds every
+//! request at once. (Chunked prefill and preemption by recompute are the scheduler's next
+//! steps.) A sequence's tokens do not depend on what else is in the batch.
 
 use super::sampler::{sample, Rng, SamplingParams};
 use crate::kv::{BlockAllocator, KvCache};
 use crate::model::{Model, ModelConfig, SeqChunk};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use std::collections::VecDeque;
 
 /// What the generation loop needs from a backend: a KV cache of its own kind, and one step
 /// that runs a batch of chunks and returns the logits `[chunks, vocab]` of each chunk's last
@@ -76,11 +85,15 @@ pub struct GenerateOptions {
     pub block_size: usize,
     /// Longest prompt + completion; defaults to the model's max_position_embeddings.
     pub max_context: Option<usize>,
+    /// KV cache capacity in tokens (rounded down to whole blocks): requests wait for room. The
+    /// cache costs `2 · layers · kv_heads · head_dim` values per token (28 KiB in bf16 for
+    /// R1-Distill-Qwen-1.5B, so 1M tokens is 28 GiB). `None`: room for every request at once.
+    pub max_kv_tokens: Option<usize>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { block_size: 16, max_context: None }
+        GenerateOptions { block_size: 16, max_context: None, max_kv_tokens: None }
     }
 }
 
@@ -102,7 +115,12 @@ pub fn generate<M: StepModel>(
     mut on_token: impl FnMut(usize, u32, f32),
 ) -> Result<Vec<Completion>> {
     let max_ctx = opts.max_context.unwrap_or(model.config().max_position_embeddings);
-    let mut blocks_needed = 0;
+    if opts.block_size == 0 {
+        bail!("block_size must be at least 1");
+    }
+    let budget = opts.max_kv_tokens.map(|t| t / opts.block_size);
+    // Blocks each request reserves for its whole life: prompt + max_new_tokens.
+    let mut reserve = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         r.params.validate()?;
         if r.prompt.is_empty() {
@@ -116,10 +134,29 @@ pub fn generate<M: StepModel>(
                 r.params.max_new_tokens
             );
         }
-        blocks_needed += total.div_ceil(opts.block_size);
+        let blocks = total.div_ceil(opts.block_size);
+        if let Some(b) = budget.filter(|&b| blocks > b) {
+            bail!(
+                "request {i}: prompt ({} tokens) + max_new_tokens ({}) needs {} tokens of KV cache; max_kv_tokens \
+                 allows {}",
+                r.prompt.len(),
+                r.params.max_new_tokens,
+                blocks * opts.block_size,
+                b * opts.block_size
+            );
+        }
+        reserve.push(blocks);
     }
-    let mut alloc = BlockAllocator::new(blocks_needed, opts.block_size);
-    let mut cache = model.new_cache(blocks_needed.max(1), opts.block_size)?;
+    let all: usize = reserve.iter().sum();
+    let num_blocks = budget.map_or(all, |b| b.min(all)).max(1);
+    let mut alloc = BlockAllocator::new(num_blocks, opts.block_size);
+    let mut cache = model.new_cache(num_blocks, opts.block_size).with_context(|| {
+        format!(
+            "allocating a KV cache of {} tokens for {} requests (max_kv_tokens bounds it)",
+            num_blocks * opts.block_size,
+            requests.len()
+        )
+    })?;
     let mut seqs: Vec<Seq> = requests
         .iter()
         .map(|r| Seq {
@@ -132,26 +169,35 @@ pub fn generate<M: StepModel>(
         })
         .collect();
 
-    // Each step feeds every unfinished sequence the tokens it has not cached yet: the whole
-    // prompt on the first step, one token afterwards.
+    // Each step feeds every running sequence the tokens it has not cached yet: the whole
+    // prompt on its first step, one token afterwards.
     let mut cached = vec![0usize; seqs.len()];
+    let mut waiting: VecDeque<usize> = (0..seqs.len()).filter(|&i| !seqs[i].done).collect();
+    let mut running: Vec<usize> = Vec::new();
+    let mut reserved = 0;
     loop {
-        let active: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].done).collect();
-        if active.is_empty() {
+        while let Some(&i) = waiting.front() {
+            if reserved + reserve[i] > num_blocks {
+                break;
+            }
+            reserved += reserve[i];
+            running.push(waiting.pop_front().unwrap());
+        }
+        if running.is_empty() {
             break;
         }
-        for &i in &active {
+        for &i in &running {
             let len = seqs[i].tokens.len();
             alloc.ensure_capacity(&mut seqs[i].table, len)?;
         }
-        let chunks: Vec<SeqChunk> = active
+        let chunks: Vec<SeqChunk> = running
             .iter()
             .map(|&i| SeqChunk { tokens: &seqs[i].tokens[cached[i]..], start_pos: cached[i], table: &seqs[i].table })
             .collect();
         let logits = model.last_token_logits(&mut cache, &chunks)?;
         drop(chunks);
         let v = model.config().vocab_size;
-        for (a, &i) in active.iter().enumerate() {
+        for (a, &i) in running.iter().enumerate() {
             let s = &mut seqs[i];
             cached[i] = s.tokens.len();
             let params = &requests[i].params;
@@ -168,8 +214,10 @@ pub fn generate<M: StepModel>(
             }
             if s.done {
                 alloc.release_table(&mut s.table);
+                reserved -= reserve[i];
             }
         }
+        running.retain(|&i| !seqs[i].done);
     }
     Ok(seqs.into_iter().map(|s| s.out).collect())
 }

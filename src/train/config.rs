@@ -10,6 +10,7 @@
 
 use super::adamw::{AdamWConfig, LrSchedule};
 use super::grpo::{GrpoConfig, LossAgg};
+use crate::engine::GenerateOptions;
 use crate::model::ChatTemplate;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,18 @@ pub struct RolloutConfig {
     /// (the CUDA backend's kernels on the CPU; slow, for checking). Log-probs and updates run
     /// on the CPU either way.
     pub device: String,
+    /// KV cache capacity of a rollout, in tokens; 0 means room for the whole batch at once.
+    /// Sequences wait for room and start as earlier ones finish (see `engine::generate`). The
+    /// default, 1,048,576 tokens, is 28 GiB of bf16 K/V for R1-Distill-Qwen-1.5B, where the
+    /// 8K stage's full batch (1024 sequences of up to 9216 tokens) would need 252 GiB.
+    pub max_kv_tokens: usize,
+}
+
+impl RolloutConfig {
+    /// `max_kv_tokens` as the engine takes it.
+    pub fn kv_budget(&self) -> Option<usize> {
+        (self.max_kv_tokens > 0).then_some(self.max_kv_tokens)
+    }
 }
 
 /// The GRPO objective (mapped onto `GrpoConfig` by `LossConfig::grpo`).
@@ -237,6 +250,7 @@ impl Default for RolloutConfig {
             temperature: 0.6,
             top_p: 1.0,
             device: "cpu".to_string(),
+            max_kv_tokens: 1 << 20,
         }
     }
 }
@@ -426,6 +440,21 @@ impl RunConfig {
             }
             if !(0.0..=1.0).contains(&a.clip_ratio_threshold) {
                 bail!("auto_stage.clip_ratio_threshold must be in [0, 1] (got {})", a.clip_ratio_threshold);
+            }
+        }
+        if let Some(kv) = r.kv_budget() {
+            // One sequence of the longest budget must fit, in whole blocks of the engine's 16.
+            let stage_max = self.stages().iter().map(|s| s.max_response_len).max().unwrap_or(0);
+            let response = self.validation.as_ref().and_then(|v| v.max_response_len).unwrap_or(0).max(stage_max);
+            let longest = d.max_prompt_len + response;
+            let block = GenerateOptions::default().block_size;
+            if kv < longest.next_multiple_of(block) {
+                bail!(
+                    "rollout.max_kv_tokens ({kv}) cannot hold one sequence: data.max_prompt_len ({}) + the longest \
+                     response budget ({response}) needs {} tokens (or 0 for no bound)",
+                    d.max_prompt_len,
+                    longest.next_multiple_of(block)
+                );
             }
         }
         Ok(())

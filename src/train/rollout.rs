@@ -49,6 +49,8 @@ pub struct RolloutParams<'a> {
     pub temperature: f32,
     pub top_p: f32,
     pub stop_token_ids: &'a [u32],
+    /// KV cache capacity in tokens (`None`: the whole batch at once).
+    pub max_kv_tokens: Option<usize>,
 }
 
 /// The graded responses of one step, sample `i` answering prompt `i / n`.
@@ -95,7 +97,8 @@ pub fn roll_out<M: StepModel>(
             });
         }
     }
-    let completions = generate(model, &requests, &GenerateOptions::default(), |_, _, _| {})?;
+    let opts = GenerateOptions { max_kv_tokens: p.max_kv_tokens, ..GenerateOptions::default() };
+    let completions = generate(model, &requests, &opts, |_, _, _| {})?;
     let gen_tokens: u64 = completions.iter().map(|c| c.tokens.len() as u64).sum();
     let rollout_time = PhaseTime::new(t.elapsed().as_secs_f64(), gen_tokens);
 

@@ -281,6 +281,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             temperature: cfg.rollout.temperature,
             top_p: cfg.rollout.top_p,
             stop_token_ids: &stop_ids,
+            max_kv_tokens: cfg.rollout.kv_budget(),
         };
         let ro = sampler.roll_out(&model, optim.updates, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
         let rewards = &ro.rewards;

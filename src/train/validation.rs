@@ -21,6 +21,8 @@ pub struct Validator {
     seed: u64,
     prompt_template: String,
     chat_template: crate::model::chat::ChatTemplate,
+    /// The rollouts' KV cache capacity (`rollout.max_kv_tokens`).
+    max_kv_tokens: Option<usize>,
 }
 
 impl Validator {
@@ -38,6 +40,7 @@ impl Validator {
             seed: run.seed,
             prompt_template: run.data.prompt_template.clone(),
             chat_template: run.chat_template(),
+            max_kv_tokens: run.rollout.kv_budget(),
         }))
     }
 
@@ -74,7 +77,7 @@ impl Validator {
             stop_token_ids: stop_token_ids.to_vec(),
             reward: RewardConfig::default(),
             max_batch_sequences: EvalOptions::default().max_batch_sequences,
-            generate: GenerateOptions::default(),
+            generate: GenerateOptions { max_kv_tokens: self.max_kv_tokens, ..GenerateOptions::default() },
             max_problems: self.cfg.max_problems,
         };
         let mut out = Vec::with_capacity(self.benchmarks.len());
