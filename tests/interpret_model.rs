@@ -68,12 +68,15 @@ fn head_dim_64_takes_the_flash_kernels_and_others_the_plain_one() {
     let table: Vec<u32> = (0..8).collect();
     let prefill = TokenMeta::upload(&dev, &[(0, 20, &table[..]), (30, 1, &table[..])], 16).unwrap();
     let decode = TokenMeta::upload(&dev, &[(40, 1, &table[..]), (7, 1, &table[..])], 16).unwrap();
+    let mixed = TokenMeta::upload(&dev, &[(40, 1, &table[..]), (0, 20, &table[..])], 16).unwrap();
     let kernel = |meta: &TokenMeta, name: &str| {
         let c = Model::load(&fixture(name)).unwrap().config;
         AttentionPlan::new(&dev, meta, c.num_heads, c.num_kv_heads, c.head_dim).unwrap().kernel()
     };
     assert_eq!(kernel(&prefill, "tiny-qwen2-d64"), "prefill_attention");
     assert_eq!(kernel(&decode, "tiny-qwen2-d64"), "attention_decode");
+    assert_eq!(kernel(&mixed, "tiny-qwen2-d64"), "attention_decode+prefill_attention");
+    assert_eq!(kernel(&mixed, "tiny-qwen2"), "paged_attention_bf16");
     assert_eq!(kernel(&prefill, "tiny-qwen2"), "paged_attention_bf16");
     assert_eq!(kernel(&decode, "tiny-llama"), "paged_attention_bf16");
 }

@@ -9,6 +9,7 @@
 use super::kernel_cases::{max_abs_err, paged_setup, random_bf16, to_f32, PagedSetup, POISON};
 use half::bf16;
 use scalerl::backend::cpu::attention::{paged_attention, QueryPos};
+use scalerl::backend::cuda::attention::AttentionPlan;
 use scalerl::backend::cuda::attention_prefill::{prefill_attention, PrefillPlan};
 use scalerl::device::Device;
 use scalerl::kv::KvCache;
@@ -49,8 +50,9 @@ fn lse_f64(q: &[f32], cpu: &KvCache, table: &[u32], pos: usize, kv_head: usize) 
 }
 
 /// Runs one case; checks every `stride`-th token row plus the last row of every chunk (all rows
-/// when `stride` is 1) and that no output is left NaN. Returns (max abs err of out, of lse).
-fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, f64) {
+/// when `stride` is 1) and that no output is left NaN. Returns (max abs err of out, of lse, the
+/// kernel(s) the forward's plan picked).
+fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, f64, &'static str) {
     let (chunks, bs, nh, nkv, d) = case;
     let setup = paged_setup(chunks, bs, seed);
     let queries = setup.queries();
@@ -100,18 +102,32 @@ fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, 
         panic!("{what}: without lse, out[{i}] = {} instead of {}", out_no_lse[i], out[i]);
     }
 
-    let got: Vec<bf16> = checked.iter().flat_map(|&i| out[i * nh * d..(i + 1) * nh * d].to_vec()).collect();
-    for (x, (g, w)) in got.iter().zip(&want).enumerate() {
-        let (g, i) = (g.to_f32(), checked[x / (nh * d)]);
-        // as kernel_cases' assert_close_bf16: bf16 output rounding, and P rounded to bf16
-        assert!(
-            (g - w).abs() <= 1e-2 + 1e-2 * w.abs(),
-            "{what}: out[token {i} (pos {}), head {}, dim {}] = {g} vs reference {w}",
-            queries[i].1,
-            x % (nh * d) / d,
-            x % d
-        );
+    let check = |out: &[bf16], how: &str| -> Vec<bf16> {
+        let got: Vec<bf16> = checked.iter().flat_map(|&i| out[i * nh * d..(i + 1) * nh * d].to_vec()).collect();
+        for (x, (g, w)) in got.iter().zip(&want).enumerate() {
+            let (g, i) = (g.to_f32(), checked[x / (nh * d)]);
+            // as kernel_cases' assert_close_bf16: bf16 output rounding, and P rounded to bf16
+            assert!(
+                (g - w).abs() <= 1e-2 + 1e-2 * w.abs(),
+                "{what} ({how}): out[token {i} (pos {}), head {}, dim {}] = {g} vs reference {w}",
+                queries[i].1,
+                x % (nh * d) / d,
+                x % d
+            );
+        }
+        got
+    };
+    let got = check(&out, "prefill kernel");
+    // The forward's dispatch (attention.rs): leading decode rows go to the decode kernel, the
+    // chunks after them to the prefill kernel, into one poisoned output.
+    let plan = AttentionPlan::new(dev, &meta, nh, nkv, d).unwrap();
+    let bo_plan = dev.upload(&vec![POISON; t * nh * d]).unwrap();
+    plan.run(dev, &bq, &bkc, &bvc, &bo_plan, &meta, setup.num_blocks, nh, nkv, d).unwrap();
+    let via_plan = dev.download::<bf16>(&bo_plan).unwrap();
+    if let Some(i) = via_plan.iter().position(|v| v.is_nan()) {
+        panic!("{what} ({}): out[{}, head {}] is NaN", plan.kernel(), i / (nh * d), i % (nh * d) / d);
     }
+    check(&via_plan, plan.kernel());
     let mut lse_err = 0f64;
     for (ci, &i) in checked.iter().enumerate() {
         let (s, p) = queries[i];
@@ -124,7 +140,7 @@ fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, 
             lse_err = lse_err.max((g - w).abs());
         }
     }
-    (max_abs_err(&got, &want), lse_err)
+    (max_abs_err(&got, &want), lse_err, plan.kernel())
 }
 
 pub fn prefill_attention_cases(dev: &Device) {
@@ -142,6 +158,10 @@ pub fn prefill_attention_cases(dev: &Device) {
         // five key tiles, GQA 1 at both head dims, a 2-row chunk at position 1
         (&[(0, 300)], 32, 2, 2, 64),
         (&[(250, 70), (1, 2)], 16, 3, 3, 128),
+        // decode rows first, then prefill chunks (continuous batching): the forward's plan sends
+        // the leading rows to the decode kernel (3 KV splits at 700 keys) and the rest here
+        (&[(700, 1), (5, 1), (37, 90), (0, 5)], 32, 6, 1, 64),
+        (&[(200, 1), (70, 61), (3, 129)], 16, 12, 2, 128),
     ];
     if dev.is_gpu() {
         // The 1.5B model's attention: prefill from 0 at 1K and 4K, chunked prefill of 2K tokens
@@ -149,13 +169,14 @@ pub fn prefill_attention_cases(dev: &Device) {
         cases.push((&[(0, 1024)], 16, 12, 2, 128));
         cases.push((&[(0, 4096)], 16, 12, 2, 128));
         cases.push((&[(1000, 2048), (3000, 1), (0, 300)], 16, 12, 2, 128));
+        cases.push((&[(8000, 1), (3000, 1), (0, 1000)], 16, 12, 2, 128));
     }
     for (ci, &case) in cases.iter().enumerate() {
         let tokens: usize = case.0.iter().map(|c| c.1).sum();
         let stride = if tokens > 512 { 61 } else { 1 };
-        let (out_err, lse_err) = run_case(dev, case, 500 + ci as u64, stride);
+        let (out_err, lse_err, plan) = run_case(dev, case, 500 + ci as u64, stride);
         println!(
-            "prefill case {ci} {:?} (bs{} nh{} nkv{} d{}): max abs err out {out_err:.2e}, lse {lse_err:.2e}",
+            "prefill case {ci} {:?} (bs{} nh{} nkv{} d{}): max abs err out {out_err:.2e}, lse {lse_err:.2e}; forward: {plan}",
             case.0, case.1, case.2, case.3, case.4
         );
     }

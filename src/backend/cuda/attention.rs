@@ -2,7 +2,10 @@
 //!
 //! - every sequence brings one new token (decode) → the split-KV decode kernel
 //!   (kernels/attention_decode.cu), the GQA group's query heads sharing each K/V load;
-//! - otherwise (prefill, chunked prefill, or decode rows mixed with prefill chunks) → the
+//! - decode rows first, then prefill chunks (continuous batching admits a sequence beside
+//!   running ones; `engine::generate` orders them so) → the decode kernel for the leading rows
+//!   and the prefill kernel for the chunks after them, writing disjoint rows of the output;
+//! - otherwise (prefill, chunked prefill, decode rows after a prefill chunk) → the
 //!   FlashAttention-2-style prefill kernel (kernels/attention_prefill.cu) on tensor cores;
 //! - head dims without a compiled flash kernel (only 64 and 128 are; the tiny test fixtures
 //!   use 12 and 16), or a GQA group over 16 heads in decode → the plain per-head kernel
@@ -22,16 +25,25 @@ pub enum AttentionPlan {
     Decode(DecodePlan),
     /// The work list (the forward skips the row log-sum-exp: only the backward reads it).
     Prefill(PrefillPlan),
+    /// Decode for the leading one-token sequences, prefill for the chunks after them.
+    Mixed(DecodePlan, PrefillPlan),
     Plain,
 }
 
 impl AttentionPlan {
     pub fn new(dev: &Device, meta: &TokenMeta, num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<Self> {
-        let decode = meta.chunks.iter().all(|&(_, len)| len == 1);
+        let lead = meta.chunks.iter().take_while(|&&(_, len)| len == 1).count();
         let group = num_heads / num_kv_heads.max(1);
-        Ok(if decode && DECODE_HEAD_DIMS.contains(&head_dim) && group <= DECODE_MAX_GROUP {
+        let decode_ok = DECODE_HEAD_DIMS.contains(&head_dim) && group <= DECODE_MAX_GROUP;
+        let prefill_ok = PREFILL_HEAD_DIMS.contains(&head_dim);
+        Ok(if decode_ok && lead == meta.chunks.len() {
             AttentionPlan::Decode(DecodePlan::new(dev, meta, num_heads, num_kv_heads, head_dim)?)
-        } else if PREFILL_HEAD_DIMS.contains(&head_dim) {
+        } else if decode_ok && prefill_ok && lead > 0 {
+            AttentionPlan::Mixed(
+                DecodePlan::for_leading(dev, meta, lead, num_heads, num_kv_heads, head_dim)?,
+                PrefillPlan::from_chunk(dev, meta, lead)?,
+            )
+        } else if prefill_ok {
             AttentionPlan::Prefill(PrefillPlan::new(dev, meta)?)
         } else {
             AttentionPlan::Plain
@@ -43,6 +55,7 @@ impl AttentionPlan {
         match self {
             AttentionPlan::Decode(_) => "attention_decode",
             AttentionPlan::Prefill(_) => "prefill_attention",
+            AttentionPlan::Mixed(..) => "attention_decode+prefill_attention",
             AttentionPlan::Plain => "paged_attention_bf16",
         }
     }
@@ -78,6 +91,10 @@ impl AttentionPlan {
                 num_kv_heads,
                 head_dim,
             ),
+            AttentionPlan::Mixed(d, p) => {
+                decode_attention(dev, d, q, k_cache, v_cache, out, None, meta, num_blocks)?;
+                prefill_attention(dev, p, q, k_cache, v_cache, out, None, meta, num_blocks, num_heads, num_kv_heads, head_dim)
+            }
             AttentionPlan::Plain => kernels::paged_attention(
                 dev,
                 q,

@@ -4,6 +4,10 @@
 //! [`DecodePlan::new`] is built once per forward from the batch's `TokenMeta`: it checks that the
 //! batch is decode-shaped, picks the number of KV splits and owns the f32 partials every layer's
 //! [`decode_attention`] call reuses (the layers run one after another on one stream).
+//! [`DecodePlan::for_leading`] covers only the batch's first sequences, each with one new token,
+//! when prefill chunks follow them (continuous batching): their token rows are then rows 0..n,
+//! so the kernels index them by sequence as in a pure decode batch, and the prefill kernel takes
+//! the remaining chunks.
 use super::kernels::{check_cache, need, TokenMeta};
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
 use anyhow::{bail, ensure, Result};
@@ -30,7 +34,9 @@ const F32: usize = 4;
 
 /// The split grid of one decode batch and its workspace.
 pub struct DecodePlan {
+    /// Sequences attended: the batch's first `num_seqs`, of its `batch_seqs`.
     pub num_seqs: usize,
+    pub batch_seqs: usize,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -50,11 +56,24 @@ impl DecodePlan {
     /// more keys per split than the staged page list covers. E.g. for 2 KV heads at 24K context:
     /// batch 1 → 96 splits of 256 keys, batch 32 → 9 of 2752, batch 128 → 3 of 8192.
     pub fn new(dev: &Device, meta: &TokenMeta, num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<Self> {
-        let max_ctx = decode_shape(meta, num_heads, num_kv_heads, head_dim)?;
-        let want = TARGET_BLOCKS.div_ceil(meta.num_seqs * num_kv_heads);
+        Self::for_leading(dev, meta, meta.num_seqs, num_heads, num_kv_heads, head_dim)
+    }
+
+    /// The plan of the batch's first `seqs` sequences, which must bring one new token each
+    /// (the rest of the batch, if any, is left to the prefill kernel).
+    pub fn for_leading(
+        dev: &Device,
+        meta: &TokenMeta,
+        seqs: usize,
+        num_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self> {
+        let max_ctx = decode_shape(meta, seqs, num_heads, num_kv_heads, head_dim)?;
+        let want = TARGET_BLOCKS.div_ceil(seqs * num_kv_heads);
         let splits = want.min(max_ctx.div_ceil(MIN_KEYS_PER_SPLIT)).max(1);
         let keys = max_ctx.div_ceil(splits).next_multiple_of(KEY_ROUND).min(max_keys_per_split(meta.block_size));
-        Self::build(dev, meta, num_heads, num_kv_heads, head_dim, max_ctx.div_ceil(keys), keys)
+        Self::build(dev, meta, seqs, num_heads, num_kv_heads, head_dim, max_ctx.div_ceil(keys), keys)
     }
 
     /// A plan with exactly `num_splits` splits of the longest context (rounded up to 64 keys, so
@@ -68,7 +87,7 @@ impl DecodePlan {
         head_dim: usize,
         num_splits: usize,
     ) -> Result<Self> {
-        let max_ctx = decode_shape(meta, num_heads, num_kv_heads, head_dim)?;
+        let max_ctx = decode_shape(meta, meta.num_seqs, num_heads, num_kv_heads, head_dim)?;
         ensure!(num_splits > 0, "attention_decode: 0 KV splits");
         let keys = max_ctx.div_ceil(num_splits).next_multiple_of(KEY_ROUND);
         let most = max_keys_per_split(meta.block_size);
@@ -78,12 +97,14 @@ impl DecodePlan {
              block size {} allows at most {most} (the staged page list)",
             meta.block_size
         );
-        Self::build(dev, meta, num_heads, num_kv_heads, head_dim, num_splits, keys)
+        Self::build(dev, meta, meta.num_seqs, num_heads, num_kv_heads, head_dim, num_splits, keys)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         dev: &Device,
         meta: &TokenMeta,
+        seqs: usize,
         num_heads: usize,
         num_kv_heads: usize,
         head_dim: usize,
@@ -91,9 +112,10 @@ impl DecodePlan {
         keys_per_split: usize,
     ) -> Result<Self> {
         ensure!(num_splits <= 65535, "attention_decode: {num_splits} splits exceed grid.z");
-        let partials = meta.num_seqs * num_heads * num_splits;
+        let partials = seqs * num_heads * num_splits;
         Ok(DecodePlan {
-            num_seqs: meta.num_seqs,
+            num_seqs: seqs,
+            batch_seqs: meta.num_seqs,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -116,9 +138,9 @@ fn max_keys_per_split(block_size: usize) -> usize {
     (MAX_STAGED_PAGES - 1) * block_size / KEY_ROUND * KEY_ROUND
 }
 
-/// Checks the heads and the batch (every sequence contributes exactly one token); returns the
-/// longest context.
-fn decode_shape(meta: &TokenMeta, num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<usize> {
+/// Checks the heads and the batch's first `seqs` sequences (each contributes exactly one token,
+/// so sequence s is token row s); returns their longest context.
+fn decode_shape(meta: &TokenMeta, seqs: usize, num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<usize> {
     let kn = "attention_decode";
     ensure!(DECODE_HEAD_DIMS.contains(&head_dim), "{kn}: head_dim {head_dim} is not compiled (one of {DECODE_HEAD_DIMS:?})");
     ensure!(
@@ -126,12 +148,16 @@ fn decode_shape(meta: &TokenMeta, num_heads: usize, num_kv_heads: usize, head_di
         "{kn}: {num_heads} query heads over {num_kv_heads} KV heads (a group of 1..={DECODE_MAX_GROUP} per KV head)"
     );
     ensure!(num_heads <= 65535, "{kn}: {num_heads} heads exceed grid.y");
-    ensure!(meta.num_seqs > 0 && meta.num_seqs <= i32::MAX as usize, "{kn}: {} sequences", meta.num_seqs);
-    if let Some((s, &(start, len))) = meta.chunks.iter().enumerate().find(|(_, c)| c.1 != 1) {
+    ensure!(
+        seqs > 0 && seqs <= meta.num_seqs && seqs <= i32::MAX as usize,
+        "{kn}: {seqs} sequences of a batch of {}",
+        meta.num_seqs
+    );
+    let lead = &meta.chunks[..seqs];
+    if let Some((s, &(start, len))) = lead.iter().enumerate().find(|(_, c)| c.1 != 1) {
         bail!("{kn}: sequence {s} has {len} new tokens at position {start}; decode takes exactly 1 per sequence");
     }
-    ensure!(meta.tokens == meta.num_seqs, "{kn}: {} tokens for {} sequences", meta.tokens, meta.num_seqs);
-    Ok(meta.chunks.iter().map(|&(start, _)| start + 1).max().unwrap_or(1))
+    Ok(lead.iter().map(|&(start, _)| start + 1).max().unwrap_or(1))
 }
 
 /// `out` `[num_seqs, num_heads * head_dim]` bf16 = attention of q (same shape, one token per
@@ -151,10 +177,11 @@ pub fn decode_attention(
 ) -> Result<()> {
     let kn = "attention_decode";
     let (seqs, nh, nkv, d) = (plan.num_seqs, plan.num_heads, plan.num_kv_heads, plan.head_dim);
-    let max_ctx = decode_shape(meta, nh, nkv, d)?;
+    let max_ctx = decode_shape(meta, seqs, nh, nkv, d)?;
     ensure!(
-        meta.num_seqs == seqs && meta.block_size == plan.block_size,
-        "{kn}: the plan is for {seqs} sequences in blocks of {}, the batch has {} in blocks of {}",
+        meta.num_seqs == plan.batch_seqs && meta.block_size == plan.block_size,
+        "{kn}: the plan is for a batch of {} sequences in blocks of {}, the batch has {} in blocks of {}",
+        plan.batch_seqs,
         plan.block_size,
         meta.num_seqs,
         meta.block_size

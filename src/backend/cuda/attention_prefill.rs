@@ -5,7 +5,8 @@
 //! The grid is a work list of 64-row query tiles, one item per (sequence, tile), built on the host
 //! from `TokenMeta::chunks` and uploaded once per forward by [`PrefillPlan::new`]; every layer's
 //! call reuses it. Any chunk length works, 1 included (a decode row is a tile with one valid row:
-//! correct, not fast; the decode kernel is for that).
+//! correct, not fast; the decode kernel is for that, and [`PrefillPlan::from_chunk`] leaves a
+//! batch's leading decode rows to it).
 use super::kernels::{check_cache, need, TokenMeta};
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
 use anyhow::{ensure, Result};
@@ -27,15 +28,28 @@ pub struct PrefillPlan {
     items: usize,
     tokens: usize,
     chunks: Vec<(usize, usize)>,
+    /// Chunks before this one are not attended (another kernel's rows).
+    first_chunk: usize,
 }
 
 impl PrefillPlan {
     /// The work list of `meta`'s chunks, uploaded; build once per forward, use in every layer.
     pub fn new(dev: &Device, meta: &TokenMeta) -> Result<Self> {
+        Self::from_chunk(dev, meta, 0)
+    }
+
+    /// The work list of `meta`'s chunks from `first_chunk` on; the rows of the chunks before it
+    /// are neither read nor written.
+    pub fn from_chunk(dev: &Device, meta: &TokenMeta, first_chunk: usize) -> Result<Self> {
+        ensure!(
+            first_chunk <= meta.chunks.len(),
+            "prefill plan: chunk {first_chunk} of {}",
+            meta.chunks.len()
+        );
         let mut items: Vec<[i32; 4]> = Vec::new();
         let mut token0 = 0usize;
         for (s, &(start, len)) in meta.chunks.iter().enumerate() {
-            for m0 in (0..len).step_by(PREFILL_BLOCK_M) {
+            for m0 in (0..len).step_by(PREFILL_BLOCK_M).filter(|_| s >= first_chunk) {
                 let rows = (len - m0).min(PREFILL_BLOCK_M);
                 items.push([i32::try_from(token0 + m0)?, i32::try_from(start + m0)?, rows as i32, i32::try_from(s)?]);
             }
@@ -54,6 +68,7 @@ impl PrefillPlan {
             items: items.len(),
             tokens: meta.tokens,
             chunks: meta.chunks.clone(),
+            first_chunk,
         })
     }
 
@@ -61,7 +76,8 @@ impl PrefillPlan {
     /// the masked halves of the diagonal tiles are not counted).
     pub fn flops(&self, num_heads: usize, head_dim: usize) -> u64 {
         // Σ over a chunk's rows of (p + 1) for p in start .. start + len
-        let pairs: u64 = self.chunks.iter().map(|&(s, l)| (l as u64) * (2 * s as u64 + l as u64 + 1) / 2).sum();
+        let chunks = &self.chunks[self.first_chunk..];
+        let pairs: u64 = chunks.iter().map(|&(s, l)| (l as u64) * (2 * s as u64 + l as u64 + 1) / 2).sum();
         4 * pairs * (head_dim * num_heads) as u64
     }
 }
