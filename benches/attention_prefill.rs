@@ -2,7 +2,9 @@
 //! on the GPU, with the attention of the 1.5B target model (R1-Distill-Qwen-1.5B: 12 query heads
 //! over 2 KV heads, head_dim 128, KV blocks of 16): one sequence prefilled from 0 at 1K–24K
 //! tokens, and a batch of chunked prefill (8 sequences, 512 new tokens each after 3584 cached).
-//! Beside it, the plain `paged_attention_bf16` at 1K–4K tokens on the same inputs, for the ratio.
+//! Beside it, the plain `paged_attention_bf16` at 1K–4K tokens on the same inputs, for the ratio,
+//! and a mixed batch (64 decode rows at 8K, then a 512-token prefill) split between the decode and
+//! prefill kernels as the forward runs it, against the prefill kernel alone.
 //! Without a GPU it prints "skipped: no GPU (…)" and does nothing.
 //!
 //! Each bench reports the causal FLOPs of one call (4 · Σ_rows visible keys · head_dim · heads,
@@ -16,6 +18,7 @@
 //! Run: `cargo bench --bench attention_prefill -- --warm-up-time 1 --measurement-time 3`
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use scalerl::backend::cuda::attention::AttentionPlan;
 use scalerl::backend::cuda::attention_prefill::{prefill_attention, PrefillPlan};
 use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
@@ -91,6 +94,26 @@ fn prefill_bench(c: &mut Criterion, dev: &Device) {
     g.finish();
 }
 
+/// A continuous-batching step: 64 decode rows at 8K context, then a 512-token prefill admitted
+/// beside them. The forward's plan (the decode kernel on the decode rows, the prefill kernel on
+/// the chunk) against the prefill kernel on the whole batch; same FLOPs, so the elem/s ratio is
+/// the speed-up of the split.
+fn mixed_bench(c: &mut Criterion, dev: &Device) {
+    let mut chunks = vec![(8191usize, 1usize); 64];
+    chunks.push((0, 512));
+    let b = batch(dev, &chunks);
+    let flops = b.plan.flops(NH, D);
+    let plan = AttentionPlan::new(dev, &b.meta, NH, NKV, D).unwrap();
+    assert_eq!(plan.kernel(), "attention_decode+prefill_attention");
+    let mut g = c.benchmark_group("mixed_attention_bf16");
+    g.sample_size(10);
+    bench_op(&mut g, dev, BenchmarkId::from_parameter("split_64x8k_p512"), flops, || {
+        plan.run(dev, &b.q, &b.k_cache, &b.v_cache, &b.out, &b.meta, b.blocks, NH, NKV, D)
+    });
+    bench_op(&mut g, dev, BenchmarkId::from_parameter("prefill_only_64x8k_p512"), flops, || run_prefill(dev, &b));
+    g.finish();
+}
+
 /// The plain kernel on the same prefills (same FLOPs, so the elem/s ratio is the speed-up).
 fn plain_bench(c: &mut Criterion, dev: &Device) {
     let mut g = c.benchmark_group("paged_attention_bf16");
@@ -108,6 +131,7 @@ fn plain_bench(c: &mut Criterion, dev: &Device) {
 fn benches(c: &mut Criterion) {
     let Some(dev) = gpu_or_skip() else { return };
     prefill_bench(c, &dev);
+    mixed_bench(c, &dev);
     plain_bench(c, &dev);
 }
 
