@@ -249,6 +249,13 @@ fn greedy_generation_runs_and_follows_the_reference() {
         for (i, c) in admitted.iter().enumerate() {
             assert_eq!(c.tokens[..], out[i].tokens[..c.tokens.len()], "{name} greedy {i}: admitted under a KV budget");
         }
+        // Three samples of the longest prompt share its first blocks: the first prefills them,
+        // the others only the tail after them, in the same forward. Greedy, so all three
+        // continue as that request did above.
+        let group = vec![requests[3].clone(); 3];
+        for c in scalerl::engine::generate(&cuda, &group, &opts, |_, _, _| {}).unwrap() {
+            assert_eq!(c.tokens, out[3].tokens, "{name}: a sample sharing its prompt's blocks");
+        }
         let (mut matched, mut total) = (0, 0);
         let mut report = Vec::new();
         for (i, (c, (_, n, want))) in out.iter().zip(&r.greedy).enumerate() {

@@ -179,3 +179,59 @@ fn a_kv_budget_admits_requests_as_others_finish_with_the_same_results() {
     let first = need.iter().position(|&n| n == longest).unwrap();
     assert!(e.contains(&format!("request {first}:")) && e.contains("max_kv_tokens"), "{e}");
 }
+
+#[test]
+fn samples_of_one_prompt_share_its_blocks_with_the_same_results() {
+    let model = load("tiny-qwen2");
+    let prompts = reference("tiny-qwen2").prompts;
+    let bs = 4;
+    // Groups of 4 samples of the 40- and 17-token prompts and one of the 1-token prompt (nothing
+    // to share), each sample with its own seed and budget.
+    let mut requests = Vec::new();
+    for (g, p) in [3usize, 2, 0].into_iter().enumerate() {
+        for s in 0..4 {
+            let params = SamplingParams {
+                temperature: 1.0,
+                top_p: 0.95,
+                top_k: 0,
+                seed: (100 * g + s) as u64,
+                max_new_tokens: 6 + 3 * s,
+                stop_token_ids: vec![],
+            };
+            requests.push(Request { prompt: prompts[p].clone(), params });
+        }
+    }
+    let run = |share: bool, budget: Option<usize>| {
+        let opts = GenerateOptions { block_size: bs, max_kv_tokens: budget, share_prompts: share, ..Default::default() };
+        let mut stream = Vec::new();
+        let out = generate(&model, &requests, &opts, |i, _, _| stream.push(i)).unwrap();
+        // Most requests running at once, replayed from the stream.
+        let mut emitted = vec![0; requests.len()];
+        let mut most = 0;
+        for i in stream {
+            emitted[i] += 1;
+            most = usize::max(most, emitted.iter().zip(&out).filter(|(&e, c)| e > 0 && e < c.tokens.len()).count());
+        }
+        (out, most)
+    };
+    let (unshared, _) = run(false, None);
+    let (shared, _) = run(true, None);
+    for (i, (a, b)) in shared.iter().zip(&unshared).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "request {i}: sharing the prompt's blocks changed its tokens");
+        for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+            assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "request {i}: log-prob {x} vs {y}");
+        }
+    }
+    // The KV tokens all twelve take at once when the 40- and 17-token groups share their first
+    // 36 and 16 prompt tokens: fits with sharing, not without.
+    let need = |r: &Request| (r.prompt.len() + r.params.max_new_tokens).div_ceil(bs) * bs;
+    let saved = 3 * 36 + 3 * 16;
+    let budget = requests.iter().map(need).sum::<usize>() - saved;
+    let (out, most) = run(true, Some(budget));
+    assert_eq!(most, requests.len(), "with sharing all run at once");
+    for (a, b) in out.iter().zip(&shared) {
+        assert_eq!(a.tokens, b.tokens);
+    }
+    let (_, most) = run(false, Some(budget));
+    assert!(most < requests.len(), "without sharing {most} ran at once in a budget that cannot hold all");
+}

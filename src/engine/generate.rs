@@ -2,19 +2,19 @@
 //! Every step runs one forward over the running sequences: a newly admitted sequence brings its
 //! whole prompt (prefill), the others one token (decode).
 //!
-//! Admission (continuous batching): a request is admitted, in request order, once the blocks
-//! for its prompt + max_new_tokens fit in the cache beside those reserved by the running
+//! Admission (continuous batching, `admission.rs`): requests start in order once the blocks for
+//! their prompt + max_new_tokens fit in the cache beside those reserved by the running
 //! sequences; a finished sequence gives its blocks back and the next waiting request starts on
-//! the following step. Reserving the whole budget up front means a running sequence never runs
-//! out of blocks, so nothing is ever preempted. Without `max_kv_tokens` the cache holds every
+//! the following step. Consecutive requests with the same prompt start together and share the
+//! prompt's KV blocks, which are prefilled once. Without `max_kv_tokens` the cache holds every
 //! request at once. (Chunked prefill and preemption by recompute are the scheduler's next
 //! steps.) A sequence's tokens do not depend on what else is in the batch.
 
+use super::admission::Admission;
 use super::sampler::{sample, Rng, SamplingParams};
 use crate::kv::{BlockAllocator, KvCache};
 use crate::model::{Model, ModelConfig, SeqChunk};
 use anyhow::{bail, Context, Result};
-use std::collections::VecDeque;
 
 /// What the generation loop needs from a backend: a KV cache of its own kind, and one step
 /// that runs a batch of chunks and returns the logits `[chunks, vocab]` of each chunk's last
@@ -89,11 +89,13 @@ pub struct GenerateOptions {
     /// cache costs `2 · layers · kv_heads · head_dim` values per token (28 KiB in bf16 for
     /// R1-Distill-Qwen-1.5B, so 1M tokens is 28 GiB). `None`: room for every request at once.
     pub max_kv_tokens: Option<usize>,
+    /// Consecutive requests with the same prompt share its KV blocks (prefilled once).
+    pub share_prompts: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { block_size: 16, max_context: None, max_kv_tokens: None }
+        GenerateOptions { block_size: 16, max_context: None, max_kv_tokens: None, share_prompts: true }
     }
 }
 
@@ -118,9 +120,6 @@ pub fn generate<M: StepModel>(
     if opts.block_size == 0 {
         bail!("block_size must be at least 1");
     }
-    let budget = opts.max_kv_tokens.map(|t| t / opts.block_size);
-    // Blocks each request reserves for its whole life: prompt + max_new_tokens.
-    let mut reserve = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         r.params.validate()?;
         if r.prompt.is_empty() {
@@ -134,21 +133,11 @@ pub fn generate<M: StepModel>(
                 r.params.max_new_tokens
             );
         }
-        let blocks = total.div_ceil(opts.block_size);
-        if let Some(b) = budget.filter(|&b| blocks > b) {
-            bail!(
-                "request {i}: prompt ({} tokens) + max_new_tokens ({}) needs {} tokens of KV cache; max_kv_tokens \
-                 allows {}",
-                r.prompt.len(),
-                r.params.max_new_tokens,
-                blocks * opts.block_size,
-                b * opts.block_size
-            );
-        }
-        reserve.push(blocks);
     }
-    let all: usize = reserve.iter().sum();
-    let num_blocks = budget.map_or(all, |b| b.min(all)).max(1);
+    let runs: Vec<bool> = requests.iter().map(|r| r.params.max_new_tokens > 0).collect();
+    let budget = opts.max_kv_tokens.map(|t| t / opts.block_size);
+    let mut admission = Admission::plan(requests, &runs, opts.block_size, budget, opts.share_prompts)?;
+    let num_blocks = admission.num_blocks;
     let mut alloc = BlockAllocator::new(num_blocks, opts.block_size);
     let mut cache = model.new_cache(num_blocks, opts.block_size).with_context(|| {
         format!(
@@ -172,16 +161,22 @@ pub fn generate<M: StepModel>(
     // Each step feeds every running sequence the tokens it has not cached yet: the whole
     // prompt on its first step, one token afterwards.
     let mut cached = vec![0usize; seqs.len()];
-    let mut waiting: VecDeque<usize> = (0..seqs.len()).filter(|&i| !seqs[i].done).collect();
     let mut running: Vec<usize> = Vec::new();
-    let mut reserved = 0;
     loop {
-        while let Some(&i) = waiting.front() {
-            if reserved + reserve[i] > num_blocks {
-                break;
+        for g in admission.admit() {
+            let (members, shared) = (admission.groups[g].members.clone(), admission.groups[g].shared_blocks);
+            // The first member's blocks for its prompt; the others point at its shared ones and
+            // prefill only the tokens after them.
+            let first = members[0];
+            let len = seqs[first].tokens.len();
+            alloc.ensure_capacity(&mut seqs[first].table, len)?;
+            for &m in &members[1..] {
+                let table = seqs[first].table[..shared].to_vec();
+                table.iter().for_each(|&b| alloc.retain(b));
+                seqs[m].table = table;
+                cached[m] = shared * opts.block_size;
             }
-            reserved += reserve[i];
-            running.push(waiting.pop_front().unwrap());
+            running.extend(members);
         }
         if running.is_empty() {
             break;
@@ -214,7 +209,7 @@ pub fn generate<M: StepModel>(
             }
             if s.done {
                 alloc.release_table(&mut s.table);
-                reserved -= reserve[i];
+                admission.finish(i);
             }
         }
         running.retain(|&i| !seqs[i].done);

@@ -1,4 +1,5 @@
 //! The generation API: sampling parameters, requests, completions.
+mod admission;
 pub mod generate;
 pub mod sampler;
 
