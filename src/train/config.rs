@@ -86,7 +86,8 @@ pub struct RolloutConfig {
     /// KV cache capacity of a rollout, in tokens; 0 means room for the whole batch at once.
     /// Sequences wait for room and start as earlier ones finish (see `engine::generate`). The
     /// default, 1,048,576 tokens, is 28 GiB of bf16 K/V for R1-Distill-Qwen-1.5B, where the
-    /// 8K stage's full batch (1024 sequences of up to 9216 tokens) would need 252 GiB.
+    /// 8K stage's full batch (128 prompts of up to 1024 tokens, shared by their 8 samples, and
+    /// 1024 responses of up to 8192) would need 227 GiB.
     pub max_kv_tokens: usize,
 }
 
