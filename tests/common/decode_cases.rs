@@ -223,6 +223,16 @@ pub fn decode_error_cases(dev: &Device) {
     let e = format!("{:#}", DecodePlan::new(dev, &prefill, 4, 2, 64).err().unwrap());
     assert!(e.contains("sequence 0 has 3 new tokens") && e.contains("exactly 1"), "{e}");
     assert!(err(run(&b.q_buf, &b.k_cache, &out, None, &prefill, b.num_blocks)).contains("exactly 1"));
+    // Leading decode rows, then a prefill chunk: a plan for the leading rows only, and not past them.
+    let mixed = TokenMeta::upload(dev, &[(6, 1, &b.tables[1][..]), (0, 3, &b.tables[0][..])], 16).unwrap();
+    let lead = DecodePlan::for_leading(dev, &mixed, 1, 4, 2, 64).unwrap();
+    assert_eq!((lead.num_seqs, lead.batch_seqs), (1, 2));
+    let e = format!("{:#}", DecodePlan::for_leading(dev, &mixed, 2, 4, 2, 64).err().unwrap());
+    assert!(e.contains("sequence 1 has 3 new tokens"), "{e}");
+    // A plan built for another batch (2 sequences) on a 1-sequence batch.
+    let one = TokenMeta::upload(dev, &[(6, 1, &b.tables[1][..])], 16).unwrap();
+    let e = err(run(&b.q_buf, &b.k_cache, &out, None, &one, b.num_blocks));
+    assert!(e.contains("2 sequences of a batch of 1"), "{e}");
     // A context longer than the plan covers (the plan is for 40 keys: 1 split of 64).
     let long_table: Vec<u32> = (0..5).collect();
     let longer = TokenMeta::upload(dev, &[(69, 1, &long_table[..]), (6, 1, &b.tables[1][..])], 16).unwrap();
