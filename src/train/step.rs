@@ -130,6 +130,22 @@ pub fn grpo_backward(
     o: &PassOptions,
     grads: &mut Grads,
 ) -> Result<GrpoOutput> {
+    grpo_backward_scaled(c, w, samples, inputs, cfg, o, 1.0, grads)
+}
+
+/// `grpo_backward` with the per-token gradients multiplied by `grad_scale` before the backward
+/// pass (a micro-batch's share of its mini-batch); the returned loss parts are unscaled.
+#[allow(clippy::too_many_arguments)]
+pub fn grpo_backward_scaled(
+    c: &ModelConfig,
+    w: &ModelWeights,
+    samples: &[Sample],
+    inputs: &GrpoInputs,
+    cfg: &GrpoConfig,
+    o: &PassOptions,
+    grad_scale: f64,
+    grads: &mut Grads,
+) -> Result<GrpoOutput> {
     policy_backward(c, w, samples, o, grads, |lp, lens| {
         let out = grpo_loss(
             cfg,
@@ -142,7 +158,9 @@ pub fn grpo_backward(
                 advantages: inputs.advantages,
             },
         );
-        let (dl, de) = (out.d_logp.clone(), out.d_entropy.clone());
+        // × 1.0 is exact, so the unscaled gradient is bit-identical.
+        let scaled = |d: &[f32]| -> Vec<f32> { d.iter().map(|&x| (x as f64 * grad_scale) as f32).collect() };
+        let (dl, de) = (scaled(&out.d_logp), scaled(&out.d_entropy));
         (out, dl, Some(de))
     })
 }

@@ -10,9 +10,9 @@
 use super::adamw::{AdamW, StepReport};
 use super::data::epoch_order;
 use super::grads::Grads;
-use super::grpo::{grpo_loss, GrpoConfig, GrpoTokens, LossAgg};
+use super::grpo::{GrpoConfig, LossAgg};
 use super::rollout::mix;
-use super::step::{broadcast_advantages, grpo_backward, policy_backward, GrpoInputs, PassOptions, Sample};
+use super::step::{broadcast_advantages, grpo_backward_scaled, GrpoInputs, PassOptions, Sample};
 use crate::model::weights::ModelWeights;
 use crate::model::Model;
 use anyhow::Result;
@@ -131,47 +131,28 @@ pub fn minibatch_backward(
     micro_seqs: usize,
     grads: &mut Grads,
 ) -> Result<MiniBatchLoss> {
-    if micro_seqs == 0 || micro_seqs >= mb.len() {
-        let o = grpo_backward(&model.config, &model.weights, mb, inputs, cfg, pass, grads)?;
-        return Ok(MiniBatchLoss {
-            loss: o.loss,
-            pg_loss: o.pg_loss,
-            kl_loss: o.kl_loss,
-            entropy_mean: o.entropy_mean,
-            clip_frac: o.clip_frac,
-            approx_kl: o.approx_kl,
-        });
-    }
     let total_tokens: usize = mb.iter().map(|s| s.response_len()).sum();
     let total_seqs = mb.len();
+    let per_pass = if micro_seqs == 0 { mb.len() } else { micro_seqs }.max(1);
     let mut acc = MiniBatchLoss::default();
     let mut off = 0;
-    for micro in mb.chunks(micro_seqs) {
+    for micro in mb.chunks(per_pass) {
         let toks: usize = micro.iter().map(|s| s.response_len()).sum();
         let r = off..off + toks;
         off += toks;
-        // The micro-batch's own aggregation weights, rescaled to the mini-batch's.
+        // The micro-batch's own aggregation weights, rescaled to the mini-batch's (exactly 1 in
+        // one pass).
         let scale = match cfg.agg {
             LossAgg::TokenMean => toks as f64 / total_tokens.max(1) as f64,
             _ => micro.len() as f64 / total_seqs as f64,
         };
         let token_share = toks as f64 / total_tokens.max(1) as f64;
-        let out = policy_backward(&model.config, &model.weights, micro, pass, grads, |lp, lens| {
-            let out = grpo_loss(
-                cfg,
-                &GrpoTokens {
-                    seq_lens: lens,
-                    logp: &lp.logp,
-                    entropy: &lp.entropy,
-                    old_logp: &inputs.old_logp[r.clone()],
-                    ref_logp: inputs.ref_logp.map(|x| &x[r.clone()]),
-                    advantages: &inputs.advantages[r.clone()],
-                },
-            );
-            let dl: Vec<f32> = out.d_logp.iter().map(|&d| (d as f64 * scale) as f32).collect();
-            let de: Vec<f32> = out.d_entropy.iter().map(|&d| (d as f64 * scale) as f32).collect();
-            (out, dl, Some(de))
-        })?;
+        let part = GrpoInputs {
+            advantages: &inputs.advantages[r.clone()],
+            old_logp: &inputs.old_logp[r.clone()],
+            ref_logp: inputs.ref_logp.map(|x| &x[r.clone()]),
+        };
+        let out = grpo_backward_scaled(&model.config, &model.weights, micro, &part, cfg, pass, scale, grads)?;
         acc.loss += scale * out.loss;
         acc.pg_loss += scale * out.pg_loss;
         acc.kl_loss += scale * out.kl_loss;
