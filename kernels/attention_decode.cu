@@ -13,9 +13,11 @@
 //
 // CPU reference: src/backend/cpu/attention.rs `paged_attention` (decode rows); the LSE is
 // the log-sum-exp of the same scaled scores.
-// Layout: q, out [num_seqs, num_heads * head_dim] bf16; k_cache, v_cache [num_blocks,
+// Layout: q, out [tokens, num_heads * head_dim] bf16, of which rows 0..num_seqs are read and
+// written: sequence s brings one token, row s (a decode batch, or its leading decode rows when
+// prefill chunks follow; the prefill kernel takes those); k_cache, v_cache [num_blocks,
 // block_size, num_kv_heads, head_dim] bf16 (the layout of the CPU cache and kv_cache_write.cu);
-// positions [num_seqs] int32 (decode: token s is sequence s); block_tables [num_seqs,
+// positions [tokens] int32 (row s: sequence s's position); block_tables [batch sequences,
 // max_blocks] int32; o_part [num_seqs, num_heads, num_splits, head_dim] f32 (each split's
 // normalised output); lse_part [num_seqs, num_heads, num_splits] f32 (each split's LSE in log2
 // units); lse [num_seqs, num_heads] f32 (natural log; optional, NULL skips it).

@@ -1,15 +1,16 @@
 //! Which attention kernel a forward uses, chosen once per forward from the batch's shape:
 //!
 //! - every sequence brings one new token (decode) → the split-KV decode kernel
-//!   (kernels/attention_decode.cu), the GQA group's query heads sharing each K/V load;
+//!   (kernels/attention_decode.cu), the GQA group's query heads sharing each K/V load (groups
+//!   of up to 16 heads; a larger group goes to the prefill kernel, which serves any ratio);
 //! - decode rows first, then prefill chunks (continuous batching admits a sequence beside
 //!   running ones; `engine::generate` orders them so) → the decode kernel for the leading rows
 //!   and the prefill kernel for the chunks after them, writing disjoint rows of the output;
 //! - otherwise (prefill, chunked prefill, decode rows after a prefill chunk) → the
 //!   FlashAttention-2-style prefill kernel (kernels/attention_prefill.cu) on tensor cores;
 //! - head dims without a compiled flash kernel (only 64 and 128 are; the tiny test fixtures
-//!   use 12 and 16), or a GQA group over 16 heads in decode → the plain per-head kernel
-//!   (kernels/attention_paged.cu), which takes any shape.
+//!   use 12 and 16) → the plain per-head kernel (kernels/attention_paged.cu), which takes any
+//!   shape.
 //!
 //! All three read the same paged cache layout, `[num_blocks, block_size, kv_heads, head_dim]`
 //! bf16 (see the kernel headers for why), so the choice can change from one step to the next.
@@ -23,7 +24,8 @@ use anyhow::Result;
 /// The attention of one forward: its kernel and what that kernel reuses across layers.
 pub enum AttentionPlan {
     Decode(DecodePlan),
-    /// The work list (the forward skips the row log-sum-exp: only the backward reads it).
+    /// The work list (the forward passes no LSE buffer: inference does not need the row
+    /// log-sum-exp).
     Prefill(PrefillPlan),
     /// Decode for the leading one-token sequences, prefill for the chunks after them.
     Mixed(DecodePlan, PrefillPlan),

@@ -8,7 +8,7 @@
 //! when prefill chunks follow them (continuous batching): their token rows are then rows 0..n,
 //! so the kernels index them by sequence as in a pure decode batch, and the prefill kernel takes
 //! the remaining chunks.
-use super::kernels::{check_cache, need, TokenMeta};
+use super::kernels::{check_cache, need, opt, TokenMeta};
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
 use anyhow::{bail, ensure, Result};
 
@@ -233,7 +233,7 @@ pub fn decode_attention(
             Arg::Buf(&plan.lse_part),
             Arg::Buf(&meta.positions),
             Arg::Buf(out),
-            lse.map_or(Arg::U64(0), Arg::Buf),
+            opt(lse),
             Arg::I32(nh as i32),
             Arg::I32(d as i32),
             Arg::I32(plan.num_splits as i32),

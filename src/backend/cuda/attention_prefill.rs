@@ -1,13 +1,14 @@
 //! Launcher of the FlashAttention-2-style prefill attention (kernels/attention_prefill.cu):
-//! causal GQA attention of chunks of new tokens over the paged KV cache on tensor cores, with
-//! the row log-sum-exp for the backward pass.
+//! causal GQA attention of chunks of new tokens over the paged KV cache on tensor cores, and
+//! optionally the row log-sum-exp (for a backward pass; the inference forward passes `None`).
 //!
 //! The grid is a work list of 64-row query tiles, one item per (sequence, tile), built on the host
-//! from `TokenMeta::chunks` and uploaded once per forward by [`PrefillPlan::new`]; every layer's
+//! from `TokenMeta::chunks` and uploaded once per forward by [`PrefillPlan::new`] (or
+//! [`PrefillPlan::from_chunk`]); every layer's
 //! call reuses it. Any chunk length works, 1 included (a decode row is a tile with one valid row:
 //! correct, not fast; the decode kernel is for that, and [`PrefillPlan::from_chunk`] leaves a
 //! batch's leading decode rows to it).
-use super::kernels::{check_cache, need, TokenMeta};
+use super::kernels::{check_cache, need, opt, TokenMeta};
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
 use anyhow::{ensure, Result};
 
@@ -26,7 +27,7 @@ const BF16: usize = 2;
 pub struct PrefillPlan {
     work: Buffer,
     items: usize,
-    tokens: usize,
+    /// The chunks it was built for (checked against each call's metadata).
     chunks: Vec<(usize, usize)>,
     /// Chunks before this one are not attended (another kernel's rows).
     first_chunk: usize,
@@ -47,9 +48,9 @@ impl PrefillPlan {
             meta.chunks.len()
         );
         let mut items: Vec<[i32; 4]> = Vec::new();
-        let mut token0 = 0usize;
-        for (s, &(start, len)) in meta.chunks.iter().enumerate() {
-            for m0 in (0..len).step_by(PREFILL_BLOCK_M).filter(|_| s >= first_chunk) {
+        let mut token0: usize = meta.chunks[..first_chunk].iter().map(|&(_, len)| len).sum();
+        for (s, &(start, len)) in meta.chunks.iter().enumerate().skip(first_chunk) {
+            for m0 in (0..len).step_by(PREFILL_BLOCK_M) {
                 let rows = (len - m0).min(PREFILL_BLOCK_M);
                 items.push([i32::try_from(token0 + m0)?, i32::try_from(start + m0)?, rows as i32, i32::try_from(s)?]);
             }
@@ -66,7 +67,6 @@ impl PrefillPlan {
         Ok(PrefillPlan {
             work: dev.upload(&items)?,
             items: items.len(),
-            tokens: meta.tokens,
             chunks: meta.chunks.clone(),
             first_chunk,
         })
@@ -112,10 +112,10 @@ pub fn prefill_attention(
     );
     ensure!(num_heads > 0 && num_heads <= 65535, "{kn}: {num_heads} heads (grid.y is 1..=65535)");
     ensure!(
-        plan.tokens == meta.tokens && plan.chunks == meta.chunks,
-        "{kn}: the plan was built for other chunks ({} tokens) than the metadata ({} tokens)",
-        plan.tokens,
-        meta.tokens
+        plan.chunks == meta.chunks,
+        "{kn}: the plan was built for other chunks ({} of them) than the metadata's ({})",
+        plan.chunks.len(),
+        meta.chunks.len()
     );
     let t = meta.tokens;
     need(q, t * num_heads * head_dim * BF16, kn, "q")?;
@@ -145,7 +145,7 @@ pub fn prefill_attention(
         Arg::Buf(k_cache),
         Arg::Buf(v_cache),
         Arg::Buf(out),
-        lse.map_or(Arg::U64(0), Arg::Buf),
+        opt(lse),
         Arg::Buf(&plan.work),
         Arg::Buf(&meta.block_tables),
         Arg::I32(meta.max_blocks as i32),

@@ -24,7 +24,8 @@ fn grid_1d(rows: usize, kernel: &str) -> Result<Dim3> {
     Ok(Dim3::x(rows as u32))
 }
 
-fn opt(b: Option<&Buffer>) -> Arg<'_> {
+/// An optional buffer argument: a null pointer when absent.
+pub(crate) fn opt(b: Option<&Buffer>) -> Arg<'_> {
     b.map_or(Arg::U64(0), Arg::Buf)
 }
 
