@@ -105,11 +105,17 @@ impl CudaModel {
     }
 
     /// Replaces the weights with those of `model` (same architecture), on the same device: the
-    /// trainer's rollout model after each update.
+    /// trainer's rollout model after each update. The old copy is freed first, so the device
+    /// never holds two (the stream-ordered pool hands the same memory back); after an error the
+    /// model holds no weights and must not be used.
     pub fn set_weights(&mut self, model: &Model) -> Result<()> {
         if format!("{:?}", model.config) != format!("{:?}", self.config) {
             bail!("set_weights: the model's config differs from the one on {}", self.dev.name());
         }
+        self.layers.clear();
+        self.lm_head = None;
+        self.embed = self.dev.alloc(0)?;
+        self.final_norm = self.dev.alloc(0)?;
         (self.embed, self.layers, self.final_norm, self.lm_head) = upload_weights(&self.dev, model)?;
         Ok(())
     }
