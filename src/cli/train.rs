@@ -1,5 +1,5 @@
-//! `scalerl train`: GRPO training from a TOML run config (see `train::config`), on the CPU
-//! backend; `--resume RUN_DIR` continues a run from its latest checkpoint. Without `--config`:
+//! `scalerl train`: GRPO training from a TOML run config (see `train::config`), updates on the
+//! CPU backend (rollouts on `rollout.device`); `--resume RUN_DIR` continues a run from its latest checkpoint. Without `--config`:
 //! the embedded default run (`train::default_run`), a tiny model trained from scratch on a
 //! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
 use crate::train::default_run::{run_default, DefaultRunOptions};

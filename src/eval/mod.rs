@@ -29,7 +29,13 @@ pub const DEEPSCALER_PROMPT_TEMPLATE: &str =
 
 /// The user message for a problem: [`DEEPSCALER_PROMPT_TEMPLATE`] filled in.
 pub fn deepscaler_prompt(problem: &str) -> String {
-    DEEPSCALER_PROMPT_TEMPLATE.replacen("{problem}", problem, 1)
+    render_prompt(DEEPSCALER_PROMPT_TEMPLATE, problem)
+}
+
+/// The user message: `template` with every `{problem}` replaced (training renders its prompts
+/// with this too, so validation sees the same text).
+pub fn render_prompt(template: &str, problem: &str) -> String {
+    template.replace("{problem}", problem)
 }
 
 /// The chat template a model gets by default: its own if it has one, else the built-in R1-Distill.
@@ -198,7 +204,7 @@ pub fn evaluate_resumable<M: StepModel>(
         for (pi, p) in b.problems[..count].iter().enumerate() {
             let prompt_text = opts
                 .chat_template
-                .render_user_turn(tokenizer, &opts.prompt_template.replacen("{problem}", &p.problem, 1))
+                .render_user_turn(tokenizer, &render_prompt(&opts.prompt_template, &p.problem))
                 .with_context(|| format!("{}: problem {pi}", b.name))?;
             let prompt = tokenizer.encode(&prompt_text, false)?;
             if prompt.len() >= context {

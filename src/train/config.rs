@@ -143,7 +143,7 @@ pub struct OptimConfig {
     /// Passes of PPO updates over each step's rollouts.
     pub ppo_epochs: usize,
     /// Sequences per forward/backward pass inside a mini-batch (gradient accumulation); 0: the
-    /// trainer decides from memory.
+    /// whole mini-batch in one pass (its activations must fit in memory).
     pub micro_batch_seqs: usize,
 }
 
@@ -173,7 +173,8 @@ pub struct CheckpointConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidationConfig {
-    /// Validate every this many steps (and before step 0 when `at_start`).
+    /// Validate every this many steps (0: never in between), after the last step, and before
+    /// step 0 when `at_start`.
     pub every: usize,
     pub at_start: bool,
     /// Benchmark files (DeepScaleR test JSON, e.g. aime.json).
@@ -519,7 +520,7 @@ impl RunConfig {
 
     /// The user message for a problem.
     pub fn render_prompt(&self, problem: &str) -> String {
-        self.data.prompt_template.replace("{problem}", problem)
+        crate::eval::render_prompt(&self.data.prompt_template, problem)
     }
 
     /// `loss.loss_agg` parsed; `max_response_len` is the Dr. GRPO constant's default.

@@ -1,4 +1,4 @@
-//! The GRPO training loop of `scalerl train` on the CPU backend (DeepScaleR / verl's step):
+//! The GRPO training loop of `scalerl train` (DeepScaleR / verl's step):
 //!
 //! 1. the stage of this step (`RunConfig::stage_index_at` with the clip-ratio history);
 //! 2. the next `batch_prompts` prompts from the data set (prompts rendered with the config's
@@ -17,8 +17,8 @@
 //! Resuming (`TrainOptions::resume`) loads the latest checkpoint (weights, optimizer moments,
 //! data cursor, step, clip history) and continues; with `checkpoint.dtype = "f32"` and
 //! `save_optimizer = true` the continued run is bit-identical to an uninterrupted one.
-//! `rollout.device` puts rollouts and validation on the CUDA backend (weights re-uploaded as
-//! bf16 each step); log-probs and updates run on the CPU reference.
+//! `rollout.device` puts rollouts and validation on the CUDA backend (weights uploaded as bf16
+//! again after each applied update); log-probs and updates run on the CPU reference.
 
 use super::adamw::AdamW;
 use super::checkpoint::{self, SaveRequest, TrainerState};
@@ -89,7 +89,7 @@ impl Sampler {
     fn refreshed(&mut self, model: &Model, version: usize) -> Result<Option<&CudaModel>> {
         let Sampler::Cuda { dev, copy } = self else { return Ok(None) };
         match copy {
-            Some((m, v)) if *v == version => {}
+            Some((_, v)) if *v == version => {}
             Some((m, v)) => {
                 m.set_weights(model)?;
                 *v = version;
@@ -254,7 +254,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
 
     // Validation before the first update, logged with step 0.
     let mut pending_validation = match &validator {
-        Some(v) if v.at_start() && step == 0 => {
+        Some(v) if v.at_start() && step == 0 && total_steps > 0 => {
             let budget = stages[cfg.stage_index_at(0, &clip_history)].max_response_len;
             sampler.validate(v, &model, optim.updates, &tokenizer, &stop_ids, budget, 0)?
         }
@@ -328,6 +328,8 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
 
         let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
         let clip_ratio = ro.cut.iter().filter(|&&c| c).count() as f64 / ro.cut.len() as f64;
+        // The step's time, without the validation (which reports its own).
+        let step_secs = t_step.elapsed().as_secs_f64();
         if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1, total_steps)) {
             let budget = stage.max_response_len;
             pending_validation.extend(sampler.validate(v, &model, optim.updates, &tokenizer, &stop_ids, budget, step + 1)?);
@@ -356,7 +358,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             verify: ro.verify_time,
             logprobs: logprob_time,
             update: update_time,
-            step_secs: t_step.elapsed().as_secs_f64(),
+            step_secs,
             validation: std::mem::take(&mut pending_validation),
         };
         log.append(&metrics)?;

@@ -76,7 +76,8 @@ impl Validator {
             chat_template: self.chat_template,
             stop_token_ids: stop_token_ids.to_vec(),
             reward: RewardConfig::default(),
-            max_batch_sequences: EvalOptions::default().max_batch_sequences,
+            // One generate call: the KV budget (rollout.max_kv_tokens) bounds what runs at once.
+            max_batch_sequences: usize::MAX,
             generate: GenerateOptions { max_kv_tokens: self.max_kv_tokens, ..GenerateOptions::default() },
             max_problems: self.cfg.max_problems,
         };
