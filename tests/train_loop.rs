@@ -488,6 +488,15 @@ fn validation_runs_at_start_and_every_k_steps() {
     let e = train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap_err();
     assert!(format!("{e:#}").contains("nope.json"), "{e:#}");
     assert!(!bad.exists());
+    // So is a benchmark prompt that cannot fit the model's context (256 tokens), which used to
+    // surface only at the first validation.
+    let long = std::env::temp_dir().join(format!("scalerl-long-{}.json", std::process::id()));
+    std::fs::write(&long, format!(r#"[{{"problem": "{}", "answer": "2"}}]"#, "1 + 1 = ? ".repeat(200))).unwrap();
+    let text = config_text(&bad, 2, &VALIDATION.replace("tests/fixtures/eval/amc.json", long.to_str().unwrap()));
+    let e = format!("{:#}", train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap_err());
+    assert!(e.contains("validation") && e.contains("leaves no room"), "{e}");
+    assert!(!bad.exists());
+    let _ = std::fs::remove_file(&long);
     for d in [dir, split] {
         let _ = std::fs::remove_dir_all(&d);
     }

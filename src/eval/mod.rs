@@ -95,6 +95,46 @@ impl Default for EvalOptions {
     }
 }
 
+/// One problem's prompt as `evaluate` renders it.
+pub struct ProblemPrompt {
+    /// Index into the benchmarks, and of the problem in its benchmark.
+    pub bench: usize,
+    pub index: usize,
+    /// The rendered chat text, and its tokens.
+    pub text: String,
+    pub tokens: Vec<u32>,
+}
+
+/// The prompts of the problems `opts` evaluates (its templates and `max_problems`), each checked
+/// to leave room for a response in `context` tokens.
+pub fn problem_prompts(
+    benchmarks: &[Benchmark],
+    tokenizer: &TextTokenizer,
+    opts: &EvalOptions,
+    context: usize,
+) -> Result<Vec<ProblemPrompt>> {
+    let mut out = Vec::new();
+    for (bi, b) in benchmarks.iter().enumerate() {
+        let count = opts.max_problems.map_or(b.problems.len(), |k| k.min(b.problems.len()));
+        for (pi, p) in b.problems[..count].iter().enumerate() {
+            let text = opts
+                .chat_template
+                .render_user_turn(tokenizer, &render_prompt(&opts.prompt_template, &p.problem))
+                .with_context(|| format!("{}: problem {pi}", b.name))?;
+            let tokens = tokenizer.encode(&text, false)?;
+            if tokens.len() >= context {
+                bail!(
+                    "{}: problem {pi}: the prompt ({} tokens) leaves no room for a response in the context of {context} tokens",
+                    b.name,
+                    tokens.len()
+                );
+            }
+            out.push(ProblemPrompt { bench: bi, index: pi, text, tokens });
+        }
+    }
+    Ok(out)
+}
+
 /// Progress after each finished problem.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -198,25 +238,16 @@ pub fn evaluate_resumable<M: StepModel>(
         prompt_text: String,
         prompt: Vec<u32>,
     }
-    let mut items = Vec::new();
-    for (bi, b) in benchmarks.iter().enumerate() {
-        let count = opts.max_problems.map_or(b.problems.len(), |k| k.min(b.problems.len()));
-        for (pi, p) in b.problems[..count].iter().enumerate() {
-            let prompt_text = opts
-                .chat_template
-                .render_user_turn(tokenizer, &render_prompt(&opts.prompt_template, &p.problem))
-                .with_context(|| format!("{}: problem {pi}", b.name))?;
-            let prompt = tokenizer.encode(&prompt_text, false)?;
-            if prompt.len() >= context {
-                bail!(
-                    "{}: problem {pi}: the prompt ({} tokens) leaves no room for a response in the context of {context} tokens",
-                    b.name,
-                    prompt.len()
-                );
-            }
-            items.push(Item { bench: bi, index: pi, problem: p, prompt_text, prompt });
-        }
-    }
+    let items: Vec<Item> = problem_prompts(benchmarks, tokenizer, opts, context)?
+        .into_iter()
+        .map(|p| Item {
+            bench: p.bench,
+            index: p.index,
+            problem: &benchmarks[p.bench].problems[p.index],
+            prompt_text: p.text,
+            prompt: p.tokens,
+        })
+        .collect();
     let mut done: Vec<Option<Vec<SampleRecord>>> = vec![None; items.len()];
     {
         let mut by_key: std::collections::HashMap<(&str, usize), Vec<SampleRecord>> = Default::default();

@@ -191,6 +191,9 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         .collect();
     let reference = cfg.loss.use_kl.then(|| clone_weights(&model.weights));
     let validator = Validator::load(cfg)?;
+    if let Some(v) = &validator {
+        v.check(&tokenizer, ctx, max_budget)?;
+    }
     let mut sampler = Sampler::new(&cfg.rollout.device)?;
 
     // Fresh run or resume.

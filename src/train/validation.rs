@@ -3,7 +3,9 @@
 //! weights, the training prompt and chat templates, and a response cut at the budget counted
 //! wrong. Every sample is seeded from (seed, benchmark, problem, sample), so two validations of
 //! the same weights agree and a resumed run validates as an uninterrupted one. The benchmarks
-//! are loaded before the run starts, so a bad file fails before any work.
+//! are loaded, and their prompts checked against the context and the KV budget
+//! ([`Validator::check`]), before the run starts, so a bad file or an overlong prompt fails
+//! before any work.
 
 use super::config::{RunConfig, ValidationConfig};
 use super::metrics::ValidationMetrics;
@@ -11,7 +13,7 @@ use crate::engine::{GenerateOptions, StepModel};
 use crate::eval::{self, Benchmark, EvalOptions};
 use crate::model::TextTokenizer;
 use crate::reward::RewardConfig;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::time::Instant;
 
 /// The validation of one run: its settings and benchmarks.
@@ -55,17 +57,9 @@ impl Validator {
         steps_done == total_steps || (self.cfg.every > 0 && steps_done % self.cfg.every == 0)
     }
 
-    /// pass@1 on every benchmark, `steps_done` updates into the run; the budget is the config's
-    /// or else `stage_budget`.
-    pub fn run<M: StepModel>(
-        &self,
-        model: &M,
-        tokenizer: &TextTokenizer,
-        stop_token_ids: &[u32],
-        stage_budget: usize,
-        steps_done: usize,
-    ) -> Result<Vec<ValidationMetrics>> {
-        let opts = EvalOptions {
+    /// The evaluation settings: the config's budget or else `stage_budget`.
+    fn options(&self, stop_token_ids: &[u32], stage_budget: usize) -> EvalOptions {
+        EvalOptions {
             n: self.cfg.n,
             temperature: self.cfg.temperature,
             top_p: self.cfg.top_p,
@@ -80,7 +74,44 @@ impl Validator {
             max_batch_sequences: usize::MAX,
             generate: GenerateOptions { max_kv_tokens: self.max_kv_tokens, ..GenerateOptions::default() },
             max_problems: self.cfg.max_problems,
-        };
+        }
+    }
+
+    /// Checks, before any work, that every validation prompt leaves room for a response in the
+    /// model's `context` and that, with the longest budget validation will use
+    /// (`longest_stage_budget` unless the config sets one), it fits the KV budget.
+    pub fn check(&self, tokenizer: &TextTokenizer, context: usize, longest_stage_budget: usize) -> Result<()> {
+        let opts = self.options(&[], longest_stage_budget);
+        let prompts = eval::problem_prompts(&self.benchmarks, tokenizer, &opts, context).context("validation")?;
+        let Some(kv) = self.max_kv_tokens else { return Ok(()) };
+        let block = opts.generate.block_size;
+        for p in prompts {
+            let budget = opts.max_response_len.min(context - p.tokens.len());
+            let need = (p.tokens.len() + budget).next_multiple_of(block);
+            if need > kv {
+                bail!(
+                    "validation: {}: problem {}: the prompt ({} tokens) + the response budget ({budget}) need {need} \
+                     tokens of KV cache; rollout.max_kv_tokens is {kv}",
+                    self.benchmarks[p.bench].name,
+                    p.index,
+                    p.tokens.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// pass@1 on every benchmark, `steps_done` updates into the run; the budget is the config's
+    /// or else `stage_budget`.
+    pub fn run<M: StepModel>(
+        &self,
+        model: &M,
+        tokenizer: &TextTokenizer,
+        stop_token_ids: &[u32],
+        stage_budget: usize,
+        steps_done: usize,
+    ) -> Result<Vec<ValidationMetrics>> {
+        let opts = self.options(stop_token_ids, stage_budget);
         let mut out = Vec::with_capacity(self.benchmarks.len());
         for b in &self.benchmarks {
             let t = Instant::now();
