@@ -20,13 +20,6 @@ impl LoadedModel {
     /// Every id that ends a generation: generation_config.json's eos ids, config.json's, and
     /// the tokenizer's eos token.
     pub fn stop_token_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.generation.eos_token_id.as_ref().map(|e| e.to_vec()).unwrap_or_default();
-        ids.extend(&self.model.config.eos_token_ids);
-        if let Some(id) = self.tokenizer.eos_token.as_deref().and_then(|t| self.tokenizer.token_to_id(t)) {
-            ids.push(id);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.generation.stop_token_ids(&self.model.config.eos_token_ids, &self.tokenizer)
     }
 }

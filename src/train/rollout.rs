@@ -5,7 +5,7 @@
 
 use super::metrics::PhaseTime;
 use crate::engine::{generate, FinishReason, GenerateOptions, Request, SamplingParams, StepModel};
-use crate::model::{GenerationConfig, Model, TextTokenizer};
+use crate::model::TextTokenizer;
 use crate::reward::{grade_batch, Gold, RewardConfig};
 use anyhow::Result;
 use std::time::Instant;
@@ -25,18 +25,6 @@ pub fn rollout_seed(seed: u64, step: usize, prompt: usize, sample: usize) -> u64
         s = mix(s ^ part);
     }
     s
-}
-
-/// Every id that ends a generation (as `cli::model_dir::LoadedModel::stop_token_ids`).
-pub fn stop_token_ids(model: &Model, tok: &TextTokenizer, gen: &GenerationConfig) -> Vec<u32> {
-    let mut ids: Vec<u32> = gen.eos_token_id.as_ref().map(|e| e.to_vec()).unwrap_or_default();
-    ids.extend(&model.config.eos_token_ids);
-    if let Some(id) = tok.eos_token.as_deref().and_then(|t| tok.token_to_id(t)) {
-        ids.push(id);
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// How one step samples.

@@ -27,7 +27,7 @@ use super::data::Dataset;
 use super::grads::clone_weights;
 use super::grpo::grpo_advantages;
 use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, ValidationMetrics, METRICS_FILE};
-use super::rollout::{roll_out, stop_token_ids, RolloutParams, Rollouts};
+use super::rollout::{roll_out, RolloutParams, Rollouts};
 use super::step::{response_logprobs, PassOptions, Sample};
 use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
 use super::validation::Validator;
@@ -165,7 +165,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         Model::load(&cfg.model).with_context(|| format!("model {}", cfg.model.display()))?;
     let tokenizer = TextTokenizer::load(&cfg.model)?;
     let generation = GenerationConfig::load(&cfg.model)?;
-    let stop_ids = stop_token_ids(&model, &tokenizer, &generation);
+    let stop_ids = generation.stop_token_ids(&model.config.eos_token_ids, &tokenizer);
     let mut data = Dataset::load(&cfg.data.train, cfg.seed, cfg.data.shuffle)?;
     let stages = cfg.stages();
     let max_budget = stages.iter().map(|s| s.max_response_len).max().unwrap_or(1);
