@@ -5,7 +5,7 @@
 //! The including test binary declares `mod kernel_cases` (tests/common/kernel_cases.rs) at its
 //! root: tests/attention_decode_interpret.rs runs these in interpret mode on every schedule.
 #![allow(dead_code)]
-use crate::kernel_cases::{assert_close_bf16, max_abs_err, paged_setup, random_bf16, to_f32, POISON};
+use crate::kernel_cases::{assert_close_bf16, max_abs_err, nan_padded_cache, paged_setup, random_bf16, to_bf16, to_f32, POISON};
 use half::bf16;
 use scalerl::backend::cpu::attention::{paged_attention, QueryPos};
 use scalerl::backend::cuda::attention_decode::{decode_attention, DecodePlan};
@@ -34,29 +34,15 @@ struct Batch {
 fn batch(dev: &Device, ctxs: &[usize], bs: usize, nh: usize, nkv: usize, d: usize, seed: u64) -> Batch {
     let chunks: Vec<(usize, usize)> = ctxs.iter().map(|&n| (n - 1, 1)).collect();
     let setup = paged_setup(&chunks, bs, seed);
-    let kv_dim = nkv * d;
-    let mut cpu = KvCache::new(1, setup.num_blocks, bs, nkv, d);
-    let mut visible = vec![false; setup.num_blocks * bs];
-    for (s, &n) in ctxs.iter().enumerate() {
-        for p in 0..n {
-            visible[cpu.token_offset(&setup.tables[s], p) / kv_dim] = true;
-        }
-    }
     // Random K/V in the visible slots; NaN in the rest of each last page and in the two blocks
     // nobody owns, so a read past a context or through a wrong page poisons the output.
-    let (kr, vr) = (random_bf16(cpu.k[0].len(), seed + 1, 1.0), random_bf16(cpu.v[0].len(), seed + 2, 1.0));
-    for (i, (k, v)) in cpu.k[0].iter_mut().zip(cpu.v[0].iter_mut()).enumerate() {
-        let seen = visible[i / kv_dim];
-        *k = if seen { kr[i].to_f32() } else { f32::NAN };
-        *v = if seen { vr[i].to_f32() } else { f32::NAN };
-    }
+    let cpu = nan_padded_cache(&setup, bs, nkv, d, seed);
     let q = random_bf16(ctxs.len() * nh * d, seed + 3, 2.5);
-    let c16 = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
     Batch {
         ctxs: ctxs.to_vec(),
         meta: setup.meta(dev, bs),
-        k_cache: dev.upload(&c16(&cpu.k[0])).unwrap(),
-        v_cache: dev.upload(&c16(&cpu.v[0])).unwrap(),
+        k_cache: dev.upload(&to_bf16(&cpu.k[0])).unwrap(),
+        v_cache: dev.upload(&to_bf16(&cpu.v[0])).unwrap(),
         q_buf: dev.upload(&q).unwrap(),
         tables: setup.tables,
         num_blocks: setup.num_blocks,

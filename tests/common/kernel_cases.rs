@@ -41,6 +41,28 @@ pub fn assert_close_bf16(got: &[bf16], want: &[f32], what: &str) {
     }
 }
 
+pub fn to_bf16(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+/// A cache with random bf16 K/V at every position a query of `setup` may see and NaN everywhere
+/// else (past each sequence's chunk, blocks nobody owns), so a read past the causal limit, from a
+/// wrong block, or an unmasked zero weight on garbage poisons the output.
+pub fn nan_padded_cache(setup: &PagedSetup, bs: usize, nkv: usize, d: usize, seed: u64) -> KvCache {
+    let kv_dim = nkv * d;
+    let mut cpu = KvCache::new(1, setup.num_blocks, bs, nkv, d);
+    cpu.k[0].fill(f32::NAN);
+    cpu.v[0].fill(f32::NAN);
+    for (s, &(start, len)) in setup.chunks.iter().enumerate() {
+        for p in 0..start + len {
+            let sd = seed * 1_000_000_007 + (s * 100_000 + p) as u64;
+            let (kr, vr) = (to_f32(&random_bf16(kv_dim, sd, 1.0)), to_f32(&random_bf16(kv_dim, sd + 50_000, 1.0)));
+            cpu.write(0, &setup.tables[s], p, &kr, &vr);
+        }
+    }
+    cpu
+}
+
 pub fn max_abs_err(got: &[bf16], want: &[f32]) -> f32 {
     got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g.to_f32() - w).abs()))
 }
@@ -344,22 +366,10 @@ pub fn paged_attention_cases(dev: &Device) {
         cases.push((&[(4000, 1), (100, 1), (0, 200)], 16, 12, 2, 128));
     }
     for (ci, &(chunks, bs, nh, nkv, d)) in cases.iter().enumerate() {
-        let kv_dim = nkv * d;
         let setup = paged_setup(chunks, bs, ci as u64 * 10 + 100);
         let q = setup.queries();
         let t = q.len();
-        // Random bf16 K/V at every position a query may see, NaN everywhere else, so a read past
-        // the causal limit or from a wrong block poisons the output.
-        let mut cpu = KvCache::new(1, setup.num_blocks, bs, nkv, d);
-        cpu.k[0].fill(f32::NAN);
-        cpu.v[0].fill(f32::NAN);
-        for (s, &(start, len)) in setup.chunks.iter().enumerate() {
-            for p in 0..start + len {
-                let seed = (ci * 1_000_000 + s * 10_000 + p) as u64;
-                let (kr, vr) = (to_f32(&random_bf16(kv_dim, seed, 1.0)), to_f32(&random_bf16(kv_dim, seed + 5000, 1.0)));
-                cpu.write(0, &setup.tables[s], p, &kr, &vr);
-            }
-        }
+        let cpu = nan_padded_cache(&setup, bs, nkv, d, ci as u64 + 100);
         let qv = random_bf16(t * nh * d, ci as u64 + 77, 2.5);
         let tables = setup.tables.clone();
         let qpos: Vec<scalerl::backend::cpu::attention::QueryPos> = q
@@ -369,8 +379,7 @@ pub fn paged_attention_cases(dev: &Device) {
         let mut want = vec![0f32; t * nh * d];
         scalerl::backend::cpu::attention::paged_attention(&to_f32(&qv), &qpos, &cpu, 0, nh, &mut want);
 
-        let c16 = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
-        let (bkc, bvc) = (dev.upload(&c16(&cpu.k[0])).unwrap(), dev.upload(&c16(&cpu.v[0])).unwrap());
+        let (bkc, bvc) = (dev.upload(&to_bf16(&cpu.k[0])).unwrap(), dev.upload(&to_bf16(&cpu.v[0])).unwrap());
         let bq = dev.upload(&qv).unwrap();
         let bo = dev.upload(&vec![POISON; t * nh * d]).unwrap();
         let meta = setup.meta(dev, bs);

@@ -6,7 +6,7 @@
 //! shapes of the 1.5B target model (12 heads over 2 KV heads, head_dim 128, 1K–4K tokens) join.
 //! The including test crate declares `kernel_cases` (tests/common/kernel_cases.rs) at its root.
 #![allow(dead_code)]
-use super::kernel_cases::{max_abs_err, paged_setup, random_bf16, to_f32, PagedSetup, POISON};
+use super::kernel_cases::{max_abs_err, nan_padded_cache, paged_setup, random_bf16, to_bf16, to_f32, POISON};
 use half::bf16;
 use scalerl::backend::cpu::attention::{paged_attention, QueryPos};
 use scalerl::backend::cuda::attention::AttentionPlan;
@@ -16,24 +16,6 @@ use scalerl::kv::KvCache;
 
 /// (chunks (start, len), block_size, heads, kv heads, head_dim)
 type PrefillCase = (&'static [(usize, usize)], usize, usize, usize, usize);
-
-/// A cache with random bf16 K/V at every position a query of `setup` may see and NaN everywhere
-/// else (past each sequence's chunk, blocks nobody owns), so a read past the causal limit, from a
-/// wrong block, or an unmasked zero weight on garbage poisons the output.
-fn nan_padded_cache(setup: &PagedSetup, bs: usize, nkv: usize, d: usize, seed: u64) -> KvCache {
-    let kv_dim = nkv * d;
-    let mut cpu = KvCache::new(1, setup.num_blocks, bs, nkv, d);
-    cpu.k[0].fill(f32::NAN);
-    cpu.v[0].fill(f32::NAN);
-    for (s, &(start, len)) in setup.chunks.iter().enumerate() {
-        for p in 0..start + len {
-            let sd = seed * 1_000_000_007 + (s * 100_000 + p) as u64;
-            let (kr, vr) = (to_f32(&random_bf16(kv_dim, sd, 1.0)), to_f32(&random_bf16(kv_dim, sd + 50_000, 1.0)));
-            cpu.write(0, &setup.tables[s], p, &kr, &vr);
-        }
-    }
-    cpu
-}
 
 /// ln Σ_j exp(q·k_j / √d) over the visible keys, in f64.
 fn lse_f64(q: &[f32], cpu: &KvCache, table: &[u32], pos: usize, kv_head: usize) -> f64 {
@@ -78,8 +60,7 @@ fn run_case(dev: &Device, case: PrefillCase, seed: u64, stride: usize) -> (f32, 
     let mut want = vec![0f32; checked.len() * nh * d];
     paged_attention(&q_sub, &qpos, &cpu, 0, nh, &mut want);
 
-    let c16 = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
-    let (bkc, bvc) = (dev.upload(&c16(&cpu.k[0])).unwrap(), dev.upload(&c16(&cpu.v[0])).unwrap());
+    let (bkc, bvc) = (dev.upload(&to_bf16(&cpu.k[0])).unwrap(), dev.upload(&to_bf16(&cpu.v[0])).unwrap());
     let bq = dev.upload(&qv).unwrap();
     let bo = dev.upload(&vec![POISON; t * nh * d]).unwrap();
     let bl = dev.upload(&vec![f32::NAN; t * nh]).unwrap();
