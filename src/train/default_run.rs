@@ -425,18 +425,16 @@ pub fn run_default(o: &DefaultRunOptions) -> Result<DefaultRunSummary> {
         eprintln!("after SFT ({} steps, {sft_secs:.1}s, loss {sft_loss:.4})", o.sft_steps);
     }
 
-    let data_path = o.run_dir.join("train.json");
-    let records: Vec<serde_json::Value> = train_set
-        .iter()
-        .map(|p| serde_json::json!({ "problem": p.text(), "answer": p.answer().to_string() }))
-        .collect();
-    std::fs::write(&data_path, serde_json::to_string(&records)?)?;
-    let heldout_path = o.run_dir.join("heldout.json");
-    let heldout: Vec<serde_json::Value> = eval_set
-        .iter()
-        .map(|p| serde_json::json!({ "problem": p.text(), "answer": p.answer().to_string() }))
-        .collect();
-    std::fs::write(&heldout_path, serde_json::to_string(&heldout)?)?;
+    // The problems as DeepScaleR-style JSON data files, for the trainer and its validation.
+    let write_problems = |name: &str, set: &[Problem]| -> Result<PathBuf> {
+        let path = o.run_dir.join(name);
+        let records: Vec<serde_json::Value> =
+            set.iter().map(|p| serde_json::json!({ "problem": p.text(), "answer": p.answer().to_string() })).collect();
+        std::fs::write(&path, serde_json::to_string(&records)?).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let data_path = write_problems("train.json", &train_set)?;
+    let heldout_path = write_problems("heldout.json", &eval_set)?;
     let cfg = grpo_config(o, &model_dir, &data_path, &heldout_path)?;
     let t = Instant::now();
     let summary = train(&cfg, &TrainOptions { resume: None, progress: o.progress })?;
