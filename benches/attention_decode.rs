@@ -19,8 +19,8 @@
 //! Run: `cargo bench --bench attention_decode -- --warm-up-time 1 --measurement-time 2`
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
-use scalerl::backend::cuda::attention_decode::{decode_attention, DecodePlan};
-use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
+use scalerl::ops::cuda::attention_decode::{decode_attention, DecodePlan};
+use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
 use std::time::Duration;
 mod common;

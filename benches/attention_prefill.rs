@@ -18,9 +18,9 @@
 //! Run: `cargo bench --bench attention_prefill -- --warm-up-time 1 --measurement-time 3`
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use scalerl::backend::cuda::attention::AttentionPlan;
-use scalerl::backend::cuda::attention_prefill::{prefill_attention, PrefillPlan};
-use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
+use scalerl::ops::cuda::attention::AttentionPlan;
+use scalerl::ops::cuda::attention_prefill::{prefill_attention, PrefillPlan};
+use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
 use std::time::Duration;
 mod common;

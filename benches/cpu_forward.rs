@@ -4,7 +4,8 @@
 //! Napkin math for decode: every step reads all weights once (4 bytes × parameters in f32), so
 //! decode tokens/s ≈ batch × memory bandwidth / weight bytes until the batch makes it FLOP-bound.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use scalerl::kv::{BlockAllocator, KvCache};
+use scalerl::kv::BlockAllocator;
+use scalerl::ops::cpu::KvCache;
 use scalerl::model::{Model, SeqChunk};
 use std::path::PathBuf;
 
@@ -29,7 +30,7 @@ fn models() -> Vec<(String, PathBuf)> {
 fn prefilled(model: &Model, batch: usize) -> (KvCache, Vec<Vec<u32>>) {
     let per_seq = (CONTEXT + 1).div_ceil(BLOCK);
     let mut alloc = BlockAllocator::new(batch * per_seq, BLOCK);
-    let mut cache = model.new_cache(batch * per_seq, BLOCK);
+    let mut cache = model.new_cache(batch * per_seq, BLOCK).unwrap();
     let tables: Vec<Vec<u32>> = (0..batch)
         .map(|_| {
             let mut t = Vec::new();
@@ -39,7 +40,7 @@ fn prefilled(model: &Model, batch: usize) -> (KvCache, Vec<Vec<u32>>) {
         .collect();
     let prompt: Vec<u32> = (0..CONTEXT as u32).map(|i| i % 200 + 1).collect();
     for t in &tables {
-        model.forward_hidden(&mut cache, &[SeqChunk { tokens: &prompt, start_pos: 0, table: t }]).unwrap();
+        model.forward(&mut cache, &[SeqChunk { tokens: &prompt, start_pos: 0, table: t }]).unwrap();
     }
     (cache, tables)
 }
@@ -54,8 +55,8 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("prefill_tokens", CONTEXT), |b| {
             let (mut cache, tables) = prefilled(&model, 1);
             b.iter(|| {
-                let h = model.forward_hidden(&mut cache, &[SeqChunk { tokens: &prompt, start_pos: 0, table: &tables[0] }]).unwrap();
-                model.logits(&h[(CONTEXT - 1) * model.config.hidden_size..])
+                let h = model.forward(&mut cache, &[SeqChunk { tokens: &prompt, start_pos: 0, table: &tables[0] }]).unwrap();
+                model.logits(&h, &[CONTEXT - 1]).unwrap()
             })
         });
         for batch in [1usize, 8] {
@@ -66,8 +67,8 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let chunks: Vec<SeqChunk> =
                         tables.iter().map(|t| SeqChunk { tokens: &[7], start_pos: CONTEXT, table: t }).collect();
-                    let h = model.forward_hidden(&mut cache, &chunks).unwrap();
-                    model.logits(&h)
+                    let h = model.forward(&mut cache, &chunks).unwrap();
+                    model.logits(&h, &(0..chunks.len()).collect::<Vec<_>>()).unwrap()
                 })
             });
         }

@@ -16,7 +16,7 @@
 //! Run: `cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 2`
 //! (scripts/gpu-check.sh builds it for the GPU machine).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
+use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Buffer, Device};
 use std::time::Duration;
 mod common;

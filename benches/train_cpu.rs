@@ -10,7 +10,8 @@
 //! 4·params backward) plus attention, so tokens/s ≈ FLOP/s ÷ (6 · params).
 use criterion::{BenchmarkId, Criterion, Throughput};
 use scalerl::model::Model;
-use scalerl::train::{broadcast_advantages, grpo_backward, GrpoConfig, GrpoInputs, Grads, PassOptions, Sample};
+use scalerl::params::HostParams;
+use scalerl::train::{broadcast_advantages, grpo_backward, GrpoConfig, GrpoInputs, PassOptions, Sample};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -66,11 +67,11 @@ impl Workload {
         self.seqs.iter().map(|s| s.len()).sum()
     }
 
-    fn step(&self, model: &Model, grads: &mut Grads) -> f64 {
+    fn step(&self, model: &Model, grads: &mut HostParams) -> f64 {
         let samples: Vec<Sample> = self.seqs.iter().map(|t| Sample { tokens: t, prompt_len: self.prompt_len }).collect();
         let inputs = GrpoInputs { advantages: &self.adv, old_logp: &self.old, ref_logp: Some(&self.reference) };
         let o = PassOptions::default();
-        grpo_backward(&model.config, &model.weights, &samples, &inputs, &GrpoConfig::default(), &o, grads).unwrap().loss
+        grpo_backward(model, &samples, &inputs, &GrpoConfig::default(), &o, grads).unwrap().loss
     }
 }
 
@@ -78,10 +79,10 @@ impl Workload {
 fn json_mode(dir: &Path, batch: usize, len: usize) {
     let model = Model::load(dir).unwrap();
     let w = Workload::new(model.config.vocab_size, batch, len);
-    let mut grads = Grads::zeros_like(&model.weights);
+    let mut grads = HostParams::zeros(model.table());
     let mut best = f64::INFINITY;
     for rep in 0..4 {
-        grads.zero();
+        grads.flat_mut().fill(0.0);
         let t0 = Instant::now();
         std::hint::black_box(w.step(&model, &mut grads));
         if rep > 0 {
@@ -101,13 +102,13 @@ fn bench(c: &mut Criterion) {
     for (name, dir, batch, len) in models() {
         let model = Model::load(&dir).unwrap();
         let w = Workload::new(model.config.vocab_size, batch, len);
-        let mut grads = Grads::zeros_like(&model.weights);
+        let mut grads = HostParams::zeros(model.table());
         let mut g = c.benchmark_group(format!("train_cpu/{name}"));
         g.sample_size(10);
         g.throughput(Throughput::Elements(w.tokens() as u64));
         g.bench_function(BenchmarkId::new("grpo_fwd_bwd_tokens", format!("{batch}x{len}")), |b| {
             b.iter(|| {
-                grads.zero();
+                grads.flat_mut().fill(0.0);
                 w.step(&model, &mut grads)
             })
         });

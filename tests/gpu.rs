@@ -12,7 +12,8 @@
 //!
 //! Fixtures are found through $SCALERL_FIXTURES, else this checkout's tests/fixtures, else
 //! ./tests/fixtures (the binary may run from a copied bundle, see scripts/gpu-check.sh).
-use scalerl::backend::cuda::{self, CudaModel};
+use scalerl::model::CudaModel;
+use scalerl::ops::cuda::CudaOps;
 use scalerl::device::Device;
 use scalerl::model::Model;
 use std::time::Instant;
@@ -70,15 +71,15 @@ fn model_cases(make_device: &dyn Fn() -> Device) {
 fn model_case(name: &str, make_device: &dyn Fn() -> Device) {
     let model = Model::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let r = reference(name);
-    let m = CudaModel::from_model(make_device(), &model).unwrap();
-    let dev_name = m.dev.name();
-    let interp = CudaModel::from_model(Device::interpret(), &model).unwrap();
+    let m = CudaModel::from_model(CudaOps::new(make_device()), &model).unwrap();
+    let dev_name = m.ops.dev.name();
+    let interp = CudaModel::from_model(CudaOps::new(Device::interpret()), &model).unwrap();
     for (p, prompt) in r.prompts.iter().enumerate() {
         let started = Instant::now();
-        let got = cuda::sequence_logits(&m, prompt, true).unwrap();
+        let got = m.sequence_logits(prompt, true).unwrap();
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        let cpu = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
-        let int = cuda::sequence_logits(&interp, prompt, true).unwrap();
+        let cpu = model.sequence_logits(prompt, true).unwrap();
+        let int = interp.sequence_logits(prompt, true).unwrap();
         let (mut vs_cpu, mut vs_ref, mut vs_int) = (0f32, 0f32, 0f32);
         for i in 0..prompt.len() {
             assert!(got[i].iter().all(|v| v.is_finite()), "{name} p{p} pos {i}: non-finite logits");
@@ -96,7 +97,7 @@ fn model_case(name: &str, make_device: &dyn Fn() -> Device) {
     let batched = stepwise_logits(&m, &r.prompts, 4);
     let (mut vs_cpu, mut vs_ref) = (0f32, 0f32);
     for (p, prompt) in r.prompts.iter().enumerate() {
-        let cpu = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
+        let cpu = model.sequence_logits(prompt, true).unwrap();
         for i in 0..prompt.len() {
             vs_cpu = vs_cpu.max(rel_err(&batched[p][i], &cpu[i]));
             vs_ref = vs_ref.max(rel_err(&batched[p][i], &r.logits[p][i]));

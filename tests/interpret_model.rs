@@ -9,7 +9,8 @@
 //! residuals, GEMM outputs and attention land within ~1e-2 (measured below, printed).
 mod common;
 use common::{fixture, reference, rel_err, stepwise_logits};
-use scalerl::backend::cuda::{self, CudaModel};
+use scalerl::model::CudaModel;
+use scalerl::ops::cuda::CudaOps;
 use scalerl::device::{Device, Schedule};
 use scalerl::engine::{GenerateOptions, Request, SamplingParams};
 use scalerl::kv::BlockAllocator;
@@ -24,7 +25,7 @@ const TOL: f32 = 3e-2;
 
 fn load(name: &str) -> (Model, CudaModel) {
     let model = Model::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-    let cuda = CudaModel::from_model(Device::interpret(), &model).unwrap();
+    let cuda = CudaModel::from_model(CudaOps::new(Device::interpret()), &model).unwrap();
     (model, cuda)
 }
 
@@ -32,38 +33,14 @@ fn load(name: &str) -> (Model, CudaModel) {
 /// the weights' rounding alone (printed next to the interpret numbers).
 fn bf16_weights_cpu(name: &str) -> Model {
     let mut m = Model::load(&fixture(name)).unwrap();
-    let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
-    let w = &mut m.weights;
-    round(&mut w.embed);
-    round(&mut w.final_norm);
-    if let Some(l) = w.lm_head.as_mut() {
-        round(l);
-    }
-    for l in &mut w.layers {
-        for t in [
-            &mut l.input_norm,
-            &mut l.q_proj,
-            &mut l.k_proj,
-            &mut l.v_proj,
-            &mut l.o_proj,
-            &mut l.post_norm,
-            &mut l.gate_proj,
-            &mut l.up_proj,
-            &mut l.down_proj,
-        ] {
-            round(t);
-        }
-        for b in [&mut l.q_bias, &mut l.k_bias, &mut l.v_bias].into_iter().flatten() {
-            round(b);
-        }
-    }
+    m.weights.flat_mut().iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
     m
 }
 
 #[test]
 fn head_dim_64_takes_the_flash_kernels_and_others_the_plain_one() {
-    use scalerl::backend::cuda::attention::AttentionPlan;
-    use scalerl::backend::cuda::kernels::TokenMeta;
+    use scalerl::ops::cuda::attention::AttentionPlan;
+    use scalerl::ops::cuda::TokenMeta;
     let dev = Device::interpret();
     let table: Vec<u32> = (0..8).collect();
     let prefill = TokenMeta::upload(&dev, &[(0, 20, &table[..]), (30, 1, &table[..])], 16).unwrap();
@@ -87,12 +64,12 @@ fn prefill_logits_match_cpu_and_transformers() {
         let ((model, cuda), r) = (load(name), reference(name));
         let rounded = bf16_weights_cpu(name);
         for (p, prompt) in r.prompts.iter().enumerate() {
-            let w16 = scalerl::cli::logits::sequence_logits(&rounded, prompt, true).unwrap();
+            let w16 = rounded.sequence_logits(prompt, true).unwrap();
             let w16_err = (0..prompt.len()).map(|i| rel_err(&w16[i], &r.logits[p][i])).fold(0f32, f32::max);
             let started = Instant::now();
-            let got = cuda::sequence_logits(&cuda, prompt, true).unwrap();
+            let got = cuda.sequence_logits(prompt, true).unwrap();
             let secs = started.elapsed().as_secs_f64();
-            let cpu = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
+            let cpu = model.sequence_logits(prompt, true).unwrap();
             let (mut vs_cpu, mut vs_ref) = (0f32, 0f32);
             for i in 0..prompt.len() {
                 assert!(got[i].iter().all(|v| v.is_finite()), "{name} p{p} pos {i}: non-finite logits");
@@ -119,8 +96,8 @@ fn decode_through_paged_cache_matches_cpu_and_transformers() {
         let secs = started.elapsed().as_secs_f64();
         let (mut vs_cpu, mut vs_ref, mut vs_prefill) = (0f32, 0f32, 0f32);
         for (p, prompt) in r.prompts.iter().enumerate() {
-            let cpu = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
-            let prefill = cuda::sequence_logits(&cuda, prompt, true).unwrap();
+            let cpu = model.sequence_logits(prompt, true).unwrap();
+            let prefill = cuda.sequence_logits(prompt, true).unwrap();
             for i in 0..prompt.len() {
                 vs_cpu = vs_cpu.max(rel_err(&batched[p][i], &cpu[i]));
                 vs_ref = vs_ref.max(rel_err(&batched[p][i], &r.logits[p][i]));
@@ -143,7 +120,7 @@ fn chunked_prefill_starting_mid_block_gives_the_prefill_bits() {
     // that tiny-qwen2's head_dim 12 takes), so chunking changes nothing.
     let (_, cuda) = load("tiny-qwen2");
     let prompt = reference("tiny-qwen2").prompts.iter().max_by_key(|p| p.len()).unwrap().clone();
-    let prefill = cuda::sequence_logits(&cuda, &prompt, true).unwrap();
+    let prefill = cuda.sequence_logits(&prompt, true).unwrap();
     let bs = 4;
     let mut alloc = BlockAllocator::new(prompt.len().div_ceil(bs), bs);
     let mut table = Vec::new();
@@ -154,7 +131,7 @@ fn chunked_prefill_starting_mid_block_gives_the_prefill_bits() {
     for len in [3, 6, 1, 100] {
         let end = (start + len).min(prompt.len());
         let h = cuda
-            .forward_hidden(&mut cache, &[SeqChunk { tokens: &prompt[start..end], start_pos: start, table: &table }])
+            .forward(&mut cache, &[SeqChunk { tokens: &prompt[start..end], start_pos: start, table: &table }])
             .unwrap();
         let logits = cuda.logits(&h, &(0..end - start).collect::<Vec<_>>()).unwrap();
         for (i, row) in logits.chunks_exact(cuda.config.vocab_size).enumerate() {
@@ -180,7 +157,7 @@ fn cli_logits_and_generate_run_in_interpret_mode() {
     assert_eq!(v["device"], "interpret");
     let got: Vec<Vec<f32>> = serde_json::from_value(v["logits"].clone()).unwrap();
     let (_, cuda) = load("tiny-qwen2");
-    assert_eq!(got, cuda::sequence_logits(&cuda, &tokens, true).unwrap());
+    assert_eq!(got, cuda.sequence_logits(&tokens, true).unwrap());
     let out = std::process::Command::new(exe)
         .args([
             "generate",
@@ -207,10 +184,10 @@ fn results_do_not_depend_on_the_thread_schedule() {
     let model = Model::load(&fixture("tiny-qwen2")).unwrap();
     let prompt = reference("tiny-qwen2").prompts[3].clone();
     let base =
-        cuda::sequence_logits(&CudaModel::from_model(Device::interpret(), &model).unwrap(), &prompt, true).unwrap();
+        CudaModel::from_model(CudaOps::new(Device::interpret()), &model).unwrap().sequence_logits(&prompt, true).unwrap();
     for schedule in [Schedule::Reverse, Schedule::Random(7)] {
-        let m = CudaModel::from_model(Device::Interpret { schedule }, &model).unwrap();
-        assert_eq!(cuda::sequence_logits(&m, &prompt, true).unwrap(), base, "{schedule:?}");
+        let m = CudaModel::from_model(CudaOps::new(Device::Interpret { schedule }), &model).unwrap();
+        assert_eq!(m.sequence_logits(&prompt, true).unwrap(), base, "{schedule:?}");
     }
 }
 

@@ -5,7 +5,7 @@
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
 use kernel_cases::*;
-use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
+use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Device, Schedule};
 
 /// A fixed order hides some missing-barrier races; two random orders expose them.

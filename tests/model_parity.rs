@@ -20,7 +20,7 @@ fn prefill_logits_match_transformers() {
     for name in MODELS {
         let (model, r) = (load(name), reference(name));
         for (p, prompt) in r.prompts.iter().enumerate() {
-            let got = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
+            let got = model.sequence_logits(prompt, true).unwrap();
             let worst = (0..prompt.len()).map(|i| rel_err(&got[i], &r.logits[p][i])).fold(0f32, f32::max);
             println!("{name} prompt {p} ({} tokens): prefill max rel err {worst:.2e}", prompt.len());
             assert!(worst <= TOL, "{name} prompt {p}: {worst}");
@@ -38,7 +38,7 @@ fn decode_through_paged_cache_matches_prefill_and_reference() {
             let alone: Vec<_> = r.prompts.iter().map(|p| stepwise_logits(&model, &[p.clone()], block_size).remove(0)).collect();
             let batched = stepwise_logits(&model, &r.prompts, block_size);
             for (p, prompt) in r.prompts.iter().enumerate() {
-                let prefill = scalerl::cli::logits::sequence_logits(&model, prompt, true).unwrap();
+                let prefill = model.sequence_logits(prompt, true).unwrap();
                 let mut worst_ref = 0f32;
                 for i in 0..prompt.len() {
                     worst_ref = worst_ref.max(rel_err(&batched[p][i], &r.logits[p][i]));
@@ -61,12 +61,12 @@ fn chunked_prefill_starting_mid_block_matches() {
     let mut alloc = BlockAllocator::new(prompt.len().div_ceil(bs), bs);
     let mut table = Vec::new();
     alloc.ensure_capacity(&mut table, prompt.len()).unwrap();
-    let mut cache = model.new_cache(alloc.num_blocks(), bs);
+    let mut cache = model.new_cache(alloc.num_blocks(), bs).unwrap();
     let mut start = 0;
     for len in [3, 6, 1, 100] {
         let end = (start + len).min(prompt.len());
-        let h = model.forward_hidden(&mut cache, &[SeqChunk { tokens: &prompt[start..end], start_pos: start, table: &table }]).unwrap();
-        let logits = model.logits(&h);
+        let h = model.forward(&mut cache, &[SeqChunk { tokens: &prompt[start..end], start_pos: start, table: &table }]).unwrap();
+        let logits = model.logits(&h, &(0..end - start).collect::<Vec<_>>()).unwrap();
         for (i, row) in logits.chunks_exact(model.config.vocab_size).enumerate() {
             assert!(rel_err(row, &r.logits[p][start + i]) <= TOL, "position {}", start + i);
         }

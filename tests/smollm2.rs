@@ -38,7 +38,7 @@ fn smollm2_logits_match_transformers() {
     let fixed = ids(&r["fixed_ids"]);
     for p in r["prompts"].as_array().unwrap() {
         let tokens = ids(&p["ids"]);
-        let logits = scalerl::cli::logits::sequence_logits(&model, &tokens, true).unwrap();
+        let logits = model.sequence_logits(&tokens, true).unwrap();
         let mut worst = 0f32;
         for (pos, row) in logits.iter().enumerate() {
             // The reference keeps the top-20 and 50 fixed columns per position, and the full max|logit|.

@@ -7,7 +7,6 @@ use scalerl::model::Model;
 use scalerl::train::checkpoint::{self, OptimizerState, SaveRequest, TrainerState};
 use scalerl::train::config::SaveDtype;
 use scalerl::train::data::Cursor;
-use scalerl::train::{named_params, named_params_mut};
 use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
@@ -24,23 +23,22 @@ fn src(name: &str) -> PathBuf {
 fn trained(name: &str) -> Model {
     let mut m = Model::load(&src(name)).unwrap();
     let mut s = 0x1234_5678u64;
-    for (_, p) in named_params_mut(&mut m.weights) {
-        for x in p.iter_mut() {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            *x += ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1e-2;
-        }
+    for x in m.weights.flat_mut() {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *x += ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1e-2;
     }
     m
 }
 
 fn opt_state(m: &Model, steps: usize) -> OptimizerState {
-    let moments = named_params(&m.weights)
-        .into_iter()
+    let moments = m
+        .weights
+        .iter()
         .enumerate()
-        .map(|(i, (n, p))| {
+        .map(|(i, (e, p))| {
             let mm = p.iter().enumerate().map(|(j, x)| x * 0.5 + (i * 7 + j) as f32 * 1e-3).collect();
             let vv = p.iter().map(|x| x * x + 1e-7).collect();
-            (n, mm, vv)
+            (e.name.clone(), mm, vv)
         })
         .collect();
     OptimizerState { steps, updates: steps - 1, moments }
@@ -66,9 +64,10 @@ fn save(run: &Path, m: &Model, source: &str, step: usize, dtype: SaveDtype, keep
 }
 
 fn assert_bits_eq(a: &Model, b: &Model, round_bf16: bool) {
-    let (na, nb) = (named_params(&a.weights), named_params(&b.weights));
-    assert_eq!(na.iter().map(|(n, _)| n).collect::<Vec<_>>(), nb.iter().map(|(n, _)| n).collect::<Vec<_>>());
-    for ((name, x), (_, y)) in na.iter().zip(&nb) {
+    let (na, nb): (Vec<_>, Vec<_>) = (a.weights.iter().collect(), b.weights.iter().collect());
+    assert_eq!(na.iter().map(|(e, _)| &e.name).collect::<Vec<_>>(), nb.iter().map(|(e, _)| &e.name).collect::<Vec<_>>());
+    for ((e, x), (_, y)) in na.iter().zip(&nb) {
+        let name = &e.name;
         assert_eq!(x.len(), y.len(), "{name}");
         for (i, (&p, &q)) in x.iter().zip(y.iter()).enumerate() {
             let want = if round_bf16 { half::bf16::from_f32(p).to_f32() } else { p };
@@ -88,7 +87,7 @@ fn f32_save_loads_bit_exact_with_its_state() {
         assert_eq!(std::fs::read(dir.join(f)).unwrap(), std::fs::read(src("tiny-qwen2").join(f)).unwrap(), "{f}");
     }
     let back = Model::load(&dir).unwrap();
-    assert!(back.weights.lm_head.is_some());
+    assert!(back.table().has_own_lm_head());
     assert_bits_eq(&m, &back, false);
     let loaded = checkpoint::load_latest(&run).unwrap().unwrap();
     assert_eq!(loaded.dir, dir);
@@ -117,13 +116,13 @@ fn bf16_save_is_bf16_and_rounds_each_weight() {
 fn tied_embeddings_write_no_lm_head() {
     let run = tmp("tied");
     let m = trained("tiny-llama");
-    assert!(m.weights.lm_head.is_none());
+    assert!(!m.table().has_own_lm_head());
     let dir = save(&run, &m, "tiny-llama", 2, SaveDtype::F32, 3);
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(st.tensor("lm_head.weight").is_err());
     let back = Model::load(&dir).unwrap();
-    assert!(back.weights.lm_head.is_none());
+    assert!(!back.table().has_own_lm_head());
     assert_bits_eq(&m, &back, false);
     std::fs::remove_dir_all(&run).unwrap();
 }
@@ -159,7 +158,7 @@ fn a_crash_mid_save_leaves_the_previous_checkpoint() {
     let before = std::fs::read(run.join("step-1/model.safetensors")).unwrap();
     // Crash 1: the whole temp dir written, killed before the rename.
     let mut m2 = trained("tiny-qwen2");
-    named_params_mut(&mut m2.weights)[0].1[0] += 1.0;
+    m2.weights.flat_mut()[0] += 1.0;
     let opt = opt_state(&m2, 2);
     let st = state(2);
     let req = SaveRequest { weights: &m2.weights, source_model_dir: &src("tiny-qwen2"), dtype: SaveDtype::F32, optimizer: Some(&opt), state: &st };
@@ -278,40 +277,41 @@ mod metrics {
 /// AdamW → checkpoint → AdamW: the restored optimizer takes the same next step, bit for bit.
 #[test]
 fn adamw_state_round_trips_through_a_checkpoint_exactly() {
+    use scalerl::ops::cpu::CpuOps;
+    use scalerl::params::HostParams;
     use scalerl::train::adamw::{AdamW, AdamWConfig, LrSchedule};
-    use scalerl::train::grads::Grads;
     let cfg = || AdamWConfig { schedule: LrSchedule::constant(1e-3), ..Default::default() };
-    let fill = |g: &mut Grads, k: f32| {
-        for (i, (_, v)) in g.named_mut().into_iter().enumerate() {
+    let fill = |g: &mut HostParams, k: f32| {
+        for (i, (_, v)) in g.iter_mut().enumerate() {
             for (j, x) in v.iter_mut().enumerate() {
                 *x = ((i * 31 + j) as f32 * 0.37 + k).sin() * 1e-2;
             }
         }
     };
     let mut m = Model::load(&src("tiny-qwen2")).unwrap();
-    let mut opt = AdamW::new(cfg(), &mut m.weights);
-    let mut g = Grads::zeros_like(&m.weights);
+    let mut opt = AdamW::new(cfg(), &CpuOps, m.table()).unwrap();
+    let mut g = HostParams::zeros(m.table());
     for k in 0..2 {
         fill(&mut g, k as f32);
-        opt.step(&mut m.weights, &mut g);
+        opt.step(&CpuOps, &mut m.weights, &mut g).unwrap();
     }
     let run = tmp("adamw");
     let st = state(2);
-    let exported = opt.export_state(&m.weights);
+    let exported = opt.export_state();
     let req = SaveRequest { weights: &m.weights, source_model_dir: &src("tiny-qwen2"), dtype: SaveDtype::F32, optimizer: Some(&exported), state: &st };
     let dir = checkpoint::save(&run, &req, 2).unwrap();
     let mut loaded = checkpoint::load(&dir).unwrap();
-    let mut restored = AdamW::from_state(cfg(), &loaded.model.weights, loaded.optimizer.take().unwrap()).unwrap();
+    let mut restored = AdamW::from_state(cfg(), loaded.model.table(), loaded.optimizer.take().unwrap()).unwrap();
     fill(&mut g, 2.0);
-    let mut g2 = Grads::zeros_like(&m.weights);
+    let mut g2 = HostParams::zeros(m.table());
     fill(&mut g2, 2.0);
-    opt.step(&mut m.weights, &mut g);
-    restored.step(&mut loaded.model.weights, &mut g2);
+    opt.step(&CpuOps, &mut m.weights, &mut g).unwrap();
+    restored.step(&CpuOps, &mut loaded.model.weights, &mut g2).unwrap();
     assert_bits_eq(&m, &loaded.model, false);
     // A state that does not fit the model is refused by name.
-    let mut bad = opt.export_state(&m.weights);
+    let mut bad = opt.export_state();
     bad.moments[0].0 = "model.not_a_tensor".into();
-    let err = AdamW::from_state(cfg(), &m.weights, bad).err().unwrap().to_string();
+    let err = AdamW::from_state(cfg(), m.table(), bad).err().unwrap().to_string();
     assert!(err.contains("model.not_a_tensor"), "{err}");
     let _ = std::fs::remove_dir_all(&run);
 }

@@ -68,7 +68,7 @@ fn sft_warm_start_beats_chance() {
     let dir = tmp("sft");
     let json = model_config_json();
     let cfg = ModelConfig::from_json(&json).unwrap();
-    let mut model = Model { weights: init_weights(&cfg, 1), config: cfg };
+    let mut model = Model::from_weights(cfg.clone(), init_weights(&cfg, 1)).unwrap();
     write_model_dir(&dir, &json, &model.weights, &model.config).unwrap();
     let tok = scalerl::model::tokenizer::TextTokenizer::load(&dir).unwrap();
     let (train, eval) = problems(10, 20, 1);

@@ -3,10 +3,15 @@
 //! (L(x + εu) − L(x − εu)) / 2ε along random directions u (≈ ⟨g, u⟩) and single coordinates.
 //! The ops are f32, so ε is large-ish and the tolerance is relative to ‖g‖.
 
-use scalerl::backend::cpu::backward::*;
-use scalerl::backend::cpu::matmul::matmul_nt;
-use scalerl::backend::cpu::ops::{rmsnorm, rope_cos_sin, rope_inplace, silu_mul_inplace};
-use scalerl::train::{grpo_loss, logprobs_backward, logprobs_forward, GrpoConfig, GrpoTokens, LogProbShape, LossAgg};
+use scalerl::ops::cpu::attention::{attention_backward, attention_forward, AttnShape, Packing};
+use scalerl::ops::cpu::linear::{bias_backward, linear_backward_input, linear_backward_weight};
+use scalerl::ops::cpu::logprob::{logprobs_backward, logprobs_forward};
+use scalerl::ops::cpu::matmul::matmul_nt;
+use scalerl::ops::cpu::norm::{rmsnorm, rmsnorm_backward};
+use scalerl::ops::cpu::rope::{rope_backward_inplace, rope_cos_sin, rope_inplace};
+use scalerl::ops::cpu::swiglu::{silu_mul, silu_mul_backward};
+use scalerl::ops::LogProbShape;
+use scalerl::train::{grpo_loss, GrpoConfig, GrpoTokens, LossAgg};
 
 struct Rng(u64);
 impl Rng {
@@ -103,14 +108,14 @@ fn silu_mul_backward_matches_finite_differences() {
         let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
         silu_mul_backward(&g, &u, &r, &mut dg, &mut du);
         let fg = |g: &[f32]| {
-            let mut y = g.to_vec();
-            silu_mul_inplace(&mut y, &u);
+            let mut y = vec![0f32; g.len()];
+            silu_mul(g, &u, &mut y);
             probe(&y, &r)
         };
         check(&format!("silu_mul dgate (n {n})"), &g, &dg, &fg, 1e-2, 2e-3, &mut rng);
         let fu = |u: &[f32]| {
-            let mut y = g.clone();
-            silu_mul_inplace(&mut y, u);
+            let mut y = vec![0f32; g.len()];
+            silu_mul(&g, u, &mut y);
             probe(&y, &r)
         };
         check(&format!("silu_mul dup (n {n})"), &u, &du, &fu, 1e-2, 2e-3, &mut rng);
@@ -257,7 +262,9 @@ fn grpo_loss_gradients_match_finite_differences() {
 #[test]
 fn whole_model_gradient_matches_finite_differences() {
     use scalerl::model::Model;
-    use scalerl::train::{clone_weights, named_params, named_params_mut, sft_backward, Grads, PassOptions, Sample};
+    use scalerl::ops::cpu::CpuOps;
+    use scalerl::params::HostParams;
+    use scalerl::train::{global_norm, sft_backward, PassOptions, Sample};
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut rng = Rng(8);
     for name in ["tiny-qwen2", "tiny-llama"] {
@@ -266,23 +273,22 @@ fn whole_model_gradient_matches_finite_differences() {
         let seqs: Vec<Vec<u32>> = [9, 14, 5].iter().map(|&l| (0..l).map(|_| rng.int(0, c.vocab_size) as u32).collect()).collect();
         let samples: Vec<Sample> = seqs.iter().map(|s| Sample { tokens: s, prompt_len: 3 }).collect();
         let o = PassOptions { temperature: 1.0, vocab_chunk: 128, checkpoint: true };
-        let loss_at = |w: &scalerl::model::weights::ModelWeights| {
-            let mut g = Grads::zeros_like(w);
-            sft_backward(c, w, &samples, LossAgg::TokenMean, &o, &mut g).unwrap()
+        let loss_at = |m: &Model| {
+            let mut g = HostParams::zeros(m.table());
+            sft_backward(m, &samples, LossAgg::TokenMean, &o, &mut g).unwrap()
         };
-        let mut g = Grads::zeros_like(&model.weights);
-        sft_backward(c, &model.weights, &samples, LossAgg::TokenMean, &o, &mut g).unwrap();
-        let gnorm = g.global_norm();
+        let mut g = HostParams::zeros(model.table());
+        sft_backward(&model, &samples, LossAgg::TokenMean, &o, &mut g).unwrap();
+        let gnorm = global_norm(&CpuOps, &g).unwrap();
         for _ in 0..2 {
-            let u: Vec<Vec<f32>> = named_params(&model.weights).iter().map(|(_, p)| rng.vec(p.len(), 1.0)).collect();
-            let an: f64 = g.named().iter().zip(&u).map(|((_, g), u)| probe(g, u)).sum();
+            // One random direction over every parameter (the flat buffer, table order).
+            let u = rng.vec(g.flat().len(), 1.0);
+            let an = probe(g.flat(), &u);
             let eps = 1e-3f32;
             let shifted = |s: f32| {
-                let mut w = clone_weights(&model.weights);
-                for ((_, p), u) in named_params_mut(&mut w).into_iter().zip(&u) {
-                    p.iter_mut().zip(u).for_each(|(p, u)| *p += s * u);
-                }
-                loss_at(&w)
+                let mut m = model.clone();
+                m.weights.flat_mut().iter_mut().zip(&u).for_each(|(p, u)| *p += s * u);
+                loss_at(&m)
             };
             let num = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
             assert!((num - an).abs() <= 5e-3 * gnorm, "{name}: whole-model directional derivative {num} vs analytic {an} (‖g‖ {gnorm})");

@@ -8,7 +8,6 @@ use scalerl::model::Model;
 use scalerl::train::checkpoint;
 use scalerl::train::config::RunConfig;
 use scalerl::train::metrics::{read_metrics, StepMetrics};
-use scalerl::train::named_params;
 use scalerl::train::trainer::{train, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,10 +73,7 @@ fn config(run_dir: &Path, total_steps: usize) -> RunConfig {
 
 fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
     let m = Model::load(dir).unwrap();
-    named_params(&m.weights)
-        .into_iter()
-        .map(|(n, p)| (n, p.clone()))
-        .collect()
+    m.weights.iter().map(|(e, p)| (e.name.clone(), p.to_vec())).collect()
 }
 
 /// A record without its timing fields (wall-clock varies between runs).
@@ -505,14 +501,14 @@ fn validation_runs_at_start_and_every_k_steps() {
 #[test]
 fn a_non_finite_loss_or_gradient_skips_the_update() {
     use scalerl::train::update::{apply_update, ppo_updates, UpdateBatch, UpdatePlan};
-    use scalerl::train::{AdamW, Grads, PassOptions, Sample};
+    use scalerl::ops::cpu::CpuOps;
+    use scalerl::params::HostParams;
+    use scalerl::train::{AdamW, PassOptions, Sample};
     let cfg = config(Path::new("/unused"), 1);
     let mut model = Model::load(Path::new("tests/fixtures/tiny-qwen2")).unwrap();
-    let mut optim = AdamW::new(cfg.adamw(), &mut model.weights);
-    let before: Vec<Vec<f32>> = named_params(&model.weights).into_iter().map(|(_, p)| p.clone()).collect();
-    let unchanged = |m: &Model| {
-        named_params(&m.weights).iter().zip(&before).all(|((_, p), b)| p.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()))
-    };
+    let mut optim = AdamW::new(cfg.adamw(), &CpuOps, model.table()).unwrap();
+    let before: Vec<f32> = model.weights.flat().to_vec();
+    let unchanged = |m: &Model| m.weights.flat().iter().zip(&before).all(|(x, y)| x.to_bits() == y.to_bits());
 
     // Two prompts × two samples; one advantage is NaN, so the loss of its mini-batch is NaN.
     let seqs: Vec<Vec<u32>> = (0..4u32).map(|i| vec![5, 6 + i, 7, 8 + i, 9]).collect();
@@ -530,9 +526,9 @@ fn a_non_finite_loss_or_gradient_skips_the_update() {
     assert_eq!((optim.steps, optim.updates), (1, 0), "the schedule advances, the moments do not");
 
     // A finite loss with an infinite gradient is skipped too.
-    let mut grads = Grads::zeros_like(&model.weights);
-    grads.named_mut()[0].1[0] = f32::INFINITY;
-    let r = apply_update(&mut optim, &mut model.weights, &mut grads, 1.0);
+    let mut grads = HostParams::zeros(model.table());
+    grads.flat_mut()[0] = f32::INFINITY;
+    let r = apply_update(&mut optim, &mut model, &mut grads, 1.0).unwrap();
     assert!(r.skipped && unchanged(&model));
     assert_eq!((optim.steps, optim.updates), (2, 0));
 

@@ -1,7 +1,7 @@
 //! `scalerl eval`: pass@1 / pass@n on DeepScaleR's test sets, with every sample written to
 //! `--out` and interrupted runs resumed from there.
 use super::model_dir::LoadedModel;
-use super::Device;
+use crate::engine::Backend;
 use crate::engine::GenerateOptions;
 use crate::eval::{self, output, Benchmark, EvalOptions, Progress, SampleRecord};
 use crate::model::ChatTemplate;
@@ -53,8 +53,10 @@ pub struct EvalArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
-    #[arg(long, value_enum, default_value_t = Device::Cpu, env = "SCALERL_DEVICE")]
-    pub device: Device,
+    /// Backend: cpu (the f32 reference), cuda / cuda:N (bf16, the CUDA kernels), or interpret
+    /// (the CUDA kernels run on the CPU with CUDA semantics; slow, for checking).
+    #[arg(long, default_value = "cpu", env = "SCALERL_DEVICE")]
+    pub device: Backend,
 }
 
 /// The settings a resumed run must share with the run it continues (written as run.json).
@@ -97,7 +99,7 @@ fn check_settings(dir: &Path, s: &RunSettings) -> Result<()> {
 
 pub fn run(a: &EvalArgs) -> Result<()> {
     let benchmarks = a.data.iter().map(|p| Benchmark::load(p)).collect::<Result<Vec<_>>>()?;
-    let lm = LoadedModel::load(&a.model)?;
+    let lm = LoadedModel::load(&a.model, a.device)?;
     let chat_template = a.chat_template.unwrap_or_else(|| eval::default_chat_template(&lm.tokenizer));
     let opts = EvalOptions {
         n: a.n,
@@ -143,10 +145,6 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         eprintln!("resuming: {problems} finished problems found in {}", a.out.as_ref().unwrap().display());
     }
 
-    let cuda = match a.device.cuda_backend_device()? {
-        None => None,
-        Some(dev) => Some(crate::backend::cuda::CudaModel::from_model(dev, &lm.model)?),
-    };
     // A live bar on a terminal; one line per problem when stderr goes to a log file.
     let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = indicatif::ProgressBar::new(0).with_style(
@@ -167,10 +165,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
         Ok(())
     };
-    let (results, _) = match &cuda {
-        None => eval::evaluate_resumable(&lm.model, &lm.tokenizer, &benchmarks, &opts, previous, on_problem)?,
-        Some(m) => eval::evaluate_resumable(m, &lm.tokenizer, &benchmarks, &opts, previous, on_problem)?,
-    };
+    let (results, _) = eval::evaluate_resumable(&lm.runtime, &lm.tokenizer, &benchmarks, &opts, previous, on_problem)?;
     bar.finish_and_clear();
     if let Some(dir) = &a.out {
         output::write_results(dir, &results)?;

@@ -1,6 +1,6 @@
 //! `scalerl generate`: sample a completion for one prompt and stream it to stdout.
 use super::model_dir::LoadedModel;
-use super::Device;
+use crate::engine::Backend;
 use crate::engine::{generate, GenerateOptions, Request, SamplingParams};
 use crate::model::ChatTemplate;
 use anyhow::{bail, Result};
@@ -38,15 +38,17 @@ pub struct GenerateArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
-    #[arg(long, value_enum, default_value_t = Device::Cpu, env = "SCALERL_DEVICE")]
-    pub device: Device,
+    /// Backend: cpu (the f32 reference), cuda / cuda:N (bf16, the CUDA kernels), or interpret
+    /// (the CUDA kernels run on the CPU with CUDA semantics; slow, for checking).
+    #[arg(long, default_value = "cpu", env = "SCALERL_DEVICE")]
+    pub device: Backend,
 }
 
 pub fn run(a: &GenerateArgs) -> Result<()> {
     if a.prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let lm = LoadedModel::load(&a.model)?;
+    let lm = LoadedModel::load(&a.model, a.device)?;
     let template = a.chat_template.or(if a.chat { Some(ChatTemplate::Model) } else { None });
     let prompt = match template {
         Some(t) => t.encode_user_turn(&lm.tokenizer, &a.prompt)?,
@@ -69,10 +71,6 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
     let mut printed = 0;
     let mut out = std::io::stdout().lock();
     let mut stream_err = None;
-    let cuda = match a.device.cuda_backend_device()? {
-        None => None,
-        Some(dev) => Some(crate::backend::cuda::CudaModel::from_model(dev, &lm.model)?),
-    };
     let requests = [Request { prompt: prompt.clone(), params }];
     let on_token = |_, tok, _| {
         ids.push(tok);
@@ -86,10 +84,7 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
             Err(e) => stream_err = Some(e),
         }
     };
-    let done = match &cuda {
-        None => generate(&lm.model, &requests, &opts, on_token)?,
-        Some(m) => generate(m, &requests, &opts, on_token)?,
-    };
+    let done = generate(&lm.runtime, &requests, &opts, on_token)?;
     if let Some(e) = stream_err {
         return Err(e);
     }
@@ -102,7 +97,7 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
         c.tokens.len(),
         c.finish.as_str(),
         c.tokens.len() as f64 / secs,
-        a.device.as_str()
+        a.device
     );
     Ok(())
 }

@@ -32,35 +32,6 @@ pub enum Command {
     Plot(plot::PlotArgs),
 }
 
-/// Where the model runs: the f32 CPU reference, or the CUDA backend (bf16, the hand-written
-/// kernels) on the GPU (`cuda`) or in interpret mode (its kernels run on the CPU with CUDA
-/// semantics; slow, for checking).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    Cpu,
-    Cuda,
-    Interpret,
-}
-
-impl Device {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-            Device::Interpret => "interpret",
-        }
-    }
-
-    /// The CUDA backend's device for `cuda`/`interpret`, None for the CPU backend. A machine
-    /// without a GPU gets a "no GPU" error here, not a panic.
-    pub fn cuda_backend_device(&self) -> anyhow::Result<Option<crate::device::Device>> {
-        match self {
-            Device::Cpu => Ok(None),
-            other => crate::device::Device::from_name(other.as_str()).map(Some),
-        }
-    }
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(&a),

@@ -38,9 +38,10 @@ const DEFAULT_MAX_DYNAMIC_SMEM: usize = 48 * 1024;
 
 /// Device memory on a GPU: a stream-ordered allocation of `bytes` bytes (None when 0 bytes).
 pub struct CudaBuffer {
-    /// Owns the allocation: freed (stream-ordered) when the buffer is dropped.
+    /// Owns the allocation (shared by its views): freed, stream-ordered, when the last buffer
+    /// or view of it is dropped.
     #[allow(dead_code)]
-    slice: Option<CudaSlice<u8>>,
+    slice: Option<Arc<CudaSlice<u8>>>,
     ptr: CUdeviceptr,
     bytes: usize,
     /// The stream (of one `CudaDevice`) the buffer was allocated on: used only on that device.
@@ -57,6 +58,11 @@ impl CudaBuffer {
     }
     pub fn device_ptr(&self) -> u64 {
         self.ptr
+    }
+
+    /// `bytes` bytes from `offset` of this buffer, sharing (and keeping alive) its allocation.
+    pub(super) fn view(&self, offset: usize, bytes: usize) -> CudaBuffer {
+        CudaBuffer { slice: self.slice.clone(), ptr: self.ptr + offset as u64, bytes, stream: self.stream }
     }
 }
 
@@ -285,7 +291,7 @@ impl CudaDevice {
             let (p, _guard) = slice.device_ptr(&self.stream);
             p
         };
-        Ok(CudaBuffer { slice: Some(slice), ptr, bytes, stream: self.stream.cu_stream() })
+        Ok(CudaBuffer { slice: Some(Arc::new(slice)), ptr, bytes, stream: self.stream.cu_stream() })
     }
 
     pub fn write(&self, dst: &CudaBuffer, src: &[u8]) -> Result<()> {

@@ -10,11 +10,13 @@
 
 pub mod cuda;
 pub mod fatbin;
+mod host_gemm;
 pub mod interpret;
 
 use anyhow::{bail, Result};
 use std::alloc::Layout;
 use std::ffi::c_void;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dim3 {
@@ -60,14 +62,24 @@ enum Repr {
     Cuda(cuda::CudaBuffer),
 }
 
+/// `bytes` bytes at `ptr`, inside an allocation that the buffer (and its views) keep alive.
 struct HostBuffer {
+    alloc: Arc<HostAlloc>,
     ptr: *mut u8,
     bytes: usize,
 }
 
-// The buffer owns its allocation; kernels are launched synchronously from one thread at a time.
+/// One 256-byte aligned host allocation, freed when its last buffer or view goes.
+struct HostAlloc {
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+// The allocation is owned; kernels are launched synchronously from one thread at a time.
 unsafe impl Send for HostBuffer {}
 unsafe impl Sync for HostBuffer {}
+unsafe impl Send for HostAlloc {}
+unsafe impl Sync for HostAlloc {}
 
 const ALIGN: usize = 256;
 
@@ -90,9 +102,25 @@ impl Buffer {
             Repr::Cuda(_) => bail!("a GPU buffer was passed to the interpret-mode device"),
         }
     }
+
+    /// The `bytes` bytes from `offset` of this buffer as a buffer of their own, sharing the
+    /// allocation (which lives until its last view is dropped): one tensor of a flat parameter
+    /// buffer, say. Kernels see a pointer `offset` bytes in.
+    pub fn view(&self, offset: usize, bytes: usize) -> Result<Buffer> {
+        if offset.checked_add(bytes).is_none_or(|end| end > self.len_bytes()) {
+            bail!("a view of {bytes} bytes at {offset} of a {}-byte buffer", self.len_bytes());
+        }
+        Ok(Buffer {
+            repr: match &self.repr {
+                // SAFETY: offset + bytes is within the allocation (checked above).
+                Repr::Host(h) => Repr::Host(HostBuffer { alloc: h.alloc.clone(), ptr: unsafe { h.ptr.add(offset) }, bytes }),
+                Repr::Cuda(c) => Repr::Cuda(c.view(offset, bytes)),
+            },
+        })
+    }
 }
 
-impl Drop for HostBuffer {
+impl Drop for HostAlloc {
     fn drop(&mut self) {
         if self.bytes > 0 {
             // SAFETY: allocated in `Device::alloc` with this exact layout.
@@ -173,17 +201,19 @@ impl Device {
     pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
         match self {
             Device::Interpret { .. } => {
-                if bytes == 0 {
-                    let ptr = std::ptr::NonNull::<u8>::dangling().as_ptr();
-                    return Ok(Buffer { repr: Repr::Host(HostBuffer { ptr, bytes: 0 }) });
-                }
-                let layout = Layout::from_size_align(bytes, ALIGN)?;
-                // SAFETY: non-zero size.
-                let ptr = unsafe { std::alloc::alloc(layout) };
-                if ptr.is_null() {
-                    bail!("out of memory allocating {bytes} bytes");
-                }
-                Ok(Buffer { repr: Repr::Host(HostBuffer { ptr, bytes }) })
+                let ptr = if bytes == 0 {
+                    std::ptr::NonNull::<u8>::dangling().as_ptr()
+                } else {
+                    let layout = Layout::from_size_align(bytes, ALIGN)?;
+                    // SAFETY: non-zero size.
+                    let ptr = unsafe { std::alloc::alloc(layout) };
+                    if ptr.is_null() {
+                        bail!("out of memory allocating {bytes} bytes");
+                    }
+                    ptr
+                };
+                let alloc = Arc::new(HostAlloc { ptr, bytes });
+                Ok(Buffer { repr: Repr::Host(HostBuffer { alloc, ptr, bytes }) })
             }
             Device::Cuda(c) => Ok(Buffer { repr: Repr::Cuda(c.alloc(bytes)?) }),
         }
@@ -246,6 +276,19 @@ impl Device {
         }
     }
 
+    /// Sets every byte of `dst` to zero (GPU: stream-ordered, like a launch).
+    pub fn zero(&self, dst: &Buffer) -> Result<()> {
+        match self {
+            Device::Interpret { .. } => {
+                let d = dst.host()?;
+                // SAFETY: the buffer owns (a view of) `d.bytes` bytes at `d.ptr`.
+                unsafe { std::ptr::write_bytes(d.ptr, 0, d.bytes) };
+                Ok(())
+            }
+            Device::Cuda(c) => c.memset(cuda_buf(dst)?, 0, dst.len_bytes()),
+        }
+    }
+
     /// Waits until all queued work is done (interpret mode: always done). On a GPU this is
     /// where an asynchronous kernel fault is reported.
     pub fn synchronize(&self) -> Result<()> {
@@ -269,7 +312,7 @@ impl Device {
     }
 
     /// `y[m, n] = x[m, k] · w[n, k]ᵀ` in bf16 with f32 accumulation: every linear layer.
-    /// (GPU: cuBLASLt; interpret mode: the CPU backend's matmul on the f32 values.)
+    /// (GPU: cuBLASLt; interpret mode: `host_gemm`, f32 products of the bf16 values.)
     pub fn gemm_bf16_nt(&self, x: &Buffer, w: &Buffer, y: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
         for (name, b, elems) in [("x", x, m * k), ("w", w, n * k), ("y", y, m * n)] {
             if b.len_bytes() < elems * 2 {
@@ -287,8 +330,7 @@ impl Device {
                     let s = unsafe { std::slice::from_raw_parts(h.ptr as *const half::bf16, n) };
                     Ok(s.iter().map(|v| v.to_f32()).collect())
                 };
-                let mut out = vec![0f32; m * n];
-                crate::backend::cpu::matmul::matmul_nt(&f(x, m * k)?, &f(w, n * k)?, &mut out, m, n, k);
+                let out = host_gemm::matmul_nt(&f(x, m * k)?, &f(w, n * k)?, m, n, k);
                 let y16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
                 self.write(y, &y16)
             }

@@ -11,41 +11,12 @@
 //! steps.) A sequence's tokens do not depend on what else is in the batch.
 
 use super::admission::Admission;
-use super::sampler::{sample, Rng, SamplingParams};
-use crate::kv::{BlockAllocator, KvCache};
-use crate::model::{Model, ModelConfig, SeqChunk};
-use anyhow::{bail, Context, Result};
-
-/// What the generation loop needs from a backend: a KV cache of its own kind, and one step
-/// that runs a batch of chunks and returns the logits `[chunks, vocab]` of each chunk's last
-/// token (only those rows go through the lm_head).
-pub trait StepModel {
-    type Cache;
-    fn config(&self) -> &ModelConfig;
-    fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<Self::Cache>;
-    fn last_token_logits(&self, cache: &mut Self::Cache, chunks: &[SeqChunk]) -> Result<Vec<f32>>;
-}
-
-impl StepModel for Model {
-    type Cache = KvCache;
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-    fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<KvCache> {
-        Ok(Model::new_cache(self, num_blocks, block_size))
-    }
-    fn last_token_logits(&self, cache: &mut KvCache, chunks: &[SeqChunk]) -> Result<Vec<f32>> {
-        let hidden = self.forward_hidden(cache, chunks)?;
-        let h = self.config.hidden_size;
-        let mut last_rows = Vec::with_capacity(chunks.len() * h);
-        let mut row = 0;
-        for ch in chunks {
-            row += ch.tokens.len();
-            last_rows.extend_from_slice(&hidden[(row - 1) * h..row * h]);
-        }
-        Ok(self.logits(&last_rows))
-    }
-}
+use super::runner::StepModel;
+use super::sampler::SamplingParams;
+use crate::kv::BlockAllocator;
+use crate::model::SeqChunk;
+use crate::util::Rng;
+use anyhow::{bail, ensure, Context, Result};
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -73,7 +44,8 @@ impl FinishReason {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub tokens: Vec<u32>,
-    /// Log-prob of each generated token (see `sampler` for which distribution).
+    /// Log-prob of each generated token under softmax(logits / T), before top-k/top-p (the
+    /// raw logits for greedy).
     pub logprobs: Vec<f32>,
     pub finish: FinishReason,
 }
@@ -185,18 +157,20 @@ pub fn generate<M: StepModel>(
             let len = seqs[i].tokens.len();
             alloc.ensure_capacity(&mut seqs[i].table, len)?;
         }
+        // Drawn before the step so that each request's stream advances once per token.
+        let draws: Vec<_> = running.iter().map(|&i| requests[i].params.draw(&mut seqs[i].rng)).collect();
         let chunks: Vec<SeqChunk> = running
             .iter()
             .map(|&i| SeqChunk { tokens: &seqs[i].tokens[cached[i]..], start_pos: cached[i], table: &seqs[i].table })
             .collect();
-        let logits = model.last_token_logits(&mut cache, &chunks)?;
+        let drawn = model.step(&mut cache, &chunks, &draws)?;
         drop(chunks);
-        let v = model.config().vocab_size;
-        for (a, &i) in running.iter().enumerate() {
+        ensure!(drawn.len() == running.len(), "the model drew {} tokens for {} sequences", drawn.len(), running.len());
+        for (d, &i) in drawn.iter().zip(&running) {
             let s = &mut seqs[i];
             cached[i] = s.tokens.len();
             let params = &requests[i].params;
-            let (tok, lp) = sample(&logits[a * v..(a + 1) * v], params, &mut s.rng);
+            let (tok, lp) = (d.token, d.logprob);
             s.tokens.push(tok);
             s.out.tokens.push(tok);
             s.out.logprobs.push(lp);

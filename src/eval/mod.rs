@@ -169,22 +169,12 @@ pub fn grade_response(
 
 /// The seed of one sample: a hash of (seed, benchmark, problem, sample), independent of batching.
 pub fn sample_seed(seed: u64, benchmark: &str, problem: usize, sample: usize) -> u64 {
-    // FNV-1a of the name, then SplitMix64-style mixing of each part.
+    // FNV-1a of the name, then the SplitMix64 finaliser over each part.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in benchmark.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut s = mix(seed);
-    for part in [h, problem as u64, sample as u64] {
-        s = mix(s ^ part);
-    }
-    s
+    crate::util::hash_parts(seed, &[h, problem as u64, sample as u64])
 }
 
 /// Samples and grades every problem of every benchmark; returns one result per benchmark (in

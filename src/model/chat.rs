@@ -29,6 +29,16 @@ impl std::str::FromStr for ChatTemplate {
     }
 }
 
+impl std::fmt::Display for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChatTemplate::Model => "model",
+            ChatTemplate::R1Distill => "r1-distill",
+            ChatTemplate::R1DistillThink => "r1-distill-think",
+        })
+    }
+}
+
 pub const R1_BOS: &str = "<｜begin▁of▁sentence｜>";
 pub const R1_USER: &str = "<｜User｜>";
 pub const R1_ASSISTANT: &str = "<｜Assistant｜>";

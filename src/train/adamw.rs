@@ -1,6 +1,7 @@
 //! AdamW on f32 master weights with global gradient-norm clipping and a constant learning rate
 //! with optional linear warm-up — `torch.optim.AdamW` + `clip_grad_norm_` as verl's actor runs
-//! them (weight decay on every parameter).
+//! them (weight decay on every parameter). The host logic lives here; the per-element update and
+//! the norm are ops (`Ops::adamw_update`, `Ops::sum_squares`; CPU reference `ops::cpu::adamw`).
 //!
 //! One step t = 1, 2, … with learning rate η_t, for each parameter θ with gradient g:
 //!   clip:  g ← g · min(1, max_norm / (‖g_all‖₂ + 1e-6))     (skip the step if ‖g_all‖ is not finite)
@@ -8,9 +9,11 @@
 //!   m ← m + (1 − β1)(g − m),   v ← β2 v + (1 − β2) g²
 //!   θ ← θ − (η / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 
-use super::grads::{named_params, named_params_mut, Grads};
-use crate::model::weights::ModelWeights;
-use rayon::prelude::*;
+use crate::ops::cpu::CpuOps;
+use crate::ops::{AdamWStep, Ops};
+use crate::params::{flat_from_named, ParamTable};
+use anyhow::Result;
+use std::sync::Arc;
 
 /// Learning rate per optimizer step (0-based).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,97 +80,97 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
-/// The optimizer state: first and second moments of every parameter, in `named_params` order.
-pub struct AdamW {
+/// AdamW's state in host memory, by parameter name (the table's names and order), for a
+/// checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// Optimizer steps taken (skipped ones included).
+    pub steps: usize,
+    /// Updates applied (the bias-correction count).
+    pub updates: usize,
+    /// (name, m, v) per parameter.
+    pub moments: Vec<(String, Vec<f32>, Vec<f32>)>,
+}
+
+/// The optimizer state: first and second moments of every parameter, two parameter sets laid
+/// out like the weights (one flat buffer each, so a step is one pass over each buffer).
+pub struct AdamW<O: Ops> {
     pub cfg: AdamWConfig,
     /// Optimizer steps taken (skipped ones included, as verl's scheduler counts them).
     pub steps: usize,
     /// Updates actually applied (the bias-correction step count).
     pub updates: usize,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    m: O::Params,
+    v: O::Params,
 }
 
-impl AdamW {
-    pub fn new(cfg: AdamWConfig, weights: &mut ModelWeights) -> Self {
-        let shapes: Vec<usize> = named_params_mut(weights).iter().map(|(_, p)| p.len()).collect();
-        AdamW { cfg, steps: 0, updates: 0, m: shapes.iter().map(|&n| vec![0.0; n]).collect(), v: shapes.iter().map(|&n| vec![0.0; n]).collect() }
+/// ‖g‖₂ over all parameters (as `clip_grad_norm_`), in f64.
+pub fn global_norm<O: Ops>(ops: &O, g: &O::Params) -> Result<f64> {
+    Ok(ops.sum_squares(g)?.sqrt())
+}
+
+impl<O: Ops> AdamW<O> {
+    /// Zero moments for the parameters of `table`.
+    pub fn new(cfg: AdamWConfig, ops: &O, table: &Arc<ParamTable>) -> Result<Self> {
+        Ok(AdamW { cfg, steps: 0, updates: 0, m: ops.zeros_params(table)?, v: ops.zeros_params(table)? })
     }
 
-    /// Clips `grads` in place and updates `weights`. Does not zero the gradients.
-    /// The moments by parameter name, for a checkpoint.
-    pub fn export_state(&self, weights: &ModelWeights) -> crate::train::checkpoint::OptimizerState {
-        let moments = named_params(weights)
-            .into_iter()
-            .zip(self.m.iter().zip(&self.v))
-            .map(|((name, _), (m, v))| (name, m.clone(), v.clone()))
-            .collect();
-        crate::train::checkpoint::OptimizerState { steps: self.steps, updates: self.updates, moments }
-    }
-
-    /// An optimizer restored from a checkpoint; every moment must match a parameter by name
-    /// and length, in order.
-    pub fn from_state(
-        cfg: AdamWConfig,
-        weights: &ModelWeights,
-        state: crate::train::checkpoint::OptimizerState,
-    ) -> anyhow::Result<Self> {
-        let params = named_params(weights);
-        if params.len() != state.moments.len() {
-            anyhow::bail!("optimizer state has {} tensors, the model {}", state.moments.len(), params.len());
-        }
-        let (mut m, mut v) = (Vec::new(), Vec::new());
-        for ((name, p), (sname, sm, sv)) in params.iter().zip(state.moments) {
-            if *name != sname || sm.len() != p.len() || sv.len() != p.len() {
-                anyhow::bail!("optimizer state tensor `{sname}` does not match parameter `{name}` ({} values)", p.len());
-            }
-            m.push(sm);
-            v.push(sv);
-        }
-        Ok(AdamW { cfg, steps: state.steps, updates: state.updates, m, v })
-    }
-
-    pub fn step(&mut self, weights: &mut ModelWeights, grads: &mut Grads) -> StepReport {
+    /// Clips `grads` in place and updates `weights` (one AdamW step). Does not zero the
+    /// gradients. A gradient norm that is not finite skips the update: weights and moments stay
+    /// as they were, the schedule still advances.
+    pub fn step(&mut self, ops: &O, weights: &mut O::Params, grads: &mut O::Params) -> Result<StepReport> {
         let c = self.cfg;
         let lr = c.schedule.lr_at(self.steps);
         self.steps += 1;
-        let grad_norm = grads.global_norm();
+        let grad_norm = global_norm(ops, grads)?;
         if !grad_norm.is_finite() {
-            return StepReport { grad_norm, lr, skipped: true };
+            return Ok(StepReport { grad_norm, lr, skipped: true });
         }
         if let Some(max) = c.max_grad_norm {
             let coef = (max as f64 / (grad_norm + 1e-6)).min(1.0) as f32;
             if coef < 1.0 {
-                grads.scale(coef);
+                ops.scale_params(grads, coef)?;
             }
         }
         // The moments' step count: the number of non-skipped updates so far, as torch's.
         let t = self.updates + 1;
         let bc1 = 1.0 - (c.beta1 as f64).powi(t as i32);
         let bc2 = 1.0 - (c.beta2 as f64).powi(t as i32);
-        let step_size = (lr as f64 / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = (1.0 - lr as f64 * c.weight_decay as f64) as f32;
-        let params = named_params_mut(weights);
-        let gs = grads.named();
-        for (((name, p), (gname, g)), (m, v)) in params.into_iter().zip(gs).zip(self.m.iter_mut().zip(self.v.iter_mut())) {
-            assert_eq!(name, gname, "weights and gradients disagree on the parameter list");
-            p.par_iter_mut().zip(g.par_iter()).zip(m.par_iter_mut().zip(v.par_iter_mut())).with_min_len(4096).for_each(|((p, &g), (m, v))| {
-                *p *= decay;
-                *m += (1.0 - c.beta1) * (g - *m);
-                *v = *v * c.beta2 + (1.0 - c.beta2) * g * g;
-                let denom = v.sqrt() / bc2_sqrt + c.eps;
-                *p -= step_size * (*m / denom);
-            });
-        }
+        let s = AdamWStep {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            step_size: (lr as f64 / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            decay: (1.0 - lr as f64 * c.weight_decay as f64) as f32,
+        };
+        ops.adamw_update(weights, grads, &mut self.m, &mut self.v, &s)?;
         self.updates += 1;
-        StepReport { grad_norm, lr, skipped: false }
+        Ok(StepReport { grad_norm, lr, skipped: false })
+    }
+}
+
+impl AdamW<CpuOps> {
+    /// The moments by parameter name, for a checkpoint.
+    pub fn export_state(&self) -> OptimizerState {
+        let moments = self.m.iter().zip(self.v.iter()).map(|((e, m), (_, v))| (e.name.clone(), m.to_vec(), v.to_vec())).collect();
+        OptimizerState { steps: self.steps, updates: self.updates, moments }
+    }
+
+    /// An optimizer restored from a checkpoint; every moment must match a parameter of `table`
+    /// by name and length, in order.
+    pub fn from_state(cfg: AdamWConfig, table: &Arc<ParamTable>, state: OptimizerState) -> Result<Self> {
+        let (m, v): (Vec<_>, Vec<_>) = state.moments.into_iter().map(|(n, m, v)| ((n.clone(), m), (n, v))).unzip();
+        let m = flat_from_named(table, m, "the optimizer state")?;
+        let v = flat_from_named(table, v, "the optimizer state")?;
+        Ok(AdamW { cfg, steps: state.steps, updates: state.updates, m, v })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{HostParams, Kind};
 
     #[test]
     fn schedules() {
@@ -182,27 +185,52 @@ mod tests {
         assert_eq!((0..3).map(|s| v0.lr_at(s)).collect::<Vec<_>>(), [0.0, 4.0, 4.0]);
     }
 
-    fn tiny() -> ModelWeights {
-        ModelWeights { embed: vec![1.0, -2.0, 3.0, 0.5], layers: vec![], final_norm: vec![1.0, 1.0], lm_head: None }
+    fn tiny() -> (Arc<ParamTable>, HostParams) {
+        let c = crate::model::ModelConfig {
+            arch: crate::model::Architecture::Llama,
+            hidden_size: 2,
+            intermediate_size: 2,
+            num_layers: 0,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 2,
+            vocab_size: 2,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e4,
+            tie_word_embeddings: true,
+            qkv_bias: false,
+            max_position_embeddings: 8,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        };
+        let t = ParamTable::new(&c);
+        let w = HostParams::from_fn(&t, |e, v| {
+            let init: &[f32] = if e.kind == Kind::Embed { &[1.0, -2.0, 3.0, 0.5] } else { &[1.0, 1.0] };
+            v.copy_from_slice(init);
+        });
+        (t, w)
     }
 
     #[test]
     fn non_finite_gradient_skips_the_update_and_clipping_scales() {
-        let mut w = tiny();
-        let mut opt = AdamW::new(AdamWConfig { schedule: LrSchedule::constant(0.1), ..Default::default() }, &mut w);
-        let mut g = Grads::zeros_like(&w);
-        g.0.embed[1] = f32::NAN;
-        let r = opt.step(&mut w, &mut g);
-        assert!(r.skipped && w.embed == tiny().embed && opt.updates == 0 && opt.steps == 1);
+        let (t, mut w) = tiny();
+        let w0 = w.clone();
+        let ops = CpuOps;
+        let mut opt = AdamW::new(AdamWConfig { schedule: LrSchedule::constant(0.1), ..Default::default() }, &ops, &t).unwrap();
+        let mut g = HostParams::zeros(&t);
+        g.get_mut(t.embed())[1] = f32::NAN;
+        let r = opt.step(&ops, &mut w, &mut g).unwrap();
+        assert!(r.skipped && w == w0 && opt.updates == 0 && opt.steps == 1);
         // ‖g‖ = 5 > 1: clipped to norm 1 (coefficient 1 / (5 + 1e-6)).
-        let mut g = Grads::zeros_like(&w);
-        g.0.embed[0] = 3.0;
-        g.0.final_norm[1] = 4.0;
-        let r = opt.step(&mut w, &mut g);
+        let mut g = HostParams::zeros(&t);
+        g.get_mut(t.embed())[0] = 3.0;
+        g.get_mut(t.final_norm())[1] = 4.0;
+        let r = opt.step(&ops, &mut w, &mut g).unwrap();
         assert!(!r.skipped && (r.grad_norm - 5.0).abs() < 1e-9);
-        assert!((g.global_norm() - 1.0).abs() < 1e-5);
+        assert!((global_norm(&ops, &g).unwrap() - 1.0).abs() < 1e-5);
         // First update: m̂/√v̂ = sign(g), so θ moves by lr (plus decay lr·λ·θ).
-        assert!((w.embed[0] - (1.0 * (1.0 - 0.1 * 0.01) - 0.1)).abs() < 1e-5, "{}", w.embed[0]);
-        assert!((w.embed[2] - 3.0 * (1.0 - 0.1 * 0.01)).abs() < 1e-6);
+        let e = w.get(t.embed());
+        assert!((e[0] - (1.0 * (1.0 - 0.1 * 0.01) - 0.1)).abs() < 1e-5, "{}", e[0]);
+        assert!((e[2] - 3.0 * (1.0 - 0.1 * 0.01)).abs() < 1e-6);
     }
 }

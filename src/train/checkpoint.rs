@@ -14,12 +14,12 @@
 //! checkpoints beyond `keep_last` deleted. A crash at any point leaves the previous checkpoint
 //! and `latest` intact; stray `.tmp-step-*` directories are ignored and removed by the next save.
 
+pub use super::adamw::OptimizerState;
 use super::config::SaveDtype;
 use super::data::Cursor;
-use super::grads::named_params;
 use crate::model::config::ModelConfig;
-use crate::model::forward::Model;
-use crate::model::weights::ModelWeights;
+use crate::model::Model;
+use crate::params::{HostParams, ParamTable};
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::{Dtype, View};
 use serde::{Deserialize, Serialize};
@@ -69,20 +69,9 @@ pub struct TrainerState {
     pub extra: serde_json::Value,
 }
 
-/// AdamW's state by parameter name (the same names and order as `named_params`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OptimizerState {
-    /// Optimizer steps taken (skipped ones included).
-    pub steps: usize,
-    /// Updates applied (the bias-correction count).
-    pub updates: usize,
-    /// (name, m, v) per parameter.
-    pub moments: Vec<(String, Vec<f32>, Vec<f32>)>,
-}
-
 /// What `save` writes.
 pub struct SaveRequest<'a> {
-    pub weights: &'a ModelWeights,
+    pub weights: &'a HostParams,
     /// The source Hugging Face model directory (config.json, tokenizer files).
     pub source_model_dir: &'a Path,
     pub dtype: SaveDtype,
@@ -104,27 +93,6 @@ pub fn step_dir_name(step: usize) -> String {
 
 fn tmp_dir_name(step: usize) -> String {
     format!(".tmp-step-{step}")
-}
-
-/// The shape of a parameter from its Hugging Face name.
-fn param_shape(name: &str, c: &ModelConfig) -> Result<Vec<usize>> {
-    let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
-    let tail = match name.strip_prefix("model.layers.") {
-        Some(rest) => rest.split_once('.').map(|(_, t)| t).unwrap_or(""),
-        None => name,
-    };
-    Ok(match tail {
-        "model.embed_tokens.weight" | "lm_head.weight" => vec![v, h],
-        "model.norm.weight" | "input_layernorm.weight" | "post_attention_layernorm.weight" => vec![h],
-        "self_attn.q_proj.weight" => vec![q, h],
-        "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => vec![kv, h],
-        "self_attn.q_proj.bias" => vec![q],
-        "self_attn.k_proj.bias" | "self_attn.v_proj.bias" => vec![kv],
-        "self_attn.o_proj.weight" => vec![h, q],
-        "mlp.gate_proj.weight" | "mlp.up_proj.weight" => vec![i, h],
-        "mlp.down_proj.weight" => vec![h, i],
-        _ => bail!("no known shape for tensor `{name}`"),
-    })
 }
 
 /// An f32 tensor serialised as F32 or BF16 on demand (one tensor's bytes in memory at a time).
@@ -180,18 +148,16 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().with_context(|| format!("cannot fsync {}", path.display()))
 }
 
-/// Writes the Hugging Face weights file `model.safetensors` into `dir`.
-pub fn write_model_safetensors(dir: &Path, weights: &ModelWeights, cfg: &ModelConfig, dtype: SaveDtype) -> Result<()> {
-    let tensors = named_params(weights)
-        .into_iter()
-        .map(|(name, data)| {
-            let shape = param_shape(&name, cfg)?;
-            if shape.iter().product::<usize>() != data.len() {
-                bail!("tensor `{name}` has {} values, config.json implies shape {shape:?}", data.len());
-            }
-            Ok((name, TensorOut { data, shape, dtype }))
-        })
-        .collect::<Result<Vec<_>>>()?;
+/// Writes the Hugging Face weights file `model.safetensors` into `dir`, every tensor of the
+/// weights' table under its name and shape; `cfg` (the model's config.json) must describe the
+/// same tensors.
+pub fn write_model_safetensors(dir: &Path, weights: &HostParams, cfg: &ModelConfig, dtype: SaveDtype) -> Result<()> {
+    let expected = ParamTable::with_lm_head(cfg, weights.table().has_own_lm_head());
+    if *expected != **weights.table() {
+        bail!("the weights to write do not have the tensors that config.json in {} implies", dir.display());
+    }
+    let tensors: Vec<(String, TensorOut)> =
+        weights.iter().map(|(e, data)| (e.name.clone(), TensorOut { data, shape: e.shape.clone(), dtype })).collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let path = dir.join("model.safetensors");
     safetensors::serialize_to_file(tensors, Some(meta), &path)

@@ -10,7 +10,7 @@
 
 use super::adamw::{AdamWConfig, LrSchedule};
 use super::grpo::{GrpoConfig, LossAgg};
-use crate::engine::GenerateOptions;
+use crate::engine::{Backend, GenerateOptions};
 use crate::model::ChatTemplate;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,8 @@ pub struct DataConfig {
     /// The user message; `{problem}` is replaced by the problem text (nothing else is special).
     pub prompt_template: String,
     /// `model` (the tokenizer_config.json Jinja template), `r1-distill`, or `r1-distill-think`.
-    pub chat_template: String,
+    #[serde(deserialize_with = "keyed::chat_template", serialize_with = "keyed::display")]
+    pub chat_template: ChatTemplate,
     /// Prompts longer than this many tokens (after the chat template) are dropped and counted.
     pub max_prompt_len: usize,
 }
@@ -79,10 +80,11 @@ pub struct RolloutConfig {
     /// Nucleus sampling; 1.0 is off.
     pub top_p: f32,
     /// Where rollouts (and validation) sample: `cpu` (the f32 reference), `cuda` / `cuda:N`
-    /// (the CUDA backend, bf16, the weights re-uploaded after each update), or `interpret`
-    /// (the CUDA backend's kernels on the CPU; slow, for checking). Log-probs and updates run
-    /// on the CPU either way.
-    pub device: String,
+    /// (the CUDA backend, bf16, the weights written again in place after each update), or
+    /// `interpret` (the CUDA backend's kernels on the CPU; slow, for checking). Log-probs and
+    /// updates run on the CPU either way.
+    #[serde(deserialize_with = "keyed::device", serialize_with = "keyed::display")]
+    pub device: Backend,
     /// KV cache capacity of a rollout, in tokens; 0 means room for the whole batch at once.
     /// Sequences wait for room and start as earlier ones finish (see `engine::generate`). The
     /// default, 1,048,576 tokens, is 28 GiB of bf16 K/V for R1-Distill-Qwen-1.5B, where the
@@ -114,7 +116,8 @@ pub struct LossConfig {
     pub entropy_coef: f32,
     /// `token-mean` (DeepScaleR, DAPO), `seq-mean-token-mean` (original GRPO),
     /// `seq-mean-token-sum`, or `seq-mean-token-sum-norm` (Dr. GRPO).
-    pub loss_agg: String,
+    #[serde(deserialize_with = "keyed::loss_agg", serialize_with = "keyed::display")]
+    pub loss_agg: AggKind,
     /// The constant of `seq-mean-token-sum-norm`; absent: the stage's `max_response_len`.
     pub loss_agg_norm: Option<f32>,
     /// Divide advantages by the group's std (GRPO); false: r − mean only (Dr. GRPO).
@@ -237,7 +240,7 @@ impl Default for DataConfig {
             train: Vec::new(),
             shuffle: true,
             prompt_template: DEEPSCALER_PROMPT.to_string(),
-            chat_template: "r1-distill".to_string(),
+            chat_template: ChatTemplate::R1Distill,
             max_prompt_len: 1024,
         }
     }
@@ -251,7 +254,7 @@ impl Default for RolloutConfig {
             max_response_len: None,
             temperature: 0.6,
             top_p: 1.0,
-            device: "cpu".to_string(),
+            device: Backend::Cpu,
             max_kv_tokens: 1 << 20,
         }
     }
@@ -265,7 +268,7 @@ impl Default for LossConfig {
             use_kl: true,
             kl_coef: 0.001,
             entropy_coef: 0.001,
-            loss_agg: "token-mean".to_string(),
+            loss_agg: AggKind::TokenMean,
             loss_agg_norm: None,
             norm_adv_by_std: true,
             adv_eps: 1e-6,
@@ -343,7 +346,6 @@ impl RunConfig {
         if !d.prompt_template.contains("{problem}") {
             bail!("data.prompt_template must contain `{{problem}}`");
         }
-        d.chat_template.parse::<ChatTemplate>().context("data.chat_template")?;
         if d.max_prompt_len == 0 {
             bail!("data.max_prompt_len must be positive");
         }
@@ -357,11 +359,6 @@ impl RunConfig {
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             bail!("rollout.top_p must be in (0, 1] (got {})", r.top_p);
         }
-        let dev = r.device.as_str();
-        let cuda_n = dev.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
-        if !matches!(dev, "cpu" | "cuda" | "interpret") && !cuda_n {
-            bail!("rollout.device must be cpu, cuda, cuda:N or interpret (got {dev:?})");
-        }
         let l = &self.loss;
         if !(l.clip_ratio > 0.0 && l.clip_ratio < 1.0) {
             bail!("loss.clip_ratio must be in (0, 1) (got {})", l.clip_ratio);
@@ -374,7 +371,6 @@ impl RunConfig {
         if !non_negative(l.kl_coef) || !non_negative(l.entropy_coef) {
             bail!("loss.kl_coef and loss.entropy_coef must be ≥ 0");
         }
-        self.loss_agg(DEFAULT_STAGE.max_response_len)?;
         if let Some(c) = l.loss_agg_norm {
             if !positive(c) {
                 bail!("loss.loss_agg_norm must be > 0 (got {c})");
@@ -513,9 +509,8 @@ impl RunConfig {
         self.stages()[self.stage_index_at(step, clip_history)]
     }
 
-    /// `data.chat_template` parsed.
     pub fn chat_template(&self) -> ChatTemplate {
-        self.data.chat_template.parse().expect("validated")
+        self.data.chat_template
     }
 
     /// The user message for a problem.
@@ -523,19 +518,16 @@ impl RunConfig {
         crate::eval::render_prompt(&self.data.prompt_template, problem)
     }
 
-    /// `loss.loss_agg` parsed; `max_response_len` is the Dr. GRPO constant's default.
-    pub fn loss_agg(&self, max_response_len: usize) -> Result<LossAgg> {
-        Ok(match self.loss.loss_agg.as_str() {
-            "token-mean" => LossAgg::TokenMean,
-            "seq-mean-token-mean" => LossAgg::SeqMeanTokenMean,
-            "seq-mean-token-sum" => LossAgg::SeqMeanTokenSum,
-            "seq-mean-token-sum-norm" => {
+    /// The loss aggregation; `max_response_len` is the Dr. GRPO constant's default.
+    pub fn loss_agg(&self, max_response_len: usize) -> LossAgg {
+        match self.loss.loss_agg {
+            AggKind::TokenMean => LossAgg::TokenMean,
+            AggKind::SeqMeanTokenMean => LossAgg::SeqMeanTokenMean,
+            AggKind::SeqMeanTokenSum => LossAgg::SeqMeanTokenSum,
+            AggKind::SeqMeanTokenSumNorm => {
                 LossAgg::SeqMeanTokenSumNorm { constant: self.loss.loss_agg_norm.unwrap_or(max_response_len as f32) }
             }
-            other => bail!(
-                "loss.loss_agg: unknown `{other}` (expected token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm)"
-            ),
-        })
+        }
     }
 
     /// The GRPO loss settings for a stage.
@@ -546,7 +538,7 @@ impl RunConfig {
             clip_high: l.clip_ratio_high.unwrap_or(l.clip_ratio),
             entropy_coef: l.entropy_coef,
             kl_coef: l.use_kl.then_some(l.kl_coef),
-            agg: self.loss_agg(stage.max_response_len).expect("validated"),
+            agg: self.loss_agg(stage.max_response_len),
         }
     }
 
@@ -561,5 +553,67 @@ impl RunConfig {
             weight_decay: o.weight_decay,
             max_grad_norm: (o.grad_clip > 0.0).then_some(o.grad_clip),
         }
+    }
+}
+
+/// `loss.loss_agg`: how per-token losses become the batch's loss (see `grpo::LossAgg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    TokenMean,
+    SeqMeanTokenMean,
+    SeqMeanTokenSum,
+    SeqMeanTokenSumNorm,
+}
+
+impl std::str::FromStr for AggKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "token-mean" => AggKind::TokenMean,
+            "seq-mean-token-mean" => AggKind::SeqMeanTokenMean,
+            "seq-mean-token-sum" => AggKind::SeqMeanTokenSum,
+            "seq-mean-token-sum-norm" => AggKind::SeqMeanTokenSumNorm,
+            other => bail!("unknown `{other}` (expected token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm)"),
+        })
+    }
+}
+
+impl std::fmt::Display for AggKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AggKind::TokenMean => "token-mean",
+            AggKind::SeqMeanTokenMean => "seq-mean-token-mean",
+            AggKind::SeqMeanTokenSum => "seq-mean-token-sum",
+            AggKind::SeqMeanTokenSumNorm => "seq-mean-token-sum-norm",
+        })
+    }
+}
+
+/// Keys whose TOML string becomes an enum at load, with errors that name the key (serde alone
+/// would name only the line).
+mod keyed {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    fn parse<'de, D: Deserializer<'de>, T: FromStr<Err = anyhow::Error>>(d: D, key: &str) -> Result<T, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| serde::de::Error::custom(format!("{key}: {e:#}")))
+    }
+
+    pub fn device<'de, D: Deserializer<'de>>(d: D) -> Result<crate::engine::Backend, D::Error> {
+        parse(d, "rollout.device")
+    }
+
+    pub fn chat_template<'de, D: Deserializer<'de>>(d: D) -> Result<crate::model::ChatTemplate, D::Error> {
+        parse(d, "data.chat_template")
+    }
+
+    pub fn loss_agg<'de, D: Deserializer<'de>>(d: D) -> Result<super::AggKind, D::Error> {
+        parse(d, "loss.loss_agg")
+    }
+
+    pub fn display<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
     }
 }

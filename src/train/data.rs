@@ -4,9 +4,10 @@
 //! object, or a line that is not JSON, is an error naming the file and record index.
 //!
 //! Order: epoch e visits the records in a permutation that depends only on (seed, e)
-//! (Fisher–Yates with SplitMix64), so a saved `Cursor` (epoch, index) resumes exactly.
+//! (Fisher–Yates with `util::Rng`), so a saved `Cursor` (epoch, index) resumes exactly.
 
 use crate::reward::Gold;
+use crate::util::{mix, Rng};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -57,40 +58,12 @@ pub struct Dataset {
     order: Vec<usize>,
 }
 
-/// SplitMix64: tiny, fixed, platform-independent.
-struct SplitMix64(u64);
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in 0..n (n > 0), by rejection (no modulo bias).
-    fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - (u64::MAX % n);
-        loop {
-            let x = self.next();
-            if x < zone {
-                return x % n;
-            }
-        }
-    }
-}
-
 /// The visiting order of epoch `epoch`: a permutation of 0..n that depends only on (seed, epoch).
 pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    if shuffle {
-        let mut mix = SplitMix64(seed ^ 0x5CA1_E5EE_D000_0000);
-        let mut rng = SplitMix64(mix.next() ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        for i in (1..n).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            order.swap(i, j);
-        }
+    if !shuffle {
+        return (0..n).collect();
     }
-    order
+    Rng::new(mix(seed ^ 0x5CA1_E5EE_D000_0000) ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03)).permutation(n)
 }
 
 /// Parses records of one file's text. `jsonl`: one record per non-blank line. Errors name the

@@ -16,23 +16,24 @@
 use super::adamw::{AdamW, AdamWConfig, LrSchedule};
 use super::checkpoint::{self, write_model_safetensors};
 use super::config::{RunConfig, SaveDtype};
-use super::grads::Grads;
 use super::grpo::LossAgg;
 use super::step::{sft_backward, PassOptions, Sample};
 use super::trainer::{train, TrainOptions, TrainSummary};
 use crate::engine::{generate, FinishReason, GenerateOptions, Request, SamplingParams};
 use crate::model::chat::ChatTemplate;
 use crate::model::config::ModelConfig;
-use crate::model::weights::{LayerWeights, ModelWeights};
 use crate::model::{Model, TextTokenizer};
+use crate::params::{HostParams, ParamTable, Role};
+use crate::util::Rng;
 use crate::reward::{grade, Gold, RewardConfig};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The test fixture tokenizer (byte-level BPE, R1-Distill special tokens).
-const FIXTURE_TOKENIZER_JSON: &str = include_str!("../../tests/fixtures/tokenizer/tokenizer.json");
-const TOKENIZER_CONFIG_JSON: &str = include_str!("../../tests/fixtures/tokenizer/tokenizer_config.json");
+/// A small byte-level BPE tokenizer with R1-Distill's special tokens (the same one the test
+/// fixtures use; shipped in `assets/default-run/`).
+const BASE_TOKENIZER_JSON: &str = include_str!("../../assets/default-run/tokenizer.json");
+const TOKENIZER_CONFIG_JSON: &str = include_str!("../../assets/default-run/tokenizer_config.json");
 const EOS_ID: u32 = 286;
 const BOS_ID: u32 = 289;
 /// Vocabulary of the model: the tokenizer's 294 ids rounded up.
@@ -96,7 +97,7 @@ pub struct DefaultRunSummary {
 /// The embedded tokenizer.json with `<think>` and `</think>` as non-special added tokens (as in
 /// DeepSeek-R1-Distill), so that decoding with `skip_special_tokens` keeps them.
 pub fn tokenizer_json() -> String {
-    let mut v: serde_json::Value = serde_json::from_str(FIXTURE_TOKENIZER_JSON).expect("embedded tokenizer.json");
+    let mut v: serde_json::Value = serde_json::from_str(BASE_TOKENIZER_JSON).expect("embedded tokenizer.json");
     if let Some(added) = v.get_mut("added_tokens").and_then(|a| a.as_array_mut()) {
         for t in added {
             let c = t.get("content").and_then(|c| c.as_str()).unwrap_or("");
@@ -138,57 +139,18 @@ fn generation_config_json() -> String {
     serde_json::json!({ "bos_token_id": BOS_ID, "eos_token_id": [EOS_ID] }).to_string()
 }
 
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
-/// Random weights: N(0, 0.02) matrices (output projections scaled down by √(2·layers)), unit
-/// norms, zero biases.
-pub fn init_weights(c: &ModelConfig, seed: u64) -> ModelWeights {
-    let mut rng = Rng(seed ^ 0x1217_0000_0000_0001);
+/// Random weights from the table's roles: N(0, 0.02) matrices, residual-branch outputs
+/// (o_proj, down_proj) scaled down by √(2·layers), unit norms, zero biases.
+pub fn init_weights(c: &ModelConfig, seed: u64) -> HostParams {
+    let mut rng = Rng::new(seed ^ 0x1217_0000_0000_0001);
     let std = 0.02;
-    let mut mat = |n: usize, s: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * s) as f32).collect() };
-    let (h, q, kv, i, v) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
     let out_std = std / (2.0 * c.num_layers as f64).sqrt();
-    let embed = mat(v * h, std);
-    let layers = (0..c.num_layers)
-        .map(|_| LayerWeights {
-            input_norm: vec![1.0; h],
-            q_proj: mat(q * h, std),
-            k_proj: mat(kv * h, std),
-            v_proj: mat(kv * h, std),
-            q_bias: c.qkv_bias.then(|| vec![0.0; q]),
-            k_bias: c.qkv_bias.then(|| vec![0.0; kv]),
-            v_bias: c.qkv_bias.then(|| vec![0.0; kv]),
-            o_proj: mat(h * q, out_std),
-            post_norm: vec![1.0; h],
-            gate_proj: mat(i * h, std),
-            up_proj: mat(i * h, std),
-            down_proj: mat(h * i, out_std),
-        })
-        .collect();
-    let lm_head = (!c.tie_word_embeddings).then(|| mat(v * h, std));
-    ModelWeights { embed, layers, final_norm: vec![1.0; h], lm_head }
+    HostParams::from_fn(&ParamTable::new(c), |e, v| match e.role {
+        Role::Matrix => v.iter_mut().for_each(|x| *x = (rng.normal() * std) as f32),
+        Role::ResidualOut => v.iter_mut().for_each(|x| *x = (rng.normal() * out_std) as f32),
+        Role::Norm => v.fill(1.0),
+        Role::Bias => v.fill(0.0),
+    })
 }
 
 /// One synthetic problem: `a+b=`.
@@ -213,12 +175,8 @@ impl Problem {
 
 /// Every pair in `0..max_operand`², shuffled by `seed`, split into (train, held-out eval).
 pub fn problems(max_operand: u32, eval: usize, seed: u64) -> (Vec<Problem>, Vec<Problem>) {
-    let mut all: Vec<Problem> = (0..max_operand).flat_map(|a| (0..max_operand).map(move |b| Problem { a, b })).collect();
-    let mut rng = Rng(seed ^ 0x5EED_DA7A);
-    for i in (1..all.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        all.swap(i, j);
-    }
+    let pairs: Vec<Problem> = (0..max_operand).flat_map(|a| (0..max_operand).map(move |b| Problem { a, b })).collect();
+    let mut all: Vec<Problem> = Rng::new(seed ^ 0x5EED_DA7A).permutation(pairs.len()).into_iter().map(|i| pairs[i]).collect();
     let eval = eval.min(all.len() / 2);
     let train = all.split_off(eval);
     (train, all)
@@ -230,7 +188,7 @@ fn prompt_tokens(tok: &TextTokenizer, p: &Problem) -> Result<Vec<u32>> {
 }
 
 /// Writes a Hugging Face model directory (config, generation config, tokenizer, weights).
-pub fn write_model_dir(dir: &Path, config_json: &str, weights: &ModelWeights, cfg: &ModelConfig) -> Result<()> {
+pub fn write_model_dir(dir: &Path, config_json: &str, weights: &HostParams, cfg: &ModelConfig) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("config.json"), config_json)?;
     std::fs::write(dir.join("generation_config.json"), generation_config_json())?;
@@ -263,10 +221,10 @@ pub fn sft(model: &mut Model, tok: &TextTokenizer, train: &[Problem], steps: usi
         max_grad_norm: Some(1.0),
         ..AdamWConfig::default()
     };
-    let mut optim = AdamW::new(cfg, &mut model.weights);
-    let mut grads = Grads::zeros_like(&model.weights);
+    let mut optim = AdamW::new(cfg, &model.ops, model.table())?;
+    let mut grads = HostParams::zeros(model.table());
     let pass = PassOptions { temperature: 1.0, ..PassOptions::default() };
-    let mut rng = Rng(seed ^ 0x5F7);
+    let mut rng = Rng::new(seed ^ 0x5F7);
     let tail = (steps / 10).max(1);
     let (mut tail_loss, mut tail_n) = (0.0, 0);
     for step in 0..steps {
@@ -276,9 +234,9 @@ pub fn sft(model: &mut Model, tok: &TextTokenizer, train: &[Problem], steps: usi
                 Sample { tokens: s, prompt_len: *pl }
             })
             .collect();
-        grads.zero();
-        let loss = sft_backward(&model.config, &model.weights, &samples, LossAgg::TokenMean, &pass, &mut grads)?;
-        optim.step(&mut model.weights, &mut grads);
+        grads.flat_mut().fill(0.0);
+        let loss = sft_backward(model, &samples, LossAgg::TokenMean, &pass, &mut grads)?;
+        optim.step(&model.ops, &mut model.weights, &mut grads)?;
         if step + tail >= steps {
             tail_loss += loss;
             tail_n += 1;
@@ -397,7 +355,7 @@ pub fn run_default(o: &DefaultRunOptions) -> Result<DefaultRunSummary> {
     }
     let config_json = model_config_json();
     let mcfg = ModelConfig::from_json(&config_json)?;
-    let mut model = Model { weights: init_weights(&mcfg, o.seed), config: mcfg };
+    let mut model = Model::from_weights(mcfg.clone(), init_weights(&mcfg, o.seed))?;
     let init_dir = o.run_dir.join("init-model");
     write_model_dir(&init_dir, &config_json, &model.weights, &model.config)?;
     let tok = load_tokenizer(&init_dir)?;

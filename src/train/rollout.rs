@@ -3,28 +3,19 @@
 //! wrong whatever it holds, as in DeepScaleR. Every sample is seeded from (seed, step, prompt in
 //! batch, sample), so a resumed run draws the same rollouts as an uninterrupted one.
 
+use super::grpo::grpo_advantages;
 use super::metrics::PhaseTime;
-use crate::engine::{generate, FinishReason, GenerateOptions, Request, SamplingParams, StepModel};
+use super::step::Sample;
+use crate::engine::{generate, Completion, FinishReason, GenerateOptions, Request, SamplingParams, StepModel};
+use crate::util::hash_parts;
 use crate::model::TextTokenizer;
 use crate::reward::{grade_batch, Gold, RewardConfig};
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::time::Instant;
-
-/// SplitMix64 finaliser.
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The sampling seed of one rollout: a hash of (seed, step, prompt in batch, sample).
 pub fn rollout_seed(seed: u64, step: usize, prompt: usize, sample: usize) -> u64 {
-    let mut s = mix(seed ^ 0x7261_696E_5EED_0000);
-    for part in [step as u64, prompt as u64, sample as u64] {
-        s = mix(s ^ part);
-    }
-    s
+    hash_parts(seed ^ 0x7261_696E_5EED_0000, &[step as u64, prompt as u64, sample as u64])
 }
 
 /// How one step samples.
@@ -57,6 +48,23 @@ pub struct Rollouts {
 impl Rollouts {
     pub fn response_len(&self, i: usize) -> usize {
         self.seqs[i].len() - self.prompt_lens[i]
+    }
+
+    /// Sample `i` as the trainer scores it: its own tokens, its prompt's length.
+    pub fn samples(&self) -> Vec<Sample<'_>> {
+        self.seqs.iter().zip(&self.prompt_lens).map(|(s, &p)| Sample { tokens: s, prompt_len: p }).collect()
+    }
+
+    /// GRPO's advantage of every sample: its reward against its own group's (the `n` samples of
+    /// its prompt, `i / n`) mean, over the group's std when `norm_by_std`.
+    pub fn advantages(&self, n: usize, norm_by_std: bool, eps: f32) -> Vec<f32> {
+        let groups: Vec<usize> = (0..self.rewards.len()).map(|i| i / n).collect();
+        grpo_advantages(&self.rewards, &groups, norm_by_std, eps)
+    }
+
+    /// Groups whose samples all got the same reward (no learning signal).
+    pub fn zero_variance_groups(&self, n: usize) -> usize {
+        self.rewards.chunks(n).filter(|g| g.iter().all(|&r| r == g[0])).count()
     }
 }
 
@@ -91,18 +99,31 @@ pub fn roll_out<M: StepModel>(
     let rollout_time = PhaseTime::new(t.elapsed().as_secs_f64(), gen_tokens);
 
     let t = Instant::now();
-    let texts: Vec<String> =
-        completions.iter().map(|c| tokenizer.decode(&c.tokens, true)).collect::<Result<_>>()?;
-    let items: Vec<(&str, &Gold)> =
-        texts.iter().enumerate().map(|(i, s)| (s.as_str(), prompts[i / p.n].1)).collect();
+    let mut ro = grade(prompts, p.n, completions, tokenizer, reward)?;
+    ro.rollout_time = rollout_time;
+    ro.verify_time = PhaseTime::new(t.elapsed().as_secs_f64(), 0);
+    Ok(ro)
+}
+
+/// Grades `completions[i]` (the response to prompt `i / n`) against that prompt's gold: a
+/// response cut at the budget is wrong. Sample `i` of the result is completion `i` after its
+/// prompt. (Timings are left at zero.)
+pub fn grade(
+    prompts: &[(&[u32], &Gold)],
+    n: usize,
+    completions: Vec<Completion>,
+    tokenizer: &TextTokenizer,
+    reward: &RewardConfig,
+) -> Result<Rollouts> {
+    ensure!(completions.len() == prompts.len() * n, "{} completions for {} prompts × {n}", completions.len(), prompts.len());
+    let texts: Vec<String> = completions.iter().map(|c| tokenizer.decode(&c.tokens, true)).collect::<Result<_>>()?;
+    let items: Vec<(&str, &Gold)> = texts.iter().enumerate().map(|(i, s)| (s.as_str(), prompts[i / n].1)).collect();
     let grades = grade_batch(&items, reward);
     let cut: Vec<bool> = completions.iter().map(|c| c.finish == FinishReason::Length).collect();
-    let rewards: Vec<f32> =
-        grades.iter().zip(&cut).map(|(g, &cut)| if cut { reward.wrong_reward } else { g.reward }).collect();
+    let rewards: Vec<f32> = grades.iter().zip(&cut).map(|(g, &cut)| if cut { reward.wrong_reward } else { g.reward }).collect();
     let correct = rewards.iter().map(|&r| r == reward.correct_reward).collect();
-    let verify_time = PhaseTime::new(t.elapsed().as_secs_f64(), 0);
-
-    let prompt_lens = requests.iter().map(|r| r.prompt.len()).collect();
-    let seqs = requests.into_iter().zip(completions).map(|(r, c)| [r.prompt, c.tokens].concat()).collect();
-    Ok(Rollouts { seqs, prompt_lens, rewards, correct, cut, rollout_time, verify_time })
+    let prompt_lens = (0..completions.len()).map(|i| prompts[i / n].0.len()).collect();
+    let seqs = completions.into_iter().enumerate().map(|(i, c)| [prompts[i / n].0, &c.tokens].concat()).collect();
+    let zero = PhaseTime::new(0.0, 0);
+    Ok(Rollouts { seqs, prompt_lens, rewards, correct, cut, rollout_time: zero, verify_time: zero })
 }

@@ -1,17 +1,16 @@
-//! One loss-and-gradient pass of the policy over a batch of sampled sequences: training forward
-//! → log-probs and entropy of the response tokens (chunked lm_head) → loss → back through the
-//! log-prob head and the decoder into a `Grads`.
+//! One loss-and-gradient pass of the policy over a batch of sampled sequences: the transformer's
+//! packed forward → log-probs and entropy of the response tokens (the chunked lm_head op) → loss
+//! → back through the log-prob head and the decoder into a gradient set. Generic over the ops,
+//! like the transformer: the same code runs on every backend that has the training ops.
 //!
 //! A sample is its prompt followed by its valid response (cut after the first EOS; tokens past
 //! it could not change anything earlier, attention being causal). Response token j (at position
 //! p ≥ prompt_len) is scored by the hidden state at p − 1.
 
-use super::grads::Grads;
 use super::grpo::{grpo_loss, sft_loss, GrpoConfig, GrpoOutput, GrpoTokens, LossAgg};
-use super::logprob::{logprobs_backward, logprobs_forward, LogProbShape, TokenLogProbs, DEFAULT_VOCAB_CHUNK};
-use super::model_backward::{train_backward, train_forward, Save};
-use crate::model::config::ModelConfig;
-use crate::model::weights::ModelWeights;
+use crate::model::{ModelConfig, Save, Transformer};
+use crate::ops::cpu::logprob::DEFAULT_VOCAB_CHUNK;
+use crate::ops::{LogProbShape, Ops, TokenLogProbs};
 use anyhow::{bail, Result};
 
 /// One sequence of the batch: `tokens[..prompt_len]` is the prompt, the rest the response.
@@ -62,53 +61,39 @@ fn response_rows(samples: &[Sample]) -> Result<(Vec<usize>, Vec<u32>, Vec<usize>
     Ok((rows, targets, lens))
 }
 
-fn gather(hidden: &[f32], rows: &[usize], h: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows.len() * h);
-    for &r in rows {
-        out.extend_from_slice(&hidden[r * h..(r + 1) * h]);
-    }
-    out
-}
-
 fn shape(c: &ModelConfig, o: &PassOptions) -> LogProbShape {
     LogProbShape { hidden: c.hidden_size, vocab: c.vocab_size, temperature: o.temperature, chunk: o.vocab_chunk }
 }
 
 /// Log-probs and entropies of every response token (concatenated over samples), forward only:
 /// the old-policy and reference log-probs of a GRPO step.
-pub fn response_logprobs(c: &ModelConfig, w: &ModelWeights, samples: &[Sample], o: &PassOptions) -> Result<TokenLogProbs> {
+pub fn response_logprobs<O: Ops>(model: &Transformer<O>, samples: &[Sample], o: &PassOptions) -> Result<TokenLogProbs> {
     let (rows, targets, _) = response_rows(samples)?;
     let seqs: Vec<&[u32]> = samples.iter().map(|s| s.tokens).collect();
-    let fwd = train_forward(c, w, &seqs, Save::Nothing)?;
-    let hid = gather(&fwd.hidden, &rows, c.hidden_size);
-    Ok(logprobs_forward(&hid, w.lm_head(), &targets, shape(c, o)))
+    let fwd = model.forward_packed(&seqs, Save::Nothing)?;
+    model.ops.logprobs(&fwd.hidden, &rows, &targets, model.lm_head(), shape(&model.config, o))
 }
 
 /// The gradient of an arbitrary per-token objective: `loss(logp, entropy, seq_lens)` returns
 /// its report and ∂/∂logp, ∂/∂entropy per response token; gradients accumulate into `grads`.
-pub fn policy_backward<R>(
-    c: &ModelConfig,
-    w: &ModelWeights,
+pub fn policy_backward<O: Ops, R>(
+    model: &Transformer<O>,
     samples: &[Sample],
     o: &PassOptions,
-    grads: &mut Grads,
+    grads: &mut O::Params,
     loss: impl FnOnce(&TokenLogProbs, &[usize]) -> (R, Vec<f32>, Option<Vec<f32>>),
 ) -> Result<R> {
-    let h = c.hidden_size;
+    let ops = &model.ops;
     let (rows, targets, lens) = response_rows(samples)?;
     let seqs: Vec<&[u32]> = samples.iter().map(|s| s.tokens).collect();
-    let fwd = train_forward(c, w, &seqs, if o.checkpoint { Save::Checkpoint } else { Save::All })?;
-    let hid = gather(&fwd.hidden, &rows, h);
-    let sh = shape(c, o);
-    let lp = logprobs_forward(&hid, w.lm_head(), &targets, sh);
+    let fwd = model.forward_packed(&seqs, if o.checkpoint { Save::Checkpoint } else { Save::All })?;
+    let sh = shape(&model.config, o);
+    let lp = ops.logprobs(&fwd.hidden, &rows, &targets, model.lm_head(), sh)?;
     let (report, d_logp, d_entropy) = loss(&lp, &lens);
-    let mut d_hid = vec![0f32; hid.len()];
-    logprobs_backward(&hid, w.lm_head(), &targets, &lp, &d_logp, d_entropy.as_deref(), sh, &mut d_hid, grads.lm_head_mut());
-    let mut d_hidden = vec![0f32; fwd.hidden.len()];
-    for (i, &r) in rows.iter().enumerate() {
-        d_hidden[r * h..(r + 1) * h].copy_from_slice(&d_hid[i * h..(i + 1) * h]);
-    }
-    train_backward(c, w, &fwd, &d_hidden, grads)?;
+    let mut d_hidden = ops.zeros(fwd.rows * model.config.hidden_size)?;
+    let d_lm_head = ops.param_mut(grads, model.table().lm_head());
+    ops.logprobs_backward(&fwd.hidden, &rows, &targets, model.lm_head(), &lp, &d_logp, d_entropy.as_deref(), sh, &mut d_hidden, d_lm_head)?;
+    model.backward(&fwd, &d_hidden, grads)?;
     Ok(report)
 }
 
@@ -121,32 +106,30 @@ pub struct GrpoInputs<'a> {
 }
 
 /// GRPO loss and its gradient for a batch (accumulated into `grads`).
-pub fn grpo_backward(
-    c: &ModelConfig,
-    w: &ModelWeights,
+pub fn grpo_backward<O: Ops>(
+    model: &Transformer<O>,
     samples: &[Sample],
     inputs: &GrpoInputs,
     cfg: &GrpoConfig,
     o: &PassOptions,
-    grads: &mut Grads,
+    grads: &mut O::Params,
 ) -> Result<GrpoOutput> {
-    grpo_backward_scaled(c, w, samples, inputs, cfg, o, 1.0, grads)
+    grpo_backward_scaled(model, samples, inputs, cfg, o, 1.0, grads)
 }
 
 /// `grpo_backward` with the per-token gradients multiplied by `grad_scale` before the backward
 /// pass (a micro-batch's share of its mini-batch); the returned loss parts are unscaled.
 #[allow(clippy::too_many_arguments)]
-pub fn grpo_backward_scaled(
-    c: &ModelConfig,
-    w: &ModelWeights,
+pub fn grpo_backward_scaled<O: Ops>(
+    model: &Transformer<O>,
     samples: &[Sample],
     inputs: &GrpoInputs,
     cfg: &GrpoConfig,
     o: &PassOptions,
     grad_scale: f64,
-    grads: &mut Grads,
+    grads: &mut O::Params,
 ) -> Result<GrpoOutput> {
-    policy_backward(c, w, samples, o, grads, |lp, lens| {
+    policy_backward(model, samples, o, grads, |lp, lens| {
         let out = grpo_loss(
             cfg,
             &GrpoTokens {
@@ -166,8 +149,8 @@ pub fn grpo_backward_scaled(
 }
 
 /// SFT cross-entropy of the response tokens given the prompts (`o.temperature` should be 1).
-pub fn sft_backward(c: &ModelConfig, w: &ModelWeights, samples: &[Sample], agg: LossAgg, o: &PassOptions, grads: &mut Grads) -> Result<f64> {
-    policy_backward(c, w, samples, o, grads, |lp, lens| {
+pub fn sft_backward<O: Ops>(model: &Transformer<O>, samples: &[Sample], agg: LossAgg, o: &PassOptions, grads: &mut O::Params) -> Result<f64> {
+    policy_backward(model, samples, o, grads, |lp, lens| {
         let (loss, d) = sft_loss(&lp.logp, lens, agg);
         (loss, d, None)
     })

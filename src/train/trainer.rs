@@ -17,22 +17,20 @@
 //! Resuming (`TrainOptions::resume`) loads the latest checkpoint (weights, optimizer moments,
 //! data cursor, step, clip history) and continues; with `checkpoint.dtype = "f32"` and
 //! `save_optimizer = true` the continued run is bit-identical to an uninterrupted one.
-//! `rollout.device` puts rollouts and validation on the CUDA backend (weights uploaded as bf16
-//! again after each applied update); log-probs and updates run on the CPU reference.
+//! Rollouts and validation sample from a copy of the weights on `rollout.device` (the CPU, or
+//! the CUDA backend in bf16), written again in place after each applied update; log-probs and
+//! updates run on the CPU reference.
 
 use super::adamw::AdamW;
 use super::checkpoint::{self, SaveRequest, TrainerState};
 use super::config::RunConfig;
 use super::data::Dataset;
-use super::grads::clone_weights;
-use super::grpo::grpo_advantages;
-use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, ValidationMetrics, METRICS_FILE};
-use super::rollout::{roll_out, RolloutParams, Rollouts};
-use super::step::{response_logprobs, PassOptions, Sample};
+use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_FILE};
+use super::rollout::{roll_out, RolloutParams};
+use super::step::{response_logprobs, PassOptions};
 use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
 use super::validation::Validator;
-use crate::backend::cuda::CudaModel;
-use crate::device::Device;
+use crate::engine::Runtime;
 use crate::model::{GenerationConfig, Model, TextTokenizer};
 use crate::reward::{Gold, RewardConfig};
 use anyhow::{bail, Context, Result};
@@ -66,71 +64,22 @@ struct Prompt {
     tokens: Vec<u32>,
 }
 
-/// Where rollouts and validation sample (`rollout.device`): the CPU model itself, or a bf16
-/// copy of its weights on the CUDA backend, made at first use and uploaded again only when the
-/// weights have changed since (`version`: the optimizer's applied-update count, which a skipped
-/// update leaves alone; validation right after a step reuses the next rollout's upload).
-enum Sampler {
-    Cpu,
-    Cuda { dev: Option<Device>, copy: Option<(Box<CudaModel>, usize)> },
+/// The model rollouts and validation sample from (`rollout.device`): a copy of the weights on
+/// that backend, refreshed only when they changed since (`version`: the optimizer's applied-update
+/// count, which a skipped update leaves alone, so a validation right after a step reuses the
+/// next rollout's copy).
+struct RolloutModel {
+    runtime: Runtime,
+    version: usize,
 }
 
-impl Sampler {
-    /// Opens the device now, so a missing GPU fails before any work.
-    fn new(device: &str) -> Result<Self> {
-        if device == "cpu" {
-            return Ok(Sampler::Cpu);
+impl RolloutModel {
+    fn synced(&mut self, model: &Model, version: usize) -> Result<&Runtime> {
+        if self.version != version {
+            self.runtime.set_weights(model)?;
+            self.version = version;
         }
-        let dev = Device::from_name(device).with_context(|| format!("rollout.device = {device:?}"))?;
-        Ok(Sampler::Cuda { dev: Some(dev), copy: None })
-    }
-
-    /// The CUDA copy holding `model`'s weights at `version` (None on the CPU).
-    fn refreshed(&mut self, model: &Model, version: usize) -> Result<Option<&CudaModel>> {
-        let Sampler::Cuda { dev, copy } = self else { return Ok(None) };
-        match copy {
-            Some((_, v)) if *v == version => {}
-            Some((m, v)) => {
-                m.set_weights(model)?;
-                *v = version;
-            }
-            None => {
-                let dev = dev.take().expect("the device is taken only by the first copy");
-                *copy = Some((Box::new(CudaModel::from_model(dev, model)?), version));
-            }
-        }
-        Ok(copy.as_ref().map(|(m, _)| m.as_ref()))
-    }
-
-    fn roll_out(
-        &mut self,
-        model: &Model,
-        version: usize,
-        tok: &TextTokenizer,
-        prompts: &[(&[u32], &Gold)],
-        p: &RolloutParams,
-        reward: &RewardConfig,
-    ) -> Result<Rollouts> {
-        match self.refreshed(model, version)? {
-            Some(m) => roll_out(m, tok, prompts, p, reward),
-            None => roll_out(model, tok, prompts, p, reward),
-        }
-    }
-
-    fn validate(
-        &mut self,
-        v: &Validator,
-        model: &Model,
-        version: usize,
-        tok: &TextTokenizer,
-        stop_ids: &[u32],
-        budget: usize,
-        steps_done: usize,
-    ) -> Result<Vec<ValidationMetrics>> {
-        match self.refreshed(model, version)? {
-            Some(m) => v.run(m, tok, stop_ids, budget, steps_done),
-            None => v.run(model, tok, stop_ids, budget, steps_done),
-        }
+        Ok(&self.runtime)
     }
 }
 
@@ -189,12 +138,11 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         .flatten()
         .map(|tokens| Prompt { tokens })
         .collect();
-    let reference = cfg.loss.use_kl.then(|| clone_weights(&model.weights));
+    let reference = cfg.loss.use_kl.then(|| model.clone());
     let validator = Validator::load(cfg)?;
     if let Some(v) = &validator {
         v.check(&tokenizer, ctx, max_budget)?;
     }
-    let mut sampler = Sampler::new(&cfg.rollout.device)?;
 
     // Fresh run or resume.
     let (mut optim, mut step, mut clip_history) = match &opts.resume {
@@ -212,10 +160,11 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                     cfg.model.display()
                 );
             }
+            loaded.model.weights.check_same_table(&model.weights, "the checkpoint's weights")?;
             model.weights = loaded.model.weights;
             let optim = match loaded.optimizer {
-                Some(o) => AdamW::from_state(cfg.adamw(), &model.weights, o)?,
-                None => AdamW::new(cfg.adamw(), &mut model.weights),
+                Some(o) => AdamW::from_state(cfg.adamw(), model.table(), o)?,
+                None => AdamW::new(cfg.adamw(), &model.ops, model.table())?,
             };
             data.set_cursor(loaded.state.cursor)?;
             (optim, loaded.state.step, loaded.state.clip_history)
@@ -224,9 +173,12 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             if checkpoint::latest(&run_dir)?.is_some() {
                 bail!("{} already holds a run (resume it with --resume {0}, or choose another run_dir)", run_dir.display());
             }
-            (AdamW::new(cfg.adamw(), &mut model.weights), 0, Vec::new())
+            (AdamW::new(cfg.adamw(), &model.ops, model.table())?, 0, Vec::new())
         }
     };
+    // Opened now, so a missing GPU fails before the run directory is touched.
+    let runtime = Runtime::copy_of(cfg.rollout.device, &model).context("rollout.device")?;
+    let mut rollout_model = RolloutModel { runtime, version: optim.updates };
     let total_steps = cfg
         .total_steps
         .unwrap_or(data.steps_per_epoch(cfg.rollout.batch_prompts) * cfg.epochs);
@@ -259,7 +211,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut pending_validation = match &validator {
         Some(v) if v.at_start() && step == 0 && total_steps > 0 => {
             let budget = stages[cfg.stage_index_at(0, &clip_history)].max_response_len;
-            sampler.validate(v, &model, optim.updates, &tokenizer, &stop_ids, budget, 0)?
+            v.run(rollout_model.synced(&model, optim.updates)?, &tokenizer, &stop_ids, budget, 0)?
         }
         _ => Vec::new(),
     };
@@ -286,13 +238,11 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             stop_token_ids: &stop_ids,
             max_kv_tokens: cfg.rollout.kv_budget(),
         };
-        let ro = sampler.roll_out(&model, optim.updates, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
+        let ro = roll_out(rollout_model.synced(&model, optim.updates)?, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
         let rewards = &ro.rewards;
-        let groups: Vec<usize> = (0..rewards.len()).map(|i| i / n).collect();
-        let adv = grpo_advantages(rewards, &groups, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
-        let zero_var = rewards.chunks(n).filter(|g| g.iter().all(|&r| r == g[0])).count();
-        let samples: Vec<Sample> =
-            ro.seqs.iter().zip(&ro.prompt_lens).map(|(s, &p)| Sample { tokens: s, prompt_len: p }).collect();
+        let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
+        let zero_var = ro.zero_variance_groups(n);
+        let samples = ro.samples();
         let seq_tokens: u64 = ro.seqs.iter().map(|s| s.len() as u64).sum();
 
         // Old and reference log-probs, per sample.
@@ -306,9 +256,9 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             }
             out
         };
-        let old = per_sample(response_logprobs(&model.config, &model.weights, &samples, &pass)?.logp);
+        let old = per_sample(response_logprobs(&model, &samples, &pass)?.logp);
         let refs = match &reference {
-            Some(w) => Some(per_sample(response_logprobs(&model.config, w, &samples, &pass)?.logp)),
+            Some(r) => Some(per_sample(response_logprobs(r, &samples, &pass)?.logp)),
             None => None,
         };
         let logprob_time =
@@ -335,7 +285,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let step_secs = t_step.elapsed().as_secs_f64();
         if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1, total_steps)) {
             let budget = stage.max_response_len;
-            pending_validation.extend(sampler.validate(v, &model, optim.updates, &tokenizer, &stop_ids, budget, step + 1)?);
+            pending_validation.extend(v.run(rollout_model.synced(&model, optim.updates)?, &tokenizer, &stop_ids, budget, step + 1)?);
         }
         let metrics = StepMetrics {
             step,
@@ -405,10 +355,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 clip_history: clip_history.clone(),
                 extra: serde_json::json!({ "prompts_dropped": dropped }),
             };
-            let opt_state = cfg
-                .checkpoint
-                .save_optimizer
-                .then(|| optim.export_state(&model.weights));
+            let opt_state = cfg.checkpoint.save_optimizer.then(|| optim.export_state());
             let req = SaveRequest {
                 weights: &model.weights,
                 source_model_dir: &cfg.model,

@@ -9,12 +9,11 @@
 
 use super::adamw::{AdamW, StepReport};
 use super::data::epoch_order;
-use super::grads::Grads;
 use super::grpo::{GrpoConfig, LossAgg};
-use super::rollout::mix;
 use super::step::{broadcast_advantages, grpo_backward_scaled, GrpoInputs, PassOptions, Sample};
-use crate::model::weights::ModelWeights;
-use crate::model::Model;
+use crate::model::Transformer;
+use crate::ops::Ops;
+use crate::util::mix;
 use anyhow::Result;
 
 /// The loss parts of one mini-batch (as `GrpoOutput`, without the gradients).
@@ -47,13 +46,13 @@ pub struct UpdateStats {
 /// One AdamW update from `grads`, unless the loss or the gradient is not finite: then nothing
 /// but the optimizer's step counter changes (so the schedule stays aligned with the steps) and
 /// the report says `skipped`.
-pub fn apply_update(optim: &mut AdamW, weights: &mut ModelWeights, grads: &mut Grads, loss: f64) -> StepReport {
+pub fn apply_update<O: Ops>(optim: &mut AdamW<O>, model: &mut Transformer<O>, grads: &mut O::Params, loss: f64) -> Result<StepReport> {
     if loss.is_finite() {
-        return optim.step(weights, grads);
+        return optim.step(&model.ops, &mut model.weights, grads);
     }
     let lr = optim.cfg.schedule.lr_at(optim.steps);
     optim.steps += 1;
-    StepReport { grad_norm: f64::NAN, lr, skipped: true }
+    Ok(StepReport { grad_norm: f64::NAN, lr, skipped: true })
 }
 
 /// The step's samples and what the loss needs of them (sample `i` answers prompt `i / n`).
@@ -79,9 +78,9 @@ pub struct UpdatePlan<'a> {
 }
 
 /// Runs the step's PPO epochs of mini-batch updates on `model`.
-pub fn ppo_updates(model: &mut Model, optim: &mut AdamW, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
+pub fn ppo_updates<O: Ops>(model: &mut Transformer<O>, optim: &mut AdamW<O>, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
     let prompts = b.samples.len() / b.n;
-    let mut grads = Grads::zeros_like(&model.weights);
+    let mut grads = model.ops.zeros_params(model.table())?;
     let mut s = UpdateStats::default();
     for epoch in 0..plan.ppo_epochs {
         let order = epoch_order(prompts, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
@@ -93,10 +92,10 @@ pub fn ppo_updates(model: &mut Model, optim: &mut AdamW, b: &UpdateBatch, plan: 
             let old_logp: Vec<f32> = idx.iter().flat_map(|&i| b.old_logp[i].iter().copied()).collect();
             let ref_logp: Option<Vec<f32>> =
                 b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
-            grads.zero();
+            model.ops.zero_params(&mut grads)?;
             let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
             let out = minibatch_backward(model, &mb, &inputs, plan.grpo, plan.pass, plan.micro_batch_seqs, &mut grads)?;
-            let r = apply_update(optim, &mut model.weights, &mut grads, out.loss);
+            let r = apply_update(optim, model, &mut grads, out.loss)?;
             s.lr = r.lr as f64;
             if r.skipped {
                 s.skipped += 1;
@@ -122,14 +121,14 @@ pub fn ppo_updates(model: &mut Model, optim: &mut AdamW, b: &UpdateBatch, plan: 
 /// (`micro_seqs` = 0 or ≥ the batch), or in passes of `micro_seqs` sequences whose per-token
 /// gradients are scaled so that they sum to the one-pass gradient (the aggregation weights are
 /// the whole mini-batch's).
-pub fn minibatch_backward(
-    model: &Model,
+pub fn minibatch_backward<O: Ops>(
+    model: &Transformer<O>,
     mb: &[Sample],
     inputs: &GrpoInputs,
     cfg: &GrpoConfig,
     pass: &PassOptions,
     micro_seqs: usize,
-    grads: &mut Grads,
+    grads: &mut O::Params,
 ) -> Result<MiniBatchLoss> {
     let total_tokens: usize = mb.iter().map(|s| s.response_len()).sum();
     let total_seqs = mb.len();
@@ -152,7 +151,7 @@ pub fn minibatch_backward(
             old_logp: &inputs.old_logp[r.clone()],
             ref_logp: inputs.ref_logp.map(|x| &x[r.clone()]),
         };
-        let out = grpo_backward_scaled(&model.config, &model.weights, micro, &part, cfg, pass, scale, grads)?;
+        let out = grpo_backward_scaled(model, micro, &part, cfg, pass, scale, grads)?;
         acc.loss += scale * out.loss;
         acc.pg_loss += scale * out.pg_loss;
         acc.kl_loss += scale * out.kl_loss;

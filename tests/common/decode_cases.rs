@@ -7,11 +7,11 @@
 #![allow(dead_code)]
 use crate::kernel_cases::{assert_close_bf16, max_abs_err, nan_padded_cache, paged_setup, random_bf16, to_bf16, to_f32, POISON};
 use half::bf16;
-use scalerl::backend::cpu::attention::{paged_attention, QueryPos};
-use scalerl::backend::cuda::attention_decode::{decode_attention, DecodePlan};
-use scalerl::backend::cuda::kernels::TokenMeta;
+use scalerl::ops::cpu::attention::{paged_attention, QueryPos};
+use scalerl::ops::cuda::attention_decode::{decode_attention, DecodePlan};
+use scalerl::ops::cuda::TokenMeta;
 use scalerl::device::{Buffer, Device};
-use scalerl::kv::KvCache;
+use scalerl::ops::cpu::KvCache;
 
 /// (context lengths of the batch, block_size, heads, kv heads, head_dim, forced splits or None
 /// for the heuristic)

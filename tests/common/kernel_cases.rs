@@ -4,10 +4,10 @@
 //! tests/gpu.rs runs them on a GPU (with shapes of the 1.5B target model added there).
 #![allow(dead_code)]
 use half::bf16;
-use scalerl::backend::cpu::ops;
-use scalerl::backend::cuda::kernels::{self as k, TokenMeta};
+use scalerl::ops::cpu::{norm, rope, swiglu};
+use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Arg, Device, Dim3, LaunchConfig};
-use scalerl::kv::KvCache;
+use scalerl::ops::cpu::KvCache;
 use std::time::Instant;
 
 pub const POISON: bf16 = bf16::from_bits(0x7fc1); // a NaN: any element left unwritten shows
@@ -64,7 +64,11 @@ pub fn nan_padded_cache(setup: &PagedSetup, bs: usize, nkv: usize, d: usize, see
 }
 
 pub fn max_abs_err(got: &[bf16], want: &[f32]) -> f32 {
-    got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g.to_f32() - w).abs()))
+    // NaN-propagating (f32::max would drop a NaN difference and report 0).
+    got.iter().zip(want).fold(0f32, |m, (g, w)| {
+        let d = (g.to_f32() - w).abs();
+        if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) }
+    })
 }
 
 /// ‖got − want‖ / ‖want‖ (NaN if anything is NaN).
@@ -95,7 +99,7 @@ pub fn rmsnorm_cases(dev: &Device) {
         // CPU reference on the bf16-rounded sum (the kernel rounds it too).
         let sum: Vec<f32> = to_f32(&x).iter().zip(to_f32(&res)).map(|(a, b)| bf16::from_f32(a + b).to_f32()).collect();
         let mut want = vec![0f32; rows * hidden];
-        ops::rmsnorm(&sum, &to_f32(&w), eps, &mut want);
+        norm::rmsnorm(&sum, &to_f32(&w), eps, &mut want);
 
         let (bx, bres, bw) = (dev.upload(&x).unwrap(), dev.upload(&res).unwrap(), dev.upload(&w).unwrap());
         let bout = dev.upload(&vec![POISON; rows * hidden]).unwrap();
@@ -113,7 +117,7 @@ pub fn rmsnorm_cases(dev: &Device) {
         let bout2 = dev.upload(&vec![POISON; rows * hidden]).unwrap();
         let args = [Arg::U64(0), Arg::Buf(&bres2), Arg::Buf(&bw), Arg::Buf(&bout2), Arg::I32(hidden as i32), Arg::F32(eps)];
         dev.launch("rmsnorm_residual_bf16", cfg, &args).unwrap();
-        ops::rmsnorm(&to_f32(&res), &to_f32(&w), eps, &mut want);
+        norm::rmsnorm(&to_f32(&res), &to_f32(&w), eps, &mut want);
         assert_close_bf16(&dev.download::<bf16>(&bout2).unwrap(), &want, &format!("{what} without x"));
         assert_eq!(dev.download::<bf16>(&bres2).unwrap(), res);
     }
@@ -136,14 +140,14 @@ pub fn rope_cases(dev: &Device) {
         let mut want_q = to_f32(&q);
         let mut want_k = to_f32(&kk);
         for i in 0..t {
-            let (cos, sin) = ops::rope_cos_sin(pos[i], d, theta);
+            let (cos, sin) = rope::rope_cos_sin(pos[i], d, theta);
             let (qr, kr) = (&mut want_q[i * nh * d..(i + 1) * nh * d], &mut want_k[i * nkv * d..(i + 1) * nkv * d]);
             if bias {
                 qr.iter_mut().zip(to_f32(&qb)).for_each(|(a, b)| *a += b);
                 kr.iter_mut().zip(to_f32(&kb)).for_each(|(a, b)| *a += b);
             }
-            ops::rope_inplace(qr, d, &cos, &sin);
-            ops::rope_inplace(kr, d, &cos, &sin);
+            rope::rope_inplace(qr, d, &cos, &sin);
+            rope::rope_inplace(kr, d, &cos, &sin);
         }
         let seqs: Vec<(usize, usize, &[u32])> = pos.iter().map(|&p| (p, 1, &[0u32][..])).collect();
         // A table is irrelevant to RoPE; block_size = 1<<20 makes any position "covered".
@@ -169,8 +173,8 @@ pub fn silu_mul_cases(dev: &Device) {
     }
     for n in sizes {
         let (g, u) = (random_bf16(n, n as u64, 6.0), random_bf16(n, n as u64 + 50, 2.0));
-        let mut want = to_f32(&g);
-        ops::silu_mul_inplace(&mut want, &to_f32(&u));
+        let mut want = vec![0f32; n];
+        swiglu::silu_mul(&to_f32(&g), &to_f32(&u), &mut want);
         let (bg, bu) = (dev.upload(&g).unwrap(), dev.upload(&u).unwrap());
         let bo = dev.upload(&vec![POISON; n]).unwrap();
         k::silu_mul(dev, &bg, &bu, &bo, n).unwrap();
@@ -372,12 +376,12 @@ pub fn paged_attention_cases(dev: &Device) {
         let cpu = nan_padded_cache(&setup, bs, nkv, d, ci as u64 + 100);
         let qv = random_bf16(t * nh * d, ci as u64 + 77, 2.5);
         let tables = setup.tables.clone();
-        let qpos: Vec<scalerl::backend::cpu::attention::QueryPos> = q
+        let qpos: Vec<scalerl::ops::cpu::attention::QueryPos> = q
             .iter()
-            .map(|&(s, p)| scalerl::backend::cpu::attention::QueryPos { table: &tables[s], pos: p })
+            .map(|&(s, p)| scalerl::ops::cpu::attention::QueryPos { table: &tables[s], pos: p })
             .collect();
         let mut want = vec![0f32; t * nh * d];
-        scalerl::backend::cpu::attention::paged_attention(&to_f32(&qv), &qpos, &cpu, 0, nh, &mut want);
+        scalerl::ops::cpu::attention::paged_attention(&to_f32(&qv), &qpos, &cpu, 0, nh, &mut want);
 
         let (bkc, bvc) = (dev.upload(&to_bf16(&cpu.k[0])).unwrap(), dev.upload(&to_bf16(&cpu.v[0])).unwrap());
         let bq = dev.upload(&qv).unwrap();
@@ -395,7 +399,7 @@ pub fn paged_attention_cases(dev: &Device) {
 pub fn gemm_check(dev: &Device, m: usize, n: usize, k: usize, seed: u64) {
     let (x, w) = (random_bf16(m * k, seed, 1.0), random_bf16(n * k, seed + 1, 1.0));
     let mut want = vec![0f32; m * n];
-    scalerl::backend::cpu::matmul::matmul_nt(&to_f32(&x), &to_f32(&w), &mut want, m, n, k);
+    scalerl::ops::cpu::matmul::matmul_nt(&to_f32(&x), &to_f32(&w), &mut want, m, n, k);
     let (bx, bw) = (dev.upload(&x).unwrap(), dev.upload(&w).unwrap());
     let by = dev.upload(&vec![POISON; m * n]).unwrap();
     dev.gemm_bf16_nt(&bx, &bw, &by, m, n, k).unwrap();

@@ -43,17 +43,29 @@ pub fn reference(model: &str) -> Reference {
     }
 }
 
-/// max |a − b| / max |b| over two logit rows.
+/// The largest of `xs`, NaN if any is NaN (`f32::max` drops a NaN and would report a row of NaN
+/// logits as error 0).
+pub fn nan_max(xs: impl IntoIterator<Item = f32>) -> f32 {
+    xs.into_iter().fold(0f32, |m, x| if x.is_nan() || m.is_nan() { f32::NAN } else { m.max(x) })
+}
+
+/// max |a − b| / max |b| over two logit rows. Both rows must be finite (a non-finite value
+/// panics here, naming its index), so a NaN or ∞ can never pass a tolerance check.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    assert_eq!(a.len(), b.len(), "rel_err: rows of different lengths");
+    for (name, row) in [("compared", a), ("reference", b)] {
+        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+            panic!("rel_err: the {name} row holds {} at index {i}", row[i]);
+        }
+    }
+    let scale = nan_max(b.iter().map(|v| v.abs()));
+    nan_max(a.iter().zip(b).map(|(x, y)| (x - y).abs())) / scale
 }
 
 /// Feeds every prompt token by token, all live sequences in one batch per step (shorter ones
 /// drop out), with blocks of `block_size` handed out interleaved so that sequences cross
 /// blocks and their blocks are not contiguous. Returns logits `[prompt][position][vocab]`.
-pub fn stepwise_logits<M: scalerl::engine::StepModel>(model: &M, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
+pub fn stepwise_logits<O: scalerl::ops::Ops>(model: &scalerl::model::Transformer<O>, prompts: &[Vec<u32>], block_size: usize) -> Vec<Vec<Vec<f32>>> {
     use scalerl::kv::BlockAllocator;
     use scalerl::model::SeqChunk;
     let total_blocks: usize = prompts.iter().map(|p| p.len().div_ceil(block_size)).sum();
@@ -71,7 +83,7 @@ pub fn stepwise_logits<M: scalerl::engine::StepModel>(model: &M, prompts: &[Vec<
             live.iter().map(|&i| SeqChunk { tokens: &prompts[i][step..step + 1], start_pos: step, table: &tables[i] }).collect();
         // One token per chunk: the last-token logits are every row.
         let logits = model.last_token_logits(&mut cache, &chunks).unwrap();
-        let v = model.config().vocab_size;
+        let v = model.config.vocab_size;
         for (a, &i) in live.iter().enumerate() {
             out[i].push(logits[a * v..(a + 1) * v].to_vec());
         }

@@ -8,11 +8,11 @@
 #![allow(dead_code)]
 use super::kernel_cases::{max_abs_err, nan_padded_cache, paged_setup, random_bf16, to_bf16, to_f32, POISON};
 use half::bf16;
-use scalerl::backend::cpu::attention::{paged_attention, QueryPos};
-use scalerl::backend::cuda::attention::AttentionPlan;
-use scalerl::backend::cuda::attention_prefill::{prefill_attention, PrefillPlan};
+use scalerl::ops::cpu::attention::{paged_attention, QueryPos};
+use scalerl::ops::cuda::attention::AttentionPlan;
+use scalerl::ops::cuda::attention_prefill::{prefill_attention, PrefillPlan};
 use scalerl::device::Device;
-use scalerl::kv::KvCache;
+use scalerl::ops::cpu::KvCache;
 
 /// (chunks (start, len), block_size, heads, kv heads, head_dim)
 type PrefillCase = (&'static [(usize, usize)], usize, usize, usize, usize);

@@ -8,7 +8,9 @@
 //! call reuses it. Any chunk length works, 1 included (a decode row is a tile with one valid row:
 //! correct, not fast; the decode kernel is for that, and [`PrefillPlan::from_chunk`] leaves a
 //! batch's leading decode rows to it).
-use super::kernels::{check_cache, need, opt, TokenMeta};
+use super::kv_cache_write::check_cache;
+use super::launch::{need, opt};
+use super::meta::TokenMeta;
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
 use anyhow::{ensure, Result};
 

@@ -17,7 +17,8 @@
 
 use super::attention_decode::{decode_attention, DecodePlan, DECODE_HEAD_DIMS, DECODE_MAX_GROUP};
 use super::attention_prefill::{prefill_attention, PrefillPlan, PREFILL_HEAD_DIMS};
-use super::kernels::{self, TokenMeta};
+use super::attention_paged::paged_attention;
+use super::meta::TokenMeta;
 use crate::device::{Buffer, Device};
 use anyhow::Result;
 
@@ -97,7 +98,7 @@ impl AttentionPlan {
                 decode_attention(dev, d, q, k_cache, v_cache, out, None, meta, num_blocks)?;
                 prefill_attention(dev, p, q, k_cache, v_cache, out, None, meta, num_blocks, num_heads, num_kv_heads, head_dim)
             }
-            AttentionPlan::Plain => kernels::paged_attention(
+            AttentionPlan::Plain => paged_attention(
                 dev,
                 q,
                 k_cache,

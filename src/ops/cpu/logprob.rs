@@ -1,5 +1,6 @@
 //! Log-probabilities of given tokens and the entropy at a temperature, straight from the final
-//! hidden states: the lm_head product fused with log-softmax, forward and backward, one
+//! hidden states (the CPU reference of the fused lm_head log-prob kernel of the training-kernels
+//! issue): the lm_head product fused with log-softmax, forward and backward, one
 //! vocabulary chunk at a time, so the `[rows × vocab]` logits are never held whole (only
 //! `[rows × chunk]`).
 //!
@@ -13,43 +14,18 @@
 //! and the backward recomputes each chunk's logits to form that `[rows × chunk]` block D:
 //!   ∂L/∂h += D · W_chunk,   ∂L/∂W_chunk += Dᵀ · h.
 
-use crate::backend::cpu::backward::{gemm_acc, linear_backward_weight, transpose, StridedA};
+use super::linear::{gemm_acc, linear_backward_weight, transpose, StridedA};
+use crate::ops::{LogProbShape, TokenLogProbs};
 use rayon::prelude::*;
 
 /// Vocabulary chunk size when none is given: 8192 columns × rows of f32 at a time.
 pub const DEFAULT_VOCAB_CHUNK: usize = 8192;
 
-/// Per-row results of the forward, and the statistics the backward reuses.
-#[derive(Debug, Clone)]
-pub struct TokenLogProbs {
-    /// log p(y | ·) at the temperature.
-    pub logp: Vec<f32>,
-    /// Entropy of the tempered distribution.
-    pub entropy: Vec<f32>,
-    /// log Σ_v e^{z_v}.
-    pub lse: Vec<f32>,
-    /// μ = Σ_v p_v z_v.
-    pub mean_z: Vec<f32>,
-}
-
-/// Shapes and settings of one call.
-#[derive(Debug, Clone, Copy)]
-pub struct LogProbShape {
-    /// Hidden size (columns of `hidden` and of the lm_head).
-    pub hidden: usize,
-    /// Vocabulary size (rows of the lm_head).
-    pub vocab: usize,
-    pub temperature: f32,
-    /// Vocabulary columns per chunk (clamped to 1..=vocab).
-    pub chunk: usize,
-}
-
-impl LogProbShape {
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
-        let c = self.chunk.clamp(1, self.vocab.max(1));
-        let v = self.vocab;
-        (0..v.div_ceil(c)).map(move |i| (i * c, ((i + 1) * c).min(v)))
-    }
+/// The vocabulary chunks `[c0, c1)` of a call.
+fn chunks(sh: &LogProbShape) -> impl Iterator<Item = (usize, usize)> {
+    let c = sh.chunk.clamp(1, sh.vocab.max(1));
+    let v = sh.vocab;
+    (0..v.div_ceil(c)).map(move |i| (i * c, ((i + 1) * c).min(v)))
 }
 
 /// `[rows, c1 − c0]` tempered logits of one vocabulary chunk: hidden · W_chunkᵀ / T (the chunk
@@ -73,7 +49,7 @@ pub fn logprobs_forward(hidden: &[f32], lm_head: &[f32], targets: &[u32], sh: Lo
     assert!(sh.temperature > 0.0, "temperature must be positive");
     // Running state per row: (max, Σ e^{z−max}, Σ e^{z−max}·z, target logit).
     let mut st = vec![(f32::NEG_INFINITY, 0f64, 0f64, f32::NAN); rows];
-    for (c0, c1) in sh.chunks() {
+    for (c0, c1) in chunks(&sh) {
         let z = chunk_logits(hidden, lm_head, rows, &sh, c0, c1);
         st.par_iter_mut().zip(z.par_chunks_exact(c1 - c0)).zip(targets.par_iter()).for_each(|((s, zr), &y)| {
             let cmax = zr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -125,7 +101,7 @@ pub fn logprobs_backward(
     assert_eq!(d_hidden.len(), rows * h);
     assert_eq!(d_lm_head.len(), sh.vocab * h);
     let inv_t = 1.0 / sh.temperature;
-    for (c0, c1) in sh.chunks() {
+    for (c0, c1) in chunks(&sh) {
         let n = c1 - c0;
         // Overwritten in place: tempered logits → ∂L/∂(h·W) for this chunk.
         let mut d = chunk_logits(hidden, lm_head, rows, &sh, c0, c1);

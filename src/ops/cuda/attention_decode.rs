@@ -8,7 +8,9 @@
 //! when prefill chunks follow them (continuous batching): their token rows are then rows 0..n,
 //! so the kernels index them by sequence as in a pure decode batch, and the prefill kernel takes
 //! the remaining chunks.
-use super::kernels::{check_cache, need, opt, TokenMeta};
+use super::kv_cache_write::check_cache;
+use super::launch::{need, opt};
+use super::meta::TokenMeta;
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
 use anyhow::{bail, ensure, Result};
 

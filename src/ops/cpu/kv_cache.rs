@@ -1,4 +1,4 @@
-//! KV storage of the CPU backend: per layer, K and V as `[num_blocks, block_size, kv_heads, head_dim]`
+//! KV storage of the CPU backend (block bookkeeping lives in `kv`): per layer, K and V as `[num_blocks, block_size, kv_heads, head_dim]`
 //! f32 arrays. A token at position p of a sequence lives in physical block `table[p / B]`, slot
 //! `p % B`; its K (or V) vector for KV head h starts at `((block·B + slot)·kv_heads + h)·head_dim`.
 

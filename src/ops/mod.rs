@@ -1,0 +1,235 @@
+//! The numerics of the model, forward and backward, behind one interface (`Ops`) that the
+//! transformer (src/model/transformer.rs) is written once against. Two implementations:
+//!
+//! - `cpu::CpuOps` — the f32 reference: plain, readable Rust (rayon for threads). Every kernel
+//!   is checked against it, and it runs everything on a machine with no GPU.
+//! - `cuda::CudaOps` — bf16 weights and activations, the hand-written kernels of `kernels/*.cu`
+//!   and cuBLASLt, on the device layer: a GPU, or interpret mode (the same kernels run on the
+//!   CPU with CUDA semantics).
+//!
+//! Where each op lives (CPU reference · kernel · launcher; the backward next to the forward):
+//!
+//! | op                         | CPU reference (src/ops/cpu/) | kernel (kernels/)            | launcher (src/ops/cuda/) |
+//! |----------------------------|------------------------------|------------------------------|--------------------------|
+//! | embedding + backward       | embedding.rs                 | embedding.cu (fwd)           | embedding.rs             |
+//! | RMSNorm (+residual), bwd   | norm.rs                      | rmsnorm.cu (fwd)             | norm.rs                  |
+//! | linear, NN/TN backward     | linear.rs (matmul.rs, gemm.rs) | cuBLASLt (device/cuda.rs)  | (Device::gemm_bf16_nt)   |
+//! | RoPE (+q/k bias), bwd      | rope.rs                      | rope.cu (fwd)                | rope.rs                  |
+//! | KV-cache write (+v bias)   | kv_cache.rs                  | kv_cache_write.cu            | kv_cache_write.rs        |
+//! | attention, paged           | attention.rs                 | attention_prefill.cu, attention_decode.cu, attention_paged.cu | attention*.rs |
+//! | attention, packed + LSE, bwd | attention.rs               | —                            | —                        |
+//! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu (fwd)              | swiglu.rs                |
+//! | lm_head log-prob/entropy, bwd | logprob.rs                | —                            | —                        |
+//! | sampling                   | sample.rs                    | — (logits downloaded)        | mod.rs                   |
+//! | AdamW update, grad norm    | adamw.rs                     | —                            | —                        |
+//!
+//! A "—" is a kernel that does not exist yet (the training-kernels and rollout issues write
+//! them): the CUDA implementation of that op returns an error that says so, never a silent
+//! fallback to the CPU.
+//!
+//! Conventions: outputs are `&mut` and overwritten, except weight gradients, which are
+//! accumulated (`+=`) so micro-batches and tied tensors add up. Activations are row-major
+//! `[rows, cols]`; linear weights keep the PyTorch layout `[out, in]`.
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::model::{ModelConfig, SeqChunk};
+use crate::params::{ParamId, ParamTable};
+use anyhow::Result;
+use std::sync::Arc;
+
+/// How to draw one token from a row of logits (the CPU reference is `cpu::sample::sample_row`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Keep the smallest set of most likely tokens whose probability reaches top_p (1 = off).
+    pub top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// The draw's randomness: uniform in [0, 1) (ignored when greedy).
+    pub uniform: f64,
+}
+
+impl Draw {
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+}
+
+/// A drawn token and its log-prob under softmax(logits / T), before top-k/top-p.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// Shapes and settings of the chunked lm_head log-prob (see `cpu::logprob`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogProbShape {
+    /// Hidden size (columns of `hidden` and of the lm_head).
+    pub hidden: usize,
+    /// Vocabulary size (rows of the lm_head).
+    pub vocab: usize,
+    pub temperature: f32,
+    /// Vocabulary columns per chunk (clamped to 1..=vocab).
+    pub chunk: usize,
+}
+
+/// Per-row results of the log-prob forward, and the statistics its backward reuses.
+#[derive(Debug, Clone)]
+pub struct TokenLogProbs {
+    /// log p(y | ·) at the temperature.
+    pub logp: Vec<f32>,
+    /// Entropy of the tempered distribution.
+    pub entropy: Vec<f32>,
+    /// log Σ_v e^{z_v}.
+    pub lse: Vec<f32>,
+    /// μ = Σ_v p_v z_v.
+    pub mean_z: Vec<f32>,
+}
+
+/// The coefficients of one AdamW step, the same for every element (see `cpu::adamw`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// η / (1 − β1ᵗ)
+    pub step_size: f32,
+    /// √(1 − β2ᵗ)
+    pub bc2_sqrt: f32,
+    /// 1 − η λ
+    pub decay: f32,
+}
+
+/// The numerics of one backend. `Tensor` is an activation (f32 on the CPU, bf16 on the CUDA
+/// backend); `Params` a full parameter set in one flat allocation laid out by a `ParamTable`,
+/// and `Param` one tensor of it; `Cache` the paged KV storage; `Batch` the layout of one
+/// forward's rows (positions, block tables or packed sequences, and what a backend derives from
+/// them once per forward, such as the attention plan).
+pub trait Ops {
+    type Tensor;
+    type Params;
+    type Param: ?Sized;
+    type Cache;
+    type Batch;
+
+    /// Where it runs, for logs and errors.
+    fn name(&self) -> String;
+
+    // --- memory -------------------------------------------------------------------------
+    /// A tensor of `n` elements, all zero.
+    fn zeros(&self, n: usize) -> Result<Self::Tensor>;
+    fn from_host(&self, values: &[f32]) -> Result<Self::Tensor>;
+    fn to_host(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+    fn param<'a>(&self, p: &'a Self::Params, id: ParamId) -> &'a Self::Param;
+    fn param_mut<'a>(&self, p: &'a mut Self::Params, id: ParamId) -> &'a mut Self::Param;
+    /// A parameter set of `table`'s shape, all zero (gradients, optimizer moments).
+    fn zeros_params(&self, table: &Arc<ParamTable>) -> Result<Self::Params>;
+
+    // --- batch layout ---------------------------------------------------------------------
+    fn new_cache(&self, c: &ModelConfig, num_blocks: usize, block_size: usize) -> Result<Self::Cache>;
+    /// The rows of chunks that read and extend the paged cache (inference).
+    fn paged_batch(&self, c: &ModelConfig, cache: &Self::Cache, chunks: &[SeqChunk]) -> Result<Self::Batch>;
+    /// The rows of whole sequences packed one after the other, each at positions 0.. (training).
+    fn packed_batch(&self, c: &ModelConfig, seqs: &[&[u32]]) -> Result<Self::Batch>;
+
+    // --- forward ----------------------------------------------------------------------------
+    /// `out[r] = table[token of row r]`.
+    fn embed(&self, b: &Self::Batch, table: &Self::Param, out: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
+    /// `residual += x` (if given), `out = rmsnorm(residual) · w`, rows of `hidden`.
+    #[allow(clippy::too_many_arguments)]
+    fn add_rmsnorm(&self, residual: &mut Self::Tensor, x: Option<&Self::Tensor>, w: &Self::Param, out: &mut Self::Tensor, rows: usize, hidden: usize, eps: f32) -> Result<()>;
+    /// `y[m, n] = x[m, k] · w[n, k]ᵀ`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(&self, x: &Self::Tensor, w: &Self::Param, y: &mut Self::Tensor, m: usize, n: usize, k: usize) -> Result<()>;
+    /// `y[r] += b` for every row.
+    fn add_bias(&self, y: &mut Self::Tensor, b: &Self::Param, rows: usize, n: usize) -> Result<()>;
+    /// q, k ← rope(q + q_bias), rope(k + k_bias) at the rows' positions.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_qk(&self, b: &Self::Batch, q: &mut Self::Tensor, k: &mut Self::Tensor, q_bias: Option<&Self::Param>, k_bias: Option<&Self::Param>, c: &ModelConfig) -> Result<()>;
+    /// Writes k and v (+ v_bias) of every row into its cache slot of `layer`.
+    #[allow(clippy::too_many_arguments)]
+    fn kv_write(&self, b: &Self::Batch, cache: &mut Self::Cache, layer: usize, k: &Self::Tensor, v: &Self::Tensor, v_bias: Option<&Self::Param>, c: &ModelConfig) -> Result<()>;
+    /// Causal GQA attention of q over the paged cache of `layer`.
+    fn attention_paged(&self, b: &Self::Batch, cache: &Self::Cache, layer: usize, q: &Self::Tensor, out: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
+    /// Causal GQA attention within each packed sequence, with the row log-sum-exp `[rows, heads]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_packed(&self, b: &Self::Batch, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, out: &mut Self::Tensor, lse: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
+    /// `out = silu(gate) · up` over `n` elements.
+    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor, out: &mut Self::Tensor, n: usize) -> Result<()>;
+    /// f32 logits `[rows.len(), vocab]` of the given rows of `hidden`, on the host.
+    fn logits(&self, hidden: &Self::Tensor, rows: &[usize], lm_head: &Self::Param, c: &ModelConfig) -> Result<Vec<f32>>;
+    /// One token drawn from the logits of each given row of `hidden` (`draws[i]` for `rows[i]`):
+    /// the engine's seam, which returns tokens and log-probs, never the logits.
+    fn sample(&self, hidden: &Self::Tensor, rows: &[usize], lm_head: &Self::Param, c: &ModelConfig, draws: &[Draw]) -> Result<Vec<Sampled>>;
+
+    // --- backward ---------------------------------------------------------------------------
+    /// `x += y` over all elements.
+    fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
+    /// `dx[m, k] = dy[m, n] · w[n, k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_input(&self, dy: &Self::Tensor, w: &Self::Param, dx: &mut Self::Tensor, m: usize, n: usize, k: usize) -> Result<()>;
+    /// `dw[n, k] += dy[m, n]ᵀ · x[m, k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_weight(&self, dy: &Self::Tensor, x: &Self::Tensor, dw: &mut Self::Param, m: usize, n: usize, k: usize) -> Result<()>;
+    /// `db += Σ_rows dy`.
+    fn bias_backward(&self, dy: &Self::Tensor, db: &mut Self::Param, rows: usize, n: usize) -> Result<()>;
+    /// Backward of `out = rmsnorm(x) · w`: `dx` overwritten, `dw` accumulated.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(&self, x: &Self::Tensor, w: &Self::Param, dy: &Self::Tensor, dx: &mut Self::Tensor, dw: &mut Self::Param, rows: usize, hidden: usize, eps: f32) -> Result<()>;
+    /// Backward of the rotation of `rope_qk`, in place (the bias gradient is `bias_backward`).
+    fn rope_backward(&self, b: &Self::Batch, dq: &mut Self::Tensor, dk: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu_backward(&self, gate: &Self::Tensor, up: &Self::Tensor, dy: &Self::Tensor, dgate: &mut Self::Tensor, dup: &mut Self::Tensor, n: usize) -> Result<()>;
+    /// Backward of `attention_packed` from its saved output and LSE: dq, dk, dv overwritten.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_packed_backward(
+        &self,
+        b: &Self::Batch,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        out: &Self::Tensor,
+        lse: &Self::Tensor,
+        dout: &Self::Tensor,
+        dq: &mut Self::Tensor,
+        dk: &mut Self::Tensor,
+        dv: &mut Self::Tensor,
+        c: &ModelConfig,
+    ) -> Result<()>;
+    /// `d_table[token of row r] += dx[r]`, in row order (deterministic).
+    fn embed_backward(&self, b: &Self::Batch, dx: &Self::Tensor, d_table: &mut Self::Param, c: &ModelConfig) -> Result<()>;
+
+    // --- the lm_head log-prob head ------------------------------------------------------------
+    /// Log-probs and entropies of `targets[i]` from row `rows[i]` of `hidden`, a vocabulary
+    /// chunk at a time (never the whole `[rows, vocab]` logits).
+    fn logprobs(&self, hidden: &Self::Tensor, rows: &[usize], targets: &[u32], lm_head: &Self::Param, sh: LogProbShape) -> Result<TokenLogProbs>;
+    /// Its backward: `d_hidden` (`hidden`'s shape) overwritten — zero on rows not in `rows` —
+    /// and `d_lm_head` accumulated.
+    #[allow(clippy::too_many_arguments)]
+    fn logprobs_backward(
+        &self,
+        hidden: &Self::Tensor,
+        rows: &[usize],
+        targets: &[u32],
+        lm_head: &Self::Param,
+        fwd: &TokenLogProbs,
+        d_logp: &[f32],
+        d_entropy: Option<&[f32]>,
+        sh: LogProbShape,
+        d_hidden: &mut Self::Tensor,
+        d_lm_head: &mut Self::Param,
+    ) -> Result<()>;
+
+    // --- the optimizer, over whole flat parameter sets ----------------------------------------
+    /// Σ g² over every parameter, in f64.
+    fn sum_squares(&self, g: &Self::Params) -> Result<f64>;
+    fn scale_params(&self, g: &mut Self::Params, s: f32) -> Result<()>;
+    fn zero_params(&self, g: &mut Self::Params) -> Result<()>;
+    /// One AdamW step of every parameter (see `cpu::adamw`).
+    fn adamw_update(&self, w: &mut Self::Params, g: &Self::Params, m: &mut Self::Params, v: &mut Self::Params, s: &AdamWStep) -> Result<()>;
+}

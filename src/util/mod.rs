@@ -1,0 +1,4 @@
+//! Small shared pieces with no home of their own.
+pub mod rng;
+
+pub use rng::{hash_parts, mix, Rng};
