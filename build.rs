@@ -8,7 +8,9 @@
 //! 2. For interpret mode: g++ compiles the same sources with -DSCALERL_INTERPRET together with
 //!    the runtime in kernels/interpret/, so CI runs every kernel on the CPU with CUDA semantics.
 //!    SCALERL_SANITIZE=address|thread builds that C++ under ASan/TSan (the Rust side must then
-//!    link the runtime: RUSTFLAGS="-C link-arg=-l:libasan.a", see scripts/test.sh).
+//!    link the runtime: RUSTFLAGS="-C link-arg=-l:libasan.a", see scripts/test.sh). An ASan
+//!    build also compiles kernels/selftest/asan_canary.cu (a planted out-of-bounds write) and
+//!    sets cfg(scalerl_asan), so a test can prove ASan still reports.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,6 +20,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo::rustc-check-cfg=cfg(scalerl_fatbin)");
+    println!("cargo::rustc-check-cfg=cfg(scalerl_asan)");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let kernels = kernel_sources();
     build_fatbin(&kernels, &out);
@@ -116,6 +119,9 @@ fn build_interpret(kernels: &[PathBuf]) {
     match std::env::var("SCALERL_SANITIZE").as_deref() {
         Ok("address") => {
             b.flag("-fsanitize=address").flag("-fno-omit-frame-pointer").opt_level(1);
+            // The canary kernel that proves ASan reports from inside the Rust test binaries.
+            b.file("kernels/selftest/asan_canary.cu");
+            println!("cargo:rustc-cfg=scalerl_asan");
         }
         Ok("thread") => {
             b.flag("-fsanitize=thread").opt_level(1);

@@ -109,3 +109,44 @@ fn launchers_refuse_bad_shapes() {
     let e = TokenMeta::upload(&dev, &[(3, 4, &[0u32][..])], 4).err().unwrap().to_string();
     assert!(e.contains("covers"), "{e}");
 }
+
+/// The AddressSanitizer canary. In an ASan build (scripts/test.sh's last step: the interpret
+/// C++ compiled with SCALERL_SANITIZE=address, the static libasan linked first), a kernel with a
+/// planted out-of-bounds write (kernels/selftest/asan_canary.cu), launched through the device
+/// layer in a child process, must die with ASan's report naming the kernel's file. Without it, a
+/// build where ASan silently stopped working would pass every parity test unchecked.
+/// Elsewhere the test says "skipped"; SCALERL_REQUIRE_ASAN=1 (set by that CI step) makes a
+/// non-ASan build a failure.
+#[test]
+fn asan_reports_a_planted_out_of_bounds_write() {
+    const CHILD: &str = "SCALERL_ASAN_CANARY_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let dev = Device::interpret();
+        let n = 64;
+        let out = dev.alloc(n * 4).unwrap();
+        let cfg = scalerl::device::LaunchConfig { grid: scalerl::device::Dim3::x(1), block: scalerl::device::Dim3::x(n as u32 + 32), shared_bytes: 0 };
+        dev.launch("asan_canary_oob_write", cfg, &[scalerl::device::Arg::Buf(&out), scalerl::device::Arg::I32(n as i32)]).unwrap();
+        // Only reached when ASan did not stop the process.
+        println!("canary launch returned");
+        return;
+    }
+    if !cfg!(scalerl_asan) {
+        assert!(
+            std::env::var("SCALERL_REQUIRE_ASAN").as_deref() != Ok("1"),
+            "SCALERL_REQUIRE_ASAN=1, but this test binary's kernels were not built with SCALERL_SANITIZE=address"
+        );
+        println!("skipped: not an AddressSanitizer build (SCALERL_SANITIZE=address)");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "asan_reports_a_planted_out_of_bounds_write", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the planted out-of-bounds write went unreported:\n{}{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        err.contains("AddressSanitizer: heap-buffer-overflow") && err.contains("asan_canary.cu"),
+        "the child failed without ASan's report of the canary:\n{err}"
+    );
+}
