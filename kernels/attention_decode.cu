@@ -11,7 +11,7 @@
 //   So one grid serves a batch of ragged contexts, and a plan sized for a longer context
 //   stays valid as the sequences grow (extra splits are idle blocks).
 //
-// CPU reference: src/backend/cpu/attention.rs `paged_attention` (decode rows); the LSE is
+// CPU reference: src/ops/cpu/attention.rs `paged_attention` (decode rows); the LSE is
 // the log-sum-exp of the same scaled scores.
 // Layout: q, out [tokens, num_heads * head_dim] bf16, of which rows 0..num_seqs are read and
 // written: sequence s brings one token, row s (a decode batch, or its leading decode rows when
@@ -57,7 +57,7 @@
 // design is all about bytes: one K/V load per group (the per-head paged_attention_bf16 reads
 // each row 6 times), whole lines, enough blocks in flight. Batch 1 has only num_kv_heads
 // (sequence, KV head) pairs — 2 blocks would leave 130 of 132 SMs idle — hence the splits
-// (DecodePlan in src/backend/cuda/attention_decode.rs picks them: ~2 waves of blocks, >= 256
+// (DecodePlan in src/ops/cuda/attention_decode.rs picks them: ~2 waves of blocks, >= 256
 // keys per split). In flight per SM: each warp keeps one 8 KB tile loading while it computes
 // the other, 32 KB per block; ptxas gives the d = 128 kernel ~196 registers (0 spills; capping
 // it at 168 for a third block spills), so 2 blocks (8 warps, ~64 KB in flight) per SM, about

@@ -9,7 +9,7 @@
 //   the token's own K/V (and those of the rest of its chunk) must already be written
 //   (kv_cache_write.cu), causality comes from j <= p.
 //
-// CPU reference: src/backend/cpu/attention.rs `paged_attention`.
+// CPU reference: src/ops/cpu/attention.rs `paged_attention`.
 // Layout: q, out [tokens, num_heads * head_dim] bf16; k_cache, v_cache [num_blocks, block_size,
 // num_kv_heads, head_dim] bf16; positions, seq_ids [tokens] int32; block_tables [num_seqs,
 // max_blocks] int32. head_dim <= 256.

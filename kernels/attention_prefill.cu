@@ -10,7 +10,7 @@
 //   lse is the natural log-sum-exp of the scaled scores, kept for the backward pass; inference
 //   passes NULL and skips it.
 //
-// CPU reference: src/backend/cpu/attention.rs `paged_attention` (out); the tests compute lse.
+// CPU reference: src/ops/cpu/attention.rs `paged_attention` (out); the tests compute lse.
 // Layout: q, out [tokens, num_heads * D] bf16 (rows of a chunk consecutive, chunks in the order
 //   of the block tables); lse [tokens, num_heads] f32 or NULL; k_cache, v_cache [num_blocks, block_size,
 //   num_kv_heads, D] bf16, the paged layout kv_cache_write and the CPU cache use: one token's K
@@ -18,7 +18,7 @@
 //   16-byte cp.async chunks whatever the block size (kept as is: kv_cache_write, the CPU cache
 //   and the decode kernels share it);
 //   block_tables [num_seqs, max_blocks] int32; work [items] int4, built on the host
-//   (src/backend/cuda/attention_prefill.rs): (token of the tile's first row, its position,
+//   (src/ops/cuda/attention_prefill.rs): (token of the tile's first row, its position,
 //   valid rows 1..64, sequence), the tiles with the most keys first so the long ones do not
 //   form the tail of the grid.
 // D = 64 or 128: prefill_attention_d64_bf16 / prefill_attention_d128_bf16.

@@ -2,7 +2,7 @@
 // lookup, and also picks the rows of the final hidden states that the lm_head needs (the last
 // position of each sequence).
 //
-// CPU reference: the embedding loop at the top of src/model/forward.rs `forward_hidden`.
+// CPU reference: src/ops/cpu/embedding.rs `embedding`.
 // Layout: ids [rows] int32 (each in [0, table_rows): the host checks, the kernel asserts);
 // table [table_rows, hidden] bf16 row-major; out [rows, hidden] bf16.
 // Launch: grid = rows, block = 256; each thread strides over the row (coalesced 2-byte

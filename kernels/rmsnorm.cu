@@ -3,7 +3,7 @@
 //   residual[r] += x[r]                       (skipped when x == nullptr: the first layer)
 //   out[r]       = residual[r] / sqrt(mean(residual[r]^2) + eps) * weight
 //
-// CPU reference: src/backend/cpu/ops.rs `rmsnorm` (+ `add_inplace`).
+// CPU reference: src/ops/cpu/norm.rs `add_rmsnorm` (`add_inplace` + `rmsnorm`).
 // Layout: row-major [rows, hidden] bf16; weight [hidden] bf16; f32 math inside.
 // Launch: grid = rows, block = 256 (a multiple of 32); one block per row, each thread strides
 // over the row twice (sum of squares, then scale), the second pass hitting L1/L2.

@@ -6,8 +6,8 @@
 //     inv_freq = 1 / theta^(2i/d),  angle = p * inv_freq        (f32, like HF and the CPU)
 //     x[i] = x0 cos − x1 sin,  x[i + d/2] = x1 cos + x0 sin      (in place, f32 math, bf16 out)
 //
-// CPU reference: src/backend/cpu/ops.rs `rope_cos_sin` + `rope_inplace` (after
-// src/backend/cpu/matmul.rs `add_bias`).
+// CPU reference: src/ops/cpu/rope.rs `rope_cos_sin` + `rope_inplace` (after
+// src/ops/cpu/matmul.rs `add_bias`).
 // Layout: q [tokens, num_heads * head_dim] bf16, k [tokens, num_kv_heads * head_dim] bf16
 // (the GEMM outputs, row-major); q_bias [num_heads * head_dim], k_bias [num_kv_heads *
 // head_dim] bf16 or null; positions [tokens] int32. head_dim even, <= 2 * ROPE_MAX_HALF = 512.

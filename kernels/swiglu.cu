@@ -1,7 +1,7 @@
 // swiglu.cu — the SwiGLU activation of the MLP: out[i] = silu(gate[i]) * up[i],
 // silu(g) = g / (1 + exp(−g)), f32 math, bf16 in and out.
 //
-// CPU reference: src/backend/cpu/ops.rs `silu_mul_inplace`.
+// CPU reference: src/ops/cpu/swiglu.rs `silu_mul`.
 // Layout: gate, up, out [n] bf16 (the [tokens, intermediate] GEMM outputs, flattened).
 // `out` may alias `gate` (element-wise, each element read before it is written by one thread).
 // Launch: grid = min(ceil(n / 256), 4096), block = 256; grid-stride loop (so a large n does not

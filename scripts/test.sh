@@ -4,9 +4,11 @@
 #   1. fetches the real artefacts (tokenizers, SmolLM2-135M) the integration tests use;
 #   2. installs nvcc 13.0 and requires it, so every kernel is compiled for sm_80/sm_90a and
 #      checked for register spills;
-#   3. runs the interpret-mode runtime's selftests (planted bugs) under AddressSanitizer;
-#   4. runs every test, bench (once, in test mode) and example;
-#   5. runs the kernel parity tests again with the kernels under AddressSanitizer.
+#   3. runs the interpret-mode runtime's selftests (planted bugs) under AddressSanitizer, and
+#      under ThreadSanitizer (planted races must be reported, no false alarm elsewhere);
+#   4. runs every test and bench (once, in test mode), then runs each example on a fixture;
+#   5. runs the kernel parity tests again with the kernels under AddressSanitizer (with a
+#      canary: a planted out-of-bounds write must be reported).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,11 +35,19 @@ export CUDA_HOME SCALERL_REQUIRE_NVCC=1
 step "interpret-mode runtime selftests (ASan)"
 SANITIZE=address scripts/interpret-selftest.sh
 
+step "interpret-mode runtime selftests (TSan)"
+scripts/interpret-tsan.sh
+
 step "cargo test"
 cargo test --locked --all-targets
 
+step "examples"
+# `cargo test` only builds them; run each one for real, on a fixture model.
+cargo run --locked --example cpu_speed -- tests/fixtures/tiny-qwen2 2 16 8
+
 step "kernel parity under AddressSanitizer"
 # Separate target dir: RUSTFLAGS changes rebuild everything. The static libasan must come first.
-SCALERL_SANITIZE=address RUSTFLAGS="-C link-arg=-l:libasan.a" CARGO_TARGET_DIR=target/asan \
+# SCALERL_REQUIRE_ASAN=1: the canary test (a planted out-of-bounds write) must be reported by ASan.
+SCALERL_REQUIRE_ASAN=1 SCALERL_SANITIZE=address RUSTFLAGS="-C link-arg=-l:libasan.a" CARGO_TARGET_DIR=target/asan \
     cargo test --locked --test kernels_interpret --test attention_decode_interpret \
     --test attention_prefill_interpret --test interpret_model

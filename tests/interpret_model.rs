@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// tiny-qwen2-d64 (head_dim 64) runs attention through the flash kernels (prefill: the
 /// FlashAttention-2-style kernel, decode: split-KV); the others (head_dim 12 and 16) through the
-/// plain kernel (see src/backend/cuda/attention.rs).
+/// plain kernel (see src/ops/cuda/attention.rs).
 const MODELS: [&str; 4] = ["tiny-qwen2", "tiny-llama", "tiny-qwen2-bf16-sharded", "tiny-qwen2-d64"];
 const TOL: f32 = 3e-2;
 

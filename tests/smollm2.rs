@@ -41,14 +41,17 @@ fn smollm2_logits_match_transformers() {
         let logits = model.sequence_logits(&tokens, true).unwrap();
         let mut worst = 0f32;
         for (pos, row) in logits.iter().enumerate() {
+            // Every logit finite (the comparisons below see only a few columns; a NaN elsewhere
+            // would otherwise pass, and f32::max drops NaN).
+            assert!(row.iter().all(|v| v.is_finite()), "position {pos}: non-finite logits");
             // The reference keeps the top-20 and 50 fixed columns per position, and the full max|logit|.
             let scale = p["max_abs_logit"][pos].as_f64().unwrap() as f32;
-            let ours_max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            worst = worst.max((ours_max - scale).abs() / scale);
+            let ours_max = common::nan_max(row.iter().map(|v| v.abs()));
+            worst = common::nan_max([worst, (ours_max - scale).abs() / scale]);
             for (cols, vals) in [("top_ids", "top_logits"), ("", "fixed_logits")] {
                 let col_ids = if cols.is_empty() { fixed.clone() } else { ids(&p[cols][pos]) };
                 for (c, want) in col_ids.iter().zip(p[vals][pos].as_array().unwrap()) {
-                    worst = worst.max((row[*c as usize] - want.as_f64().unwrap() as f32).abs() / scale);
+                    worst = common::nan_max([worst, (row[*c as usize] - want.as_f64().unwrap() as f32).abs() / scale]);
                 }
             }
         }

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 const TOL: f64 = 1e-4;
-/// The AdamW update (w3 − w0) against PyTorch's.
-const UPDATE_TOL: f64 = 1e-3;
+/// The AdamW update (w3 − w0) against PyTorch's: measured ≤ 1.2e-4; dropping weight decay
+/// gives 1.5e-3 (tiny-llama) and 3.5e-3 (tiny-qwen2) on the embedding.
+const UPDATE_TOL: f64 = 5e-4;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -59,6 +59,7 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     let scale = nan_max(b.iter().map(|v| v.abs()));
+    assert!(scale > 0.0, "rel_err: the reference row is all zero");
     nan_max(a.iter().zip(b).map(|(x, y)| (x - y).abs())) / scale
 }
 
