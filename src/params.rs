@@ -13,7 +13,7 @@
 //! file lists its moments in.
 
 use crate::model::config::ModelConfig;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::sync::Arc;
 
 /// What a tensor is, independent of its layer.
@@ -347,17 +347,6 @@ pub fn flat_from_named(table: &Arc<ParamTable>, named: Vec<(String, Vec<f32>)>, 
 /// the config unties it or the checkpoint carries one anyway.
 pub fn table_for_checkpoint(c: &ModelConfig, ckpt: &crate::model::safetensors_files::Checkpoint) -> Arc<ParamTable> {
     ParamTable::with_lm_head(c, !c.tie_word_embeddings || ckpt.contains(LM_HEAD.name))
-}
-
-/// A model's parameter count, for plans and logs.
-pub fn count(c: &ModelConfig) -> usize {
-    ParamTable::new(c).total()
-}
-
-/// Looks up `name` and returns its values, for tests and tools.
-pub fn named<'a>(p: &'a HostParams, name: &str) -> Result<&'a [f32]> {
-    let id = p.table.find(name).with_context(|| format!("no parameter named `{name}`"))?;
-    Ok(p.get(id))
 }
 
 #[cfg(test)]

@@ -253,3 +253,16 @@ fn greedy_generation_runs_and_follows_the_reference() {
         );
     }
 }
+
+/// The CUDA backend runs the one transformer's inference; its training ops have no kernels yet
+/// and must say so (never fall back to the CPU in silence).
+#[test]
+fn training_ops_without_kernels_say_so() {
+    let (_, cuda) = load("tiny-qwen2");
+    let err = cuda.forward_packed(&[&[1, 2, 3]], scalerl::model::Save::All).err().expect("no packed attention kernel yet");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no CUDA kernel yet") && msg.contains("packed"), "{msg}");
+    use scalerl::ops::Ops;
+    let err = cuda.ops.zeros_params(cuda.table()).err().expect("no f32 gradient buffers yet");
+    assert!(format!("{err:#}").contains("no CUDA kernel yet"), "{err:#}");
+}

@@ -122,8 +122,8 @@ pub trait Ops {
     // --- memory -------------------------------------------------------------------------
     /// A tensor of `n` elements, all zero.
     fn zeros(&self, n: usize) -> Result<Self::Tensor>;
-    fn from_host(&self, values: &[f32]) -> Result<Self::Tensor>;
-    fn to_host(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    fn upload(&self, values: &[f32]) -> Result<Self::Tensor>;
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
     fn param<'a>(&self, p: &'a Self::Params, id: ParamId) -> &'a Self::Param;
     fn param_mut<'a>(&self, p: &'a mut Self::Params, id: ParamId) -> &'a mut Self::Param;

@@ -98,10 +98,10 @@ impl Ops for CpuOps {
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; n])
     }
-    fn from_host(&self, values: &[f32]) -> Result<Vec<f32>> {
+    fn upload(&self, values: &[f32]) -> Result<Vec<f32>> {
         Ok(values.to_vec())
     }
-    fn to_host(&self, t: &Vec<f32>) -> Result<Vec<f32>> {
+    fn download(&self, t: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(t.clone())
     }
     fn copy(&self, t: &Vec<f32>) -> Result<Vec<f32>> {

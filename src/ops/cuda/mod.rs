@@ -146,11 +146,11 @@ impl Ops for CudaOps {
         Ok(b)
     }
 
-    fn from_host(&self, values: &[f32]) -> Result<Buffer> {
+    fn upload(&self, values: &[f32]) -> Result<Buffer> {
         upload_bf16(&self.dev, values)
     }
 
-    fn to_host(&self, t: &Buffer) -> Result<Vec<f32>> {
+    fn download(&self, t: &Buffer) -> Result<Vec<f32>> {
         Ok(self.dev.download::<half::bf16>(t)?.iter().map(|v| v.to_f32()).collect())
     }
 
