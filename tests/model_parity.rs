@@ -235,3 +235,18 @@ fn samples_of_one_prompt_share_its_blocks_with_the_same_results() {
     let (_, most) = run(false, Some(budget));
     assert!(most < requests.len(), "without sharing {most} ran at once in a budget that cannot hold all");
 }
+
+/// The comparison helper cannot be fooled by NaN: a row of NaN logits used to score 0 (f32::max
+/// drops NaN), so a forward that produced NaN passed every tolerance.
+#[test]
+#[should_panic(expected = "holds NaN")]
+fn rel_err_refuses_nan_rows() {
+    let reference = [1.0f32, -2.0, 0.5];
+    rel_err(&[f32::NAN; 3], &reference);
+}
+
+#[test]
+fn nan_max_keeps_nan() {
+    assert!(common::nan_max([0.1, f32::NAN, 0.3]).is_nan());
+    assert_eq!(common::nan_max([0.1, 0.3]), 0.3);
+}
