@@ -3,9 +3,11 @@
 //!
 //! Map: `model` (Hugging Face files → config, weights, tokenizer, chat template, forward),
 //! `backend` (the CPU reference ops), `kv` (paged KV cache), `engine` (sampling and generation),
+//! `data` (training-data tools: formats, dedup, decontamination, gradability filter, stats),
 //! `cli` (the `scalerl` binary's subcommands).
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod engine;
 pub mod eval;
