@@ -99,7 +99,15 @@ TRAIN = [
      + MC, "\\text{(C)}"),
     ("boilerplate-mc", "Find the curve defined by the equation \\[r = \\frac{1}{1 - \\cos \\theta}.\\]"
      + MC, "\\text{(C)}"),
-    # T17: shares a rare passage with E2 (its first sentence) but asks something else.
+    # T18, T19: the same text asking another question (MATH train has such pairs): a variant
+    # with another answer, not a second copy.
+    ("variant-base", "A chess team has $26$ members. However, only $16$ members attended the last "
+     "meeting: half of the girls attended but all of the boys attended. How many girls are on the "
+     "chess team?", "20"),
+    ("dup-variant", "A chess team has $26$ members. However, only $16$ members attended the last "
+     "meeting: half of the girls attended but all of the boys attended. How many boys are on the "
+     "chess team?", "6"),
+    # T20: shares a rare passage with E2 (its first sentence) but asks something else.
     ("shared-passage", "Find the number of ordered pairs of positive integers $(a, b)$ such that "
      "$a + b = 1000$ and the product $ab$ is a perfect square that is also divisible by every "
      "prime less than ten, counting $(a, b)$ and $(b, a)$ once.", "0"),

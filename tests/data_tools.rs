@@ -56,9 +56,12 @@ fn dedup_classifies_planted_duplicates() {
             (at("dup-exact"), Reason::Exact, Action::Removed, Some(at("clean"))),
             (at("dup-near"), Reason::NearDuplicate, Action::Removed, Some(5)),
             (at("dup-templated"), Reason::Templated, Action::Flagged, Some(at("clean"))),
+            (at("dup-variant"), Reason::NearDuplicate, Action::Flagged, Some(at("variant-base"))),
         ]
     );
     assert_eq!(src[5], "boilerplate", "T11 is planted as a near-duplicate of T5");
+    let variant = out.report.iter().find(|l| l.action == Action::Flagged && l.reason == Reason::NearDuplicate).unwrap();
+    assert_eq!(variant.detail.as_deref(), Some("different answer: `6` vs `20`"));
     let kept: Vec<String> = out.kept(std::slice::from_ref(&train)).iter().map(|it| it.rest["source"].to_string()).collect();
     assert_eq!(kept.len(), train.items.len() - 2);
     assert!(kept.contains(&"\"dup-templated\"".to_string()), "templated variants are kept by default");
@@ -68,6 +71,10 @@ fn dedup_classifies_planted_duplicates() {
     assert_eq!(out.removed(), 3);
     let l = out.report.iter().find(|l| l.reason == Reason::Templated).unwrap();
     assert_eq!((l.index, l.action), (at("dup-templated"), Action::Removed));
+    let o = DedupOptions { drop_variants: true, ..DedupOptions::default() };
+    let out = dedup(std::slice::from_ref(&train), &o, &ProgressBar::hidden());
+    assert_eq!(out.removed(), 3);
+    assert!(!out.keep[0][at("dup-variant")]);
 }
 
 #[test]
@@ -175,20 +182,20 @@ fn boilerplate_only_pairs_are_declined() {
 
 #[test]
 fn overlap_needs_whole_problem_similarity() {
-    // T17 opens with E2's first sentence (a rare passage) and then asks something else: the
-    // whole-problem similarity is too low, so the pair is declined and T17 kept.
+    // T20 opens with E2's first sentence (a rare passage) and then asks something else: the
+    // whole-problem similarity is too low, so the pair is declined and T20 kept.
     let (train, d) = decontam(&with_declined());
-    let t17 = sources(&train).iter().position(|s| s == "shared-passage").unwrap();
-    let l: Vec<_> = d.outcome.report.iter().filter(|l| l.index == t17).collect();
+    let t20 = sources(&train).iter().position(|s| s == "shared-passage").unwrap();
+    let l: Vec<_> = d.outcome.report.iter().filter(|l| l.index == t20).collect();
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!((l[0].reason, l[0].action, l[0].match_index), (Reason::Dissimilar, Action::Declined, Some(2)));
     assert!(l[0].similarity.unwrap() < OverlapConfig::default().confirm);
     assert_eq!(d.pairs.dissimilar, 1);
-    assert!(d.outcome.keep[0][t17]);
+    assert!(d.outcome.keep[0][t20]);
     // The confirmation is what keeps it: with a bar below its similarity it is removed.
     let low = DecontaminateOptions { overlap: OverlapConfig { confirm: 0.3, ..OverlapConfig::default() }, ..with_declined() };
     let (_, d) = decontam(&low);
-    assert!(!d.outcome.keep[0][t17]);
+    assert!(!d.outcome.keep[0][t20]);
 }
 
 #[test]
@@ -340,7 +347,7 @@ fn cli_writes_both_outputs_or_nothing() {
     let (ok, stdout, stderr) =
         scalerl(&["data", "decontaminate", &train, "--against", &eval, "--out", &s(&out), "--report", &s(&rep)]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("-> 15 kept") && stdout.contains("found in the training set"), "{stdout}");
+    assert!(stdout.contains("-> 17 kept") && stdout.contains("found in the training set"), "{stdout}");
     assert!(stdout.contains("eval.json: 4 of 7 (exact 1, near_duplicate 1, overlap 1, templated 1)"), "{stdout}");
     assert!(stdout.contains("declined 10 boilerplate-only"), "{stdout}");
     let report = std::fs::read_to_string(&rep).unwrap();
@@ -352,7 +359,7 @@ fn cli_writes_both_outputs_or_nothing() {
         }
     }
     // The trainer takes the cleaned file as it is.
-    assert_eq!(Dataset::load(&[out.clone()], 1, true).unwrap().len(), 15);
+    assert_eq!(Dataset::load(&[out.clone()], 1, true).unwrap().len(), 17);
 
     // Bad input in the second file: an error naming it and the record, and neither output written.
     std::fs::remove_file(&out).unwrap();
@@ -393,7 +400,7 @@ fn stats_counts_prompts_over_the_limit() {
         "--max-prompt-len", &limit.to_string(), "--out", &s(&out), "--report", &s(&rep),
     ]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("answer kinds: choice 4, integer 14;"), "{stdout}");
+    assert!(stdout.contains("answer kinds: choice 4, integer 16;"), "{stdout}");
     assert!(stdout.contains(&format!("over {limit}: {over} (")), "{stdout}");
     let report = std::fs::read_to_string(&rep).unwrap();
     assert_eq!(report.lines().count(), over);

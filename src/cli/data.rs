@@ -149,6 +149,10 @@ pub struct DedupArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub matching: MatchArgs,
+    /// Remove near-duplicates whose gold answer differs from their match's (another question on
+    /// the same text) instead of flagging them.
+    #[arg(long)]
+    pub drop_variants: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -292,7 +296,11 @@ fn print_per_file(files: &[DataFile], out: &Outcome) {
 fn run_dedup(a: &DedupArgs) -> Result<()> {
     let t = Instant::now();
     let files = a.input.read(true)?;
-    let o = DedupOptions { matching: a.matching.config()?, drop_templated: a.matching.drop_templated };
+    let o = DedupOptions {
+        matching: a.matching.config()?,
+        drop_templated: a.matching.drop_templated,
+        drop_variants: a.drop_variants,
+    };
     let pb = bar("dedup");
     let out = dedup(&files, &o, &pb);
     pb.finish_and_clear();
@@ -340,7 +348,7 @@ fn run_decontaminate(a: &DecontaminateArgs) -> Result<()> {
     }
     let p = &d.pairs;
     println!(
-        "  candidate pairs sharing a {}-gram: {} overlap confirmed; declined {} boilerplate-only ({} of them similar enough that they would be flagged without the boilerplate discount) and {} dissimilar",
+        "  candidate pairs sharing a {}-gram: {} overlap confirmed; declined {} boilerplate-only ({} of them similar enough to be removed as overlap without the boilerplate discount) and {} dissimilar",
         o.overlap.ngram, p.overlap, p.boilerplate_only, p.boilerplate_only_similar, p.dissimilar
     );
     write_outputs(&a.output, &kept, &d.outcome.report, &a.input.prompt_template)

@@ -1,12 +1,14 @@
 //! `scalerl data dedup`: one copy of each problem. Records are visited in input order (files in
 //! the order given); a record that is an exact or near-duplicate of an earlier *kept* record is
 //! removed, and one that is a templated variant of it is flagged (removed with
-//! `drop_templated`). The rules are [`super::matching`]'s; candidates come from LSH, so the cost
-//! grows with the number of records, not pairs.
+//! `drop_templated`). A near-duplicate whose gold answer differs is another question on the same
+//! text ("How many girls …" / "How many boys …"), not a second copy: it is flagged and kept
+//! (removed with `drop_variants`). The rules are [`super::matching`]'s; candidates come from
+//! LSH, so the cost grows with the number of records, not pairs.
 
 use super::features::all_features;
 use super::formats::DataFile;
-use super::matching::{answer_detail, better, classify, Index, Match, MatchConfig};
+use super::matching::{answer_detail, better, classify, Index, Match, MatchConfig, SAME_ANSWER};
 use super::report::{round4, Action, Outcome, Reason, ReportLine};
 use rayon::prelude::*;
 
@@ -15,6 +17,8 @@ pub struct DedupOptions {
     pub matching: MatchConfig,
     /// Remove templated variants too (default: keep and flag them).
     pub drop_templated: bool,
+    /// Remove near-duplicates with another gold answer too (default: keep and flag them).
+    pub drop_variants: bool,
 }
 
 /// (file, record) of every record, in input order.
@@ -44,8 +48,11 @@ pub fn dedup(files: &[DataFile], o: &DedupOptions, progress: &indicatif::Progres
             index.insert(id as u32, &sigs[id]);
             continue;
         };
-        let action = if m.reason == Reason::Templated && !o.drop_templated { Action::Flagged } else { Action::Removed };
         let (mf, mi) = refs[c as usize];
+        let detail = answer_detail(&files[f].items[i], &files[mf].items[mi]);
+        let variant = m.reason == Reason::NearDuplicate && detail.as_deref().is_some_and(|d| d != SAME_ANSWER);
+        let keep = (m.reason == Reason::Templated && !o.drop_templated) || (variant && !o.drop_variants);
+        let action = if keep { Action::Flagged } else { Action::Removed };
         out.report.push(ReportLine {
             file: files[f].name(),
             index: i,
@@ -54,7 +61,7 @@ pub fn dedup(files: &[DataFile], o: &DedupOptions, progress: &indicatif::Progres
             match_file: Some(files[mf].name()),
             match_index: Some(mi),
             similarity: Some(round4(m.similarity)),
-            detail: answer_detail(&files[f].items[i], &files[mf].items[mi]),
+            detail,
         });
         if action == Action::Removed {
             out.keep[f][i] = false;

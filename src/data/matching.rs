@@ -103,6 +103,9 @@ pub fn classify(a: &Features, b: &Features, cfg: &MatchConfig) -> Option<Match> 
     }
 }
 
+/// The detail of a match whose golds agree.
+pub const SAME_ANSWER: &str = "same answer";
+
 /// Whether two records' golds agree (an answer of `a` graded correct against `b`'s gold): a
 /// report detail. A copy has the same answer; a near-duplicate with another answer is a variant
 /// (same figure, another question; another word) that the user may want to keep.
@@ -111,7 +114,7 @@ pub fn answer_detail(a: &Item, b: &Item) -> Option<String> {
     let cfg = crate::reward::RewardConfig::default();
     let same = ga.answers().iter().any(|x| crate::reward::check_answer(x, &gb, &cfg) == crate::reward::Reason::Correct);
     Some(if same {
-        "same answer".to_string()
+        SAME_ANSWER.to_string()
     } else {
         format!("different answer: `{}` vs `{}`", ga.answers().join("`, `"), gb.answers().join("`, `"))
     })
