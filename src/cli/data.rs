@@ -373,18 +373,14 @@ fn run_filter(a: &FilterArgs) -> Result<()> {
     write_outputs(&a.output, &kept, &out.report, &a.input.prompt_template)
 }
 
+/// One line of length statistics; the share over the limit only when there is one.
 fn print_lengths(what: &str, s: &LengthStats) {
-    println!(
-        "  {what}: mean {:.0}, p50 {}, p90 {}, p99 {}, max {}; over {}: {} ({:.2}%)",
-        s.mean,
-        s.p50,
-        s.p90,
-        s.p99,
-        s.max,
-        s.limit,
-        s.over,
-        100.0 * s.over as f64 / s.count.max(1) as f64
-    );
+    let over = if s.limit == usize::MAX {
+        String::new()
+    } else {
+        format!("; over {}: {} ({:.2}%)", s.limit, s.over, 100.0 * s.over as f64 / s.count.max(1) as f64)
+    };
+    println!("  {what}: mean {:.0}, p50 {}, p90 {}, p99 {}, max {}{over}", s.mean, s.p50, s.p90, s.p99, s.max);
 }
 
 fn run_stats(a: &StatsArgs) -> Result<()> {
