@@ -161,6 +161,8 @@ def write_parquet():
     # Plain columns with a numeric answer (as AMC's answers are floats in DeepScaleR's JSON).
     pd.DataFrame({"problem": ["What is $2 \\cdot 71$?", "What is $1/2 + 1/4$?"],
                   "answer": [142.0, 0.75]}).to_parquet(OUT / "plain_numeric.parquet")
+    # Other column names, for --problem-field.
+    pd.DataFrame({"question": ["What is $3^2$?"], "final": ["9"]}).to_parquet(OUT / "question_column.parquet")
 
 
 if __name__ == "__main__":

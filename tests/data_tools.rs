@@ -322,6 +322,13 @@ fn bad_input_names_file_and_record() {
     assert!(e.contains("cannot read") && e.contains("missing.json"), "{e}");
     let e = err(&fx("verl_train.parquet"), &Fields { answer: Some("solution".into()), ..Fields::default() });
     assert!(e.contains("verl_train.parquet") && e.contains("no column `solution`") && e.contains("reward_model"), "{e}");
+    let e = err(&fx("plain_numeric.parquet"), &Fields { problem: Some("question".into()), ..Fields::default() });
+    assert!(e.contains("plain_numeric.parquet") && e.contains("no column `question` (the file has: problem, answer)"), "{e}");
+    let e = err(&fx("question_column.parquet"), &d);
+    assert!(e.contains("no column `problem` nor verl's `prompt` (the file has: question, final)"), "{e}");
+    let named = Fields { problem: Some("question".into()), answer: Some("final".into()), ..Fields::default() };
+    let q = read(&fx("question_column.parquet"), &named, true).unwrap();
+    assert_eq!((q.items[0].problem.as_str(), q.items[0].gold()), ("What is $3^2$?", Some(Gold::One("9".into()))));
     let e = err(&fx("train.jsonl"), &Fields { problem: Some("question".into()), ..Fields::default() });
     assert!(e.contains("train.jsonl") && e.contains("record 0") && e.contains("no `question` field"), "{e}");
     // A file that is not Parquet, named as one.

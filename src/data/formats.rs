@@ -105,11 +105,20 @@ pub fn read(path: &Path, fields: &Fields, need_answer: bool) -> Result<DataFile>
     let items = match Format::of(path) {
         Format::Parquet => {
             let (columns, rows) = parquet::read_rows(path)?;
+            let has = |c: &str| columns.iter().any(|x| x == c);
+            // Columns are the same for every row: check them once, naming what the file has.
             for spec in [&fields.problem, &fields.answer].into_iter().flatten() {
                 let top = spec.split('.').next().unwrap_or(spec);
-                if !columns.iter().any(|c| c == top) {
+                if !has(top) {
                     bail!("{}: no column `{top}` (the file has: {})", path.display(), columns.join(", "));
                 }
+            }
+            if fields.problem.is_none() && !has("problem") && !has("prompt") {
+                bail!(
+                    "{}: no column `problem` nor verl's `prompt` (the file has: {}); name one with --problem-field",
+                    path.display(),
+                    columns.join(", ")
+                );
             }
             let mut items = Vec::with_capacity(rows.len());
             for (i, row) in rows.into_iter().enumerate() {
