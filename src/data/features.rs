@@ -1,6 +1,7 @@
-//! What a problem is compared by, computed once per record from its [`normalise::tokens`]:
+//! What a problem is compared by, computed once per record from its [`super::normalise::tokens`]:
 //! * `key`: the normalised text, for exact matches;
-//! * `shingles`: hashes of its `ngram`-token windows (sentence punctuation left out) (the set MinHash and Jaccard work on);
+//! * `shingles`: hashes of its `ngram`-token windows, the set MinHash and Jaccard work on
+//!   (sentence punctuation left out);
 //! * `masked`: the same with every number replaced by one placeholder, so two templated variants
 //!   (same text, other numbers) have equal masked sets;
 //! * `numbers`: its numbers in order (to tell a template from a copy), `words`: the multiset of
