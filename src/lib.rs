@@ -14,8 +14,10 @@
 //! - `engine` — generation (continuous batching, sampling parameters) and the `Runtime` that
 //!   runs a model on the chosen backend;
 //! - `reward` — the math verifier; `eval` — benchmark evaluation; `train` — the GRPO trainer;
+//!   `data` — training-data tools (formats, dedup, decontamination, gradability filter, stats);
 //! - `cli` — the `scalerl` binary's subcommands.
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod engine;
 pub mod eval;

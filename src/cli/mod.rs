@@ -1,6 +1,7 @@
 //! The `scalerl` command line: one binary, one subcommand per job.
 use clap::{Parser, Subcommand};
 
+pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod logits;
@@ -30,6 +31,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// PNG charts of a training run: reward, response length, clip ratio, validation.
     Plot(plot::PlotArgs),
+    /// Training data tools: dedup, decontaminate against benchmarks, filter ungradable golds, stats.
+    Data(data::DataArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Plot(a) => plot::run(&a),
+        Command::Data(a) => data::run(&a),
     }
 }

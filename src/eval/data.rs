@@ -19,7 +19,8 @@ pub struct Benchmark {
 }
 
 impl Benchmark {
-    /// Reads a DeepScaleR test file. Errors name the file and, for a bad record, its index.
+    /// Reads a DeepScaleR test file (a JSON list; JSONL and Parquet through `crate::data`).
+    /// Errors name the file and, for a bad record, its index.
     pub fn load(path: &Path) -> Result<Benchmark> {
         let name = path
             .file_stem()
@@ -27,6 +28,9 @@ impl Benchmark {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| anyhow!("{}: cannot name a benchmark after this path", path.display()))?
             .to_string();
+        if crate::data::formats::Format::of(path) != crate::data::formats::Format::Json {
+            return Benchmark::from_data_file(&name, path);
+        }
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         Benchmark::from_json_str(&name, &text).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
@@ -59,6 +63,21 @@ impl Benchmark {
                 bail!("record {i}: `answer` is an empty list");
             }
             problems.push(Problem { problem, gold });
+        }
+        Ok(Benchmark { name: name.to_string(), problems })
+    }
+
+    /// A JSONL or Parquet test file (plain `problem`/`answer` fields or verl's layout, see
+    /// `crate::data::formats`); every record needs a problem and a non-empty answer.
+    pub fn from_data_file(name: &str, path: &Path) -> Result<Benchmark> {
+        let file = crate::data::read(path, &crate::data::Fields::default(), true)?;
+        if file.items.is_empty() {
+            bail!("{}: the file holds no records", path.display());
+        }
+        let mut problems = Vec::with_capacity(file.items.len());
+        for (i, it) in file.items.into_iter().enumerate() {
+            let gold = it.gold().ok_or_else(|| anyhow!("{}: record {i}: `answer` is an empty list", path.display()))?;
+            problems.push(Problem { problem: it.problem, gold });
         }
         Ok(Benchmark { name: name.to_string(), problems })
     }

@@ -52,8 +52,9 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Training files: DeepScaleR JSON (a list of records with `problem` and `answer`) or JSONL
-    /// (one record per line, by the `.jsonl` extension). Concatenated in this order.
+    /// Training files: DeepScaleR JSON (a list of records with `problem` and `answer`), JSONL
+    /// (one record per line, by the `.jsonl` extension) or Parquet (`.parquet`: plain columns or
+    /// verl's layout, see `crate::data::formats`). Concatenated in this order.
     pub train: Vec<PathBuf>,
     /// Shuffle every epoch (order = f(seed, epoch)); false: file order every epoch.
     pub shuffle: bool,

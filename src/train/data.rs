@@ -109,7 +109,8 @@ pub fn parse_records(text: &str, jsonl: bool, skipped: &mut SkipCounts) -> Resul
 }
 
 impl Dataset {
-    /// Loads and concatenates the files (`.jsonl` → JSONL, anything else → a JSON list).
+    /// Loads and concatenates the files (`.jsonl` → JSONL, `.parquet` → Parquet, anything else →
+    /// a JSON list).
     pub fn load(paths: &[PathBuf], seed: u64, shuffle: bool) -> Result<Dataset> {
         if paths.is_empty() {
             bail!("no training files given (data.train is empty)");
@@ -117,6 +118,10 @@ impl Dataset {
         let mut skipped = SkipCounts::default();
         let mut all = Vec::new();
         for p in paths {
+            if crate::data::formats::Format::of(p) == crate::data::formats::Format::Parquet {
+                all.extend(parquet_records(p, &mut skipped)?);
+                continue;
+            }
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read training file {}", p.display()))?;
             let jsonl = p.extension().is_some_and(|e| e == "jsonl");
             let recs = parse_records(&text, jsonl, &mut skipped).map_err(|e| anyhow!("{}: {e}", p.display()))?;
@@ -210,4 +215,19 @@ impl Dataset {
     pub fn steps_per_epoch(&self, batch: usize) -> usize {
         self.records.len().div_ceil(batch.max(1))
     }
+}
+
+/// The records of a Parquet file: plain `problem`/`answer` columns or verl's layout (see
+/// `crate::data::formats`). Records without a usable answer are skipped and counted, as in JSON;
+/// a missing or empty problem is an error naming the file and record.
+fn parquet_records(path: &std::path::Path, skipped: &mut SkipCounts) -> Result<Vec<(String, Gold)>> {
+    let file = crate::data::read(path, &crate::data::Fields::default(), false)?;
+    let mut out = Vec::with_capacity(file.items.len());
+    for it in file.items {
+        match it.gold() {
+            Some(g) => out.push((it.problem, g)),
+            None => skipped.no_answer += 1,
+        }
+    }
+    Ok(out)
 }
