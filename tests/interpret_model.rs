@@ -266,3 +266,34 @@ fn training_ops_without_kernels_say_so() {
     let err = cuda.ops.zeros_params(cuda.table()).err().expect("no f32 gradient buffers yet");
     assert!(format!("{err:#}").contains("no CUDA kernel yet"), "{err:#}");
 }
+
+/// On the CUDA backend too (interpret mode; the flash kernels on tiny-qwen2-d64): a KV budget
+/// that forces preemption gives the unbounded run's greedy tokens — the preempted sequences are
+/// recomputed by the prefill kernel where they had been decoded, and argmax does not move.
+#[test]
+fn preemption_recomputes_to_the_same_tokens() {
+    for name in ["tiny-qwen2", "tiny-qwen2-d64"] {
+        let ((_, cuda), r) = (load(name), reference(name));
+        // Longest prompt first: it starts, the short ones start beside it, and as all grow the
+        // cache runs out and the newest are preempted.
+        let requests: Vec<Request> = r
+            .greedy
+            .iter()
+            .rev()
+            .map(|(p, n, _)| Request { prompt: p.clone(), params: SamplingParams { temperature: 0.0, max_new_tokens: *n, ..Default::default() } })
+            .collect();
+        let opts = GenerateOptions { block_size: 8, ..Default::default() };
+        let free = scalerl::engine::generate(&cuda, &requests, &opts, |_, _, _| {}).unwrap();
+        let longest = requests.iter().map(|r| (r.prompt.len() + r.params.max_new_tokens).next_multiple_of(8)).max().unwrap();
+        let mut preempted = 0;
+        for extra in [0, 8, 16, 24] {
+            let tight = GenerateOptions { max_kv_tokens: Some(longest + extra), ..opts.clone() };
+            let (out, stats) = scalerl::engine::generate_with_stats(&cuda, &requests, &tight, |_, _, _| {}).unwrap();
+            preempted += stats.preemptions;
+            for (i, (a, b)) in out.iter().zip(&free).enumerate() {
+                assert_eq!(a.tokens, b.tokens, "{name} request {i}, budget {}: preempted and recomputed", longest + extra);
+            }
+        }
+        assert!(preempted > 0, "{name}: no budget preempted anything");
+    }
+}

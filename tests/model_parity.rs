@@ -3,7 +3,7 @@
 //! batched decode of mixed-length sequences, and exact greedy continuations.
 mod common;
 use common::{fixture, reference, rel_err, stepwise_logits};
-use scalerl::engine::{generate, GenerateOptions, Request, SamplingParams};
+use scalerl::engine::{generate, generate_with_stats, GenerateOptions, Request, SamplingParams};
 use scalerl::kv::BlockAllocator;
 use scalerl::model::{Model, SeqChunk};
 
@@ -139,38 +139,36 @@ fn a_kv_budget_admits_requests_as_others_finish_with_the_same_results() {
     let run = |budget: Option<usize>| {
         let opts = GenerateOptions { block_size: bs, max_kv_tokens: budget, ..Default::default() };
         let mut stream = Vec::new();
-        let out = generate(&model, &requests, &opts, |i, _, _| stream.push(i)).unwrap();
-        // Replay the stream: a request holds its reservation from its first token to its last.
-        let (mut emitted, mut held, mut peak, mut most_running) = (vec![0; requests.len()], 0, 0, 0);
+        let (out, stats) = generate_with_stats(&model, &requests, &opts, |i, _, _| stream.push(i)).unwrap();
+        // Most requests in flight at once (first token emitted, last not yet), from the stream.
+        let (mut emitted, mut most_running) = (vec![0; requests.len()], 0);
         for i in stream {
-            if emitted[i] == 0 {
-                held += need[i];
-            }
             emitted[i] += 1;
-            peak = usize::max(peak, held);
             most_running = usize::max(most_running, emitted.iter().zip(&out).filter(|(&e, c)| e > 0 && e < c.tokens.len()).count());
-            if emitted[i] == out[i].tokens.len() {
-                held -= need[i];
-            }
         }
-        (out, peak, most_running)
+        (out, stats, most_running)
     };
-    let (all_at_once, peak, _) = run(None);
-    assert_eq!(peak, need.iter().sum::<usize>(), "without a budget every request starts on the first step");
+    let (all_at_once, stats, _) = run(None);
+    assert_eq!(stats.preemptions, 0, "without a budget nothing is preempted");
     let longest = *need.iter().max().unwrap();
+    // Blocks are taken as sequences grow: the tightest budgets run out mid-generation and
+    // preempt the newest sequences, which recompute later; every budget gives the same tokens.
     for budget in [longest, longest + need[0] + need[1], longest + 5] {
-        let (out, peak, most_running) = run(Some(budget));
-        assert!(peak <= budget, "budget {budget}: {peak} tokens reserved at once");
+        let (out, stats, most_running) = run(Some(budget));
+        assert!(stats.peak_blocks * bs <= budget, "budget {budget}: {} tokens of blocks in use at once", stats.peak_blocks * bs);
         assert!(most_running >= 1 && most_running < requests.len(), "budget {budget}: {most_running} running at once");
         for (i, (a, b)) in out.iter().zip(&all_at_once).enumerate() {
-            assert_eq!(a.tokens, b.tokens, "budget {budget}: request {i}'s tokens depend on admission");
+            assert_eq!(a.tokens, b.tokens, "budget {budget}: request {i}'s tokens depend on admission or preemption");
             // The CPU GEMM's summation order depends on the batch's row count: a few ulps.
             for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
                 assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "budget {budget}: request {i}: log-prob {x} vs {y}");
             }
         }
+        if budget == longest {
+            assert!(stats.preemptions > 0, "room for one longest request only, yet nothing was preempted");
+        }
     }
-    // Room for two of the longest: some request must wait, and some must overlap.
+    // Room for two of the longest: some must overlap.
     let (_, _, two) = run(Some(2 * longest));
     assert!(two >= 2, "two of the longest fit, yet at most {two} ran together");
     // A request that can never fit is refused up front, naming it and the option.
@@ -216,6 +214,9 @@ fn samples_of_one_prompt_share_its_blocks_with_the_same_results() {
     };
     let (unshared, _) = run(false, None);
     let (shared, _) = run(true, None);
+    // With sharing nothing is preempted: the cache is sized for everything.
+    let opts = GenerateOptions { block_size: bs, ..Default::default() };
+    assert_eq!(generate_with_stats(&model, &requests, &opts, |_, _, _| {}).unwrap().1.preemptions, 0);
     for (i, (a, b)) in shared.iter().zip(&unshared).enumerate() {
         assert_eq!(a.tokens, b.tokens, "request {i}: sharing the prompt's blocks changed its tokens");
         for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
@@ -234,6 +235,18 @@ fn samples_of_one_prompt_share_its_blocks_with_the_same_results() {
     }
     let (_, most) = run(false, Some(budget));
     assert!(most < requests.len(), "without sharing {most} ran at once in a budget that cannot hold all");
+    // A cache that holds little more than one group: members are preempted (leaders too) and
+    // come back, re-attaching to the shared blocks while another member holds them, or
+    // recomputing the prompt when none does. The tokens do not change.
+    let longest = requests.iter().map(need).max().unwrap();
+    for budget in [longest + 4 * bs, 2 * longest] {
+        let opts = GenerateOptions { block_size: bs, max_kv_tokens: Some(budget), ..Default::default() };
+        let (out, stats) = generate_with_stats(&model, &requests, &opts, |_, _, _| {}).unwrap();
+        assert!(stats.preemptions > 0 && stats.peak_blocks * bs <= budget, "budget {budget}: {stats:?}");
+        for (i, (a, b)) in out.iter().zip(&shared).enumerate() {
+            assert_eq!(a.tokens, b.tokens, "budget {budget}: request {i}: preempted and recomputed beside shared blocks");
+        }
+    }
 }
 
 /// The comparison helper cannot be fooled by NaN: a row of NaN logits used to score 0 (f32::max
@@ -249,4 +262,33 @@ fn rel_err_refuses_nan_rows() {
 fn nan_max_keeps_nan() {
     assert!(common::nan_max([0.1, f32::NAN, 0.3]).is_nan());
     assert_eq!(common::nan_max([0.1, 0.3]), 0.3);
+}
+
+/// A prompt longer than the step's token budget is prefilled in chunks over several steps while
+/// the other sequences keep decoding (they are not stalled), with the same tokens as unchunked.
+#[test]
+fn long_prompts_are_prefilled_in_chunks_beside_decoding() {
+    let model = load("tiny-qwen2");
+    let prompts = reference("tiny-qwen2").prompts;
+    let long = prompts.iter().max_by_key(|p| p.len()).unwrap().clone();
+    let short = prompts.iter().min_by_key(|p| p.len()).unwrap().clone();
+    assert!(long.len() > 30, "the fixture's longest prompt has {} tokens", long.len());
+    let params = |seed, n| SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed, max_new_tokens: n, stop_token_ids: vec![] };
+    // The short request starts first and decodes; the long one arrives behind it.
+    let requests = vec![Request { prompt: short, params: params(1, 5) }, Request { prompt: long.clone(), params: params(2, 4) }];
+    let whole = GenerateOptions { block_size: 4, ..Default::default() };
+    let (want, whole_stats) = generate_with_stats(&model, &requests, &whole, |_, _, _| {}).unwrap();
+    assert_eq!(whole_stats.steps, 5, "unchunked, the long prompt is prefilled in the first step");
+    let chunked = GenerateOptions { max_step_tokens: 8, ..whole.clone() };
+    let mut stream = Vec::new();
+    let (got, stats) = generate_with_stats(&model, &requests, &chunked, |i, _, _| stream.push(i)).unwrap();
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "request {i}: chunked prefill changed its tokens");
+    }
+    // At most 8 tokens a step (the short request's decode row among them): the 40-token prompt
+    // takes at least 6 steps to prefill, then 3 more to decode ...
+    assert!(stats.steps >= 40usize.div_ceil(7) + 3, "{stats:?}");
+    // ... while the short request produced its 5 tokens, one a step, before the long one's first.
+    let first_long = stream.iter().position(|&i| i == 1).unwrap();
+    assert_eq!(first_long, 5, "the short request was stalled by the long prefill: {stream:?}");
 }

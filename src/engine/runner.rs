@@ -20,9 +20,10 @@ pub trait StepModel {
     type Cache;
     fn config(&self) -> &ModelConfig;
     fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<Self::Cache>;
-    /// Runs the chunks (appending their K/V to the cache) and draws the next token of each
-    /// chunk's sequence from its last position (`draws[i]` for chunk i).
-    fn step(&self, cache: &mut Self::Cache, chunks: &[SeqChunk], draws: &[Draw]) -> Result<Vec<Sampled>>;
+    /// Runs the chunks (appending their K/V to the cache) and, for each chunk with a draw
+    /// (`draws[i]` for chunk i; None for a prompt chunk that is not its last), draws the next
+    /// token of its sequence from its last position.
+    fn step(&self, cache: &mut Self::Cache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Vec<Option<Sampled>>>;
 }
 
 impl<O: Ops> StepModel for Transformer<O> {
@@ -33,7 +34,7 @@ impl<O: Ops> StepModel for Transformer<O> {
     fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<O::Cache> {
         Transformer::new_cache(self, num_blocks, block_size)
     }
-    fn step(&self, cache: &mut O::Cache, chunks: &[SeqChunk], draws: &[Draw]) -> Result<Vec<Sampled>> {
+    fn step(&self, cache: &mut O::Cache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Vec<Option<Sampled>>> {
         Transformer::step(self, cache, chunks, draws)
     }
 }
@@ -175,7 +176,7 @@ impl StepModel for Runtime {
             Runtime::Cuda(m) => RuntimeCache::Cuda(m.new_cache(num_blocks, block_size)?),
         })
     }
-    fn step(&self, cache: &mut RuntimeCache, chunks: &[SeqChunk], draws: &[Draw]) -> Result<Vec<Sampled>> {
+    fn step(&self, cache: &mut RuntimeCache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Vec<Option<Sampled>>> {
         match (self, cache) {
             (Runtime::Cpu(m), RuntimeCache::Cpu(c)) => m.step(c, chunks, draws),
             (Runtime::Cuda(m), RuntimeCache::Cuda(c)) => m.step(c, chunks, draws),

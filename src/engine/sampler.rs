@@ -1,10 +1,12 @@
-//! Sampling parameters of a request, and the draw of each step: greedy, temperature, top-k,
-//! top-p, with a seeded random stream per request (the same seed gives the same tokens, whatever
-//! else is in the batch). The arithmetic of a draw is the backend's (`ops::Ops::sample`; CPU
-//! reference `ops::cpu::sample`); the engine supplies one uniform number per non-greedy draw.
+//! Sampling parameters of a request, and the draw of each token: greedy, temperature, top-k,
+//! top-p. The arithmetic of a draw is the backend's (`ops::Ops::sample`; CPU reference
+//! `ops::cpu::sample`); the engine supplies its one uniform number, from a counter-based
+//! generator keyed on (the request's seed, the token's position): the same seed gives the same
+//! tokens whatever else is in the batch, and a sequence preempted and recomputed draws exactly
+//! what it would have drawn.
 
 use crate::ops::Draw;
-use crate::util::Rng;
+use crate::util::hash_parts;
 use anyhow::{bail, Result};
 
 #[derive(Debug, Clone)]
@@ -42,12 +44,16 @@ impl SamplingParams {
         self.temperature == 0.0 || self.top_k == 1
     }
 
-    /// The next draw of a request whose random stream is `rng` (advanced only when the draw
-    /// needs randomness, so a greedy request consumes none).
-    pub fn draw(&self, rng: &mut Rng) -> Draw {
-        let uniform = if self.is_greedy() { 0.0 } else { rng.next_f64() };
+    /// The draw of the token at `position` of the sequence (its index counting the prompt).
+    pub fn draw(&self, position: usize) -> Draw {
+        let uniform = if self.is_greedy() { 0.0 } else { unit(hash_parts(self.seed, &[position as u64])) };
         Draw { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, uniform }
     }
+}
+
+/// A 64-bit hash as a uniform number in [0, 1) (its top 53 bits).
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -56,22 +62,29 @@ mod tests {
     use crate::ops::cpu::sample::sample_row;
 
     #[test]
-    fn same_seed_same_draws() {
+    fn draws_depend_on_seed_and_position_only() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let p = SamplingParams { temperature: 0.8, top_k: 10, top_p: 0.9, ..Default::default() };
-        let run = |seed| {
-            let mut rng = Rng::new(seed);
-            (0..20).map(|_| sample_row(&logits, &p.draw(&mut rng)).token).collect::<Vec<_>>()
-        };
-        assert_eq!(run(3), run(3));
-        assert_ne!(run(3), run(4));
+        let p = SamplingParams { temperature: 0.8, top_k: 10, top_p: 0.9, seed: 3, ..Default::default() };
+        let run = |p: &SamplingParams| (0..40).map(|pos| sample_row(&logits, &p.draw(pos)).token).collect::<Vec<_>>();
+        assert_eq!(run(&p), run(&p));
+        assert_ne!(run(&p), run(&SamplingParams { seed: 4, ..p.clone() }));
+        // The same position gives the same draw whenever it is asked for.
+        assert_eq!(p.draw(17), p.draw(17));
+        assert_ne!(p.draw(17).uniform, p.draw(18).uniform);
     }
 
     #[test]
     fn greedy_draws_take_no_randomness() {
-        let mut rng = Rng::new(5);
-        let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
-        greedy.draw(&mut rng);
-        assert_eq!(rng, Rng::new(5));
+        let greedy = SamplingParams { temperature: 0.0, seed: 9, ..Default::default() };
+        assert_eq!(greedy.draw(5).uniform, 0.0);
+    }
+
+    #[test]
+    fn uniforms_are_uniform() {
+        let p = SamplingParams { seed: 1, ..Default::default() };
+        let n = 20_000;
+        let below = (0..n).filter(|&pos| p.draw(pos).uniform < 0.25).count() as f64 / n as f64;
+        assert!((below - 0.25).abs() < 0.01, "{below}");
+        assert!((0..n).all(|pos| (0.0..1.0).contains(&p.draw(pos).uniform)));
     }
 }

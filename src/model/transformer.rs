@@ -215,20 +215,24 @@ impl<O: Ops> Transformer<O> {
         self.ops.logits(hidden, rows, self.lm_head(), &self.config)
     }
 
-    /// The engine's step: runs the chunks (appending their K/V to the cache) and draws the next
-    /// token of each chunk's sequence from the logits of its last position (`draws[i]` for
-    /// chunk i). Only the tokens and their log-probs come back.
-    pub fn step(&self, cache: &mut O::Cache, chunks: &[SeqChunk], draws: &[Draw]) -> Result<Vec<Sampled>> {
+    /// The engine's step: runs the chunks (appending their K/V to the cache) and, for each chunk
+    /// with a draw, draws the next token of its sequence from the logits of its last position
+    /// (`draws[i]` for chunk i; None for a prompt chunk that is not its last). Only the tokens
+    /// and their log-probs come back.
+    pub fn step(&self, cache: &mut O::Cache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Vec<Option<Sampled>>> {
         ensure!(chunks.len() == draws.len(), "{} chunks with {} draws", chunks.len(), draws.len());
         let hidden = self.forward(cache, chunks)?;
-        let last_rows: Vec<usize> = chunks
-            .iter()
-            .scan(0, |row, ch| {
-                *row += ch.tokens.len();
-                Some(*row - 1)
-            })
-            .collect();
-        self.ops.sample(&hidden, &last_rows, self.lm_head(), &self.config, draws)
+        let (mut rows, mut wanted) = (Vec::new(), Vec::new());
+        let mut end = 0;
+        for (ch, d) in chunks.iter().zip(draws) {
+            end += ch.tokens.len();
+            if let Some(d) = d {
+                rows.push(end - 1);
+                wanted.push(*d);
+            }
+        }
+        let mut drawn = if rows.is_empty() { Vec::new() } else { self.ops.sample(&hidden, &rows, self.lm_head(), &self.config, &wanted)? }.into_iter();
+        Ok(draws.iter().map(|d| d.and_then(|_| drawn.next())).collect())
     }
 
     /// The logits of each chunk's last position, `[chunks, vocab]` (tests and tools).

@@ -87,7 +87,8 @@ pub struct RolloutConfig {
     #[serde(deserialize_with = "keyed::device", serialize_with = "keyed::display")]
     pub device: Backend,
     /// KV cache capacity of a rollout, in tokens; 0 means room for the whole batch at once.
-    /// Sequences wait for room and start as earlier ones finish (see `engine::generate`). The
+    /// Blocks are taken as sequences grow; sequences wait for room, and a full cache preempts
+    /// the newest ones, recomputed later with the same result (see `engine::generate`). The
     /// default, 1,048,576 tokens, is 28 GiB of bf16 K/V for R1-Distill-Qwen-1.5B, where the
     /// 8K stage's full batch (128 prompts of up to 1024 tokens, shared by their 8 samples, and
     /// 1024 responses of up to 8192) would need 227 GiB.
