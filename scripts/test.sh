@@ -44,6 +44,8 @@ cargo test --locked --all-targets
 step "examples"
 # `cargo test` only builds them; run each one for real, on a fixture model.
 cargo run --locked --example cpu_speed -- tests/fixtures/tiny-qwen2 2 16 8
+cargo run --locked --example stream_samples -- tests/fixtures/tiny-qwen2 "hello world" 3 8 cpu
+cargo run --locked --example stream_samples -- tests/fixtures/tiny-qwen2-d64 "hello world" 2 4 interpret
 
 step "kernel parity under AddressSanitizer"
 # Separate target dir: RUSTFLAGS changes rebuild everything. The static libasan must come first.
