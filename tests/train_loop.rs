@@ -343,13 +343,17 @@ fn long_prompts_are_dropped_and_counted() {
 
 #[test]
 fn micro_batches_give_the_same_update() {
-    let whole = tmp("whole");
-    let micro = tmp("micro");
+    // By sequences, and by a token budget that packs them first-fit.
+    for (name, key) in [("seqs", "micro_batch_seqs = 1"), ("tokens", "micro_batch_tokens = 40")] {
+        micro_batches_give_the_same_update_with(name, key);
+    }
+}
+
+fn micro_batches_give_the_same_update_with(name: &str, key: &str) {
+    let whole = tmp(&format!("whole-{name}"));
+    let micro = tmp(&format!("micro-{name}"));
     train(&config(&whole, 4), &TrainOptions::default()).unwrap();
-    let text = config_text(&micro, 4, "").replace(
-        "mini_batch_prompts = 1",
-        "mini_batch_prompts = 1\nmicro_batch_seqs = 1",
-    );
+    let text = config_text(&micro, 4, "").replace("mini_batch_prompts = 1", &format!("mini_batch_prompts = 1\n{key}"));
     train(
         &RunConfig::from_toml_str(&text).unwrap(),
         &TrainOptions::default(),
@@ -517,7 +521,7 @@ fn a_non_finite_loss_or_gradient_skips_the_update() {
     let stage = cfg.stages()[0];
     let grpo = cfg.grpo(&stage);
     let pass = PassOptions::default();
-    let plan = UpdatePlan { seed: 1, step: 0, ppo_epochs: 1, mini_batch_prompts: 2, micro_batch_seqs: 0, grpo: &grpo, pass: &pass };
+    let plan = UpdatePlan { seed: 1, step: 0, ppo_epochs: 1, mini_batch_prompts: 2, micro: scalerl::train::update::MicroBatch::Whole, grpo: &grpo, pass: &pass };
     let adv = [1.0, f32::NAN, -1.0, 0.5];
     let b = UpdateBatch { samples: &samples, n: 2, advantages: &adv, old_logp: &old, ref_logp: Some(&old) };
     let s = ppo_updates(&mut model, &mut optim, &b, &plan).unwrap();

@@ -12,7 +12,7 @@ use scalerl::model::{Model, TextTokenizer};
 use scalerl::ops::cpu::CpuOps;
 use scalerl::reward::{Gold, RewardConfig};
 use scalerl::train::rollout::grade;
-use scalerl::train::update::{ppo_updates, UpdateBatch, UpdatePlan};
+use scalerl::train::update::{ppo_updates, MicroBatch, UpdateBatch, UpdatePlan};
 use scalerl::train::{response_logprobs, AdamW, AdamWConfig, GrpoConfig, LossAgg, LrSchedule, PassOptions, Sample};
 use std::path::Path;
 
@@ -111,7 +111,7 @@ fn each_samples_advantage_reaches_its_own_tokens() {
         let mut optim = AdamW::new(cfg, &CpuOps, model.table()).unwrap();
         let adv: Vec<f32> = (0..samples.len()).map(|i| if i == target { 1.0 } else { 0.0 }).collect();
         let batch = UpdateBatch { samples: &samples, n, advantages: &adv, old_logp: &old, ref_logp: None };
-        let plan = UpdatePlan { seed: 3, step: 0, ppo_epochs: 1, mini_batch_prompts: 1, micro_batch_seqs: 2, grpo: &grpo, pass: &pass };
+        let plan = UpdatePlan { seed: 3, step: 0, ppo_epochs: 1, mini_batch_prompts: 1, micro: MicroBatch::Seqs(2), grpo: &grpo, pass: &pass };
         let stats = ppo_updates(&mut model, &mut optim, &batch, &plan).unwrap();
         assert_eq!(stats.updates, 2);
         let after = sample_logps(&model, &samples);

@@ -10,6 +10,7 @@
 
 use super::adamw::{AdamWConfig, LrSchedule};
 use super::grpo::{GrpoConfig, LossAgg};
+use super::update::MicroBatch;
 use crate::engine::{Backend, GenerateOptions};
 use crate::model::ChatTemplate;
 use anyhow::{bail, Context, Result};
@@ -150,6 +151,10 @@ pub struct OptimConfig {
     /// Sequences per forward/backward pass inside a mini-batch (gradient accumulation); 0: the
     /// whole mini-batch in one pass (its activations must fit in memory).
     pub micro_batch_seqs: usize,
+    /// Tokens (prompt + response) per forward/backward pass instead, like verl's per-GPU token
+    /// budget: sequences packed first-fit by decreasing length, a longer one alone; 0: off.
+    /// Not with `micro_batch_seqs`.
+    pub micro_batch_tokens: usize,
 }
 
 /// Where weights are written in Hugging Face format.
@@ -292,6 +297,7 @@ impl Default for OptimConfig {
             mini_batch_prompts: 64,
             ppo_epochs: 1,
             micro_batch_seqs: 0,
+            micro_batch_tokens: 0,
         }
     }
 }
@@ -391,6 +397,9 @@ impl RunConfig {
         }
         if o.ppo_epochs == 0 {
             bail!("optim.ppo_epochs must be positive");
+        }
+        if o.micro_batch_seqs > 0 && o.micro_batch_tokens > 0 {
+            bail!("optim.micro_batch_seqs and optim.micro_batch_tokens are two ways to cut a mini-batch: set one");
         }
         if self.checkpoint.keep_last == 0 {
             bail!("checkpoint.keep_last must be at least 1");
@@ -541,6 +550,15 @@ impl RunConfig {
             entropy_coef: l.entropy_coef,
             kl_coef: l.use_kl.then_some(l.kl_coef),
             agg: self.loss_agg(stage.max_response_len),
+        }
+    }
+
+    /// How a mini-batch is cut into forward/backward passes.
+    pub fn micro_batch(&self) -> MicroBatch {
+        match (self.optim.micro_batch_tokens, self.optim.micro_batch_seqs) {
+            (0, 0) => MicroBatch::Whole,
+            (0, k) => MicroBatch::Seqs(k),
+            (t, _) => MicroBatch::Tokens(t),
         }
     }
 

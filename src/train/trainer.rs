@@ -272,7 +272,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             step,
             ppo_epochs: cfg.optim.ppo_epochs,
             mini_batch_prompts: cfg.optim.mini_batch_prompts,
-            micro_batch_seqs: cfg.optim.micro_batch_seqs,
+            micro: cfg.micro_batch(),
             grpo: &grpo_cfg,
             pass: &pass,
         };

@@ -4,8 +4,9 @@
 //!
 //! A non-finite loss or gradient norm skips the update: the weights and the AdamW moments stay
 //! untouched, the learning-rate schedule still advances, and the skip is counted in the step's
-//! metrics (`skipped_updates`). Micro-batching (`micro_seqs` > 0) runs a mini-batch in passes of
-//! that many sequences whose gradients are scaled to sum to the whole mini-batch's.
+//! metrics (`skipped_updates`). Micro-batching (`MicroBatch`: by sequences, or by a token budget
+//! like verl's, first-fit packed) runs a mini-batch in passes whose gradients are scaled to sum
+//! to the whole mini-batch's.
 
 use super::adamw::{AdamW, StepReport};
 use super::data::epoch_order;
@@ -72,7 +73,7 @@ pub struct UpdatePlan<'a> {
     pub step: usize,
     pub ppo_epochs: usize,
     pub mini_batch_prompts: usize,
-    pub micro_batch_seqs: usize,
+    pub micro: MicroBatch,
     pub grpo: &'a GrpoConfig,
     pub pass: &'a PassOptions,
 }
@@ -94,7 +95,7 @@ pub fn ppo_updates<O: Ops>(model: &mut Transformer<O>, optim: &mut AdamW<O>, b: 
                 b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
             model.ops.zero_params(&mut grads)?;
             let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
-            let out = minibatch_backward(model, &mb, &inputs, plan.grpo, plan.pass, plan.micro_batch_seqs, &mut grads)?;
+            let out = minibatch_backward(model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, &mut grads)?;
             let r = apply_update(optim, model, &mut grads, out.loss)?;
             s.lr = r.lr as f64;
             if r.skipped {
@@ -117,28 +118,74 @@ pub fn ppo_updates<O: Ops>(model: &mut Transformer<O>, optim: &mut AdamW<O>, b: 
     Ok(s)
 }
 
-/// GRPO loss and gradient of a mini-batch, accumulated into `grads`: in one pass
-/// (`micro_seqs` = 0 or ≥ the batch), or in passes of `micro_seqs` sequences whose per-token
-/// gradients are scaled so that they sum to the one-pass gradient (the aggregation weights are
-/// the whole mini-batch's).
+/// How a mini-batch is cut into forward/backward passes (gradient accumulation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MicroBatch {
+    /// The whole mini-batch in one pass.
+    Whole,
+    /// At most this many sequences a pass, in order.
+    Seqs(usize),
+    /// At most this many tokens (prompt + response) a pass, like verl's per-GPU token budget:
+    /// sequences packed without padding, first-fit by decreasing length, so one long response
+    /// and many short ones each fill a pass; a sequence longer than the budget runs alone.
+    Tokens(usize),
+}
+
+/// The passes of a mini-batch, each a list of indices into `mb` (every index exactly once).
+pub fn micro_batches(mb: &[Sample], cut: MicroBatch) -> Vec<Vec<usize>> {
+    match cut {
+        MicroBatch::Whole => vec![(0..mb.len()).collect()],
+        MicroBatch::Seqs(k) => (0..mb.len()).collect::<Vec<_>>().chunks(k.max(1)).map(|c| c.to_vec()).collect(),
+        MicroBatch::Tokens(budget) => {
+            let mut order: Vec<usize> = (0..mb.len()).collect();
+            // Longest first (ties in batch order), each into the first pass with room.
+            order.sort_by(|&a, &b| mb[b].tokens.len().cmp(&mb[a].tokens.len()).then(a.cmp(&b)));
+            let mut passes: Vec<(usize, Vec<usize>)> = Vec::new();
+            for i in order {
+                let len = mb[i].tokens.len();
+                match passes.iter_mut().find(|(used, _)| used + len <= budget) {
+                    Some((used, p)) => {
+                        *used += len;
+                        p.push(i);
+                    }
+                    None => passes.push((len, vec![i])),
+                }
+            }
+            passes.into_iter().map(|(_, mut p)| {
+                p.sort_unstable();
+                p
+            }).collect()
+        }
+    }
+}
+
+/// GRPO loss and gradient of a mini-batch, accumulated into `grads`: in the passes `cut` gives,
+/// whose per-token gradients are scaled so that they sum to the one-pass gradient (the
+/// aggregation weights are the whole mini-batch's; exactly 1 in one pass).
 pub fn minibatch_backward<O: Ops>(
     model: &Transformer<O>,
     mb: &[Sample],
     inputs: &GrpoInputs,
     cfg: &GrpoConfig,
     pass: &PassOptions,
-    micro_seqs: usize,
+    cut: MicroBatch,
     grads: &mut O::Params,
 ) -> Result<MiniBatchLoss> {
     let total_tokens: usize = mb.iter().map(|s| s.response_len()).sum();
     let total_seqs = mb.len();
-    let per_pass = if micro_seqs == 0 { mb.len() } else { micro_seqs }.max(1);
+    // Where each sample's response tokens start in the per-token inputs.
+    let starts: Vec<usize> = mb.iter().scan(0, |off, s| {
+        let start = *off;
+        *off += s.response_len();
+        Some(start)
+    }).collect();
+    let gather = |idx: &[usize], x: &[f32]| -> Vec<f32> {
+        idx.iter().flat_map(|&i| x[starts[i]..starts[i] + mb[i].response_len()].iter().copied()).collect()
+    };
     let mut acc = MiniBatchLoss::default();
-    let mut off = 0;
-    for micro in mb.chunks(per_pass) {
+    for idx in micro_batches(mb, cut) {
+        let micro: Vec<Sample> = idx.iter().map(|&i| mb[i]).collect();
         let toks: usize = micro.iter().map(|s| s.response_len()).sum();
-        let r = off..off + toks;
-        off += toks;
         // The micro-batch's own aggregation weights, rescaled to the mini-batch's (exactly 1 in
         // one pass).
         let scale = match cfg.agg {
@@ -146,12 +193,10 @@ pub fn minibatch_backward<O: Ops>(
             _ => micro.len() as f64 / total_seqs as f64,
         };
         let token_share = toks as f64 / total_tokens.max(1) as f64;
-        let part = GrpoInputs {
-            advantages: &inputs.advantages[r.clone()],
-            old_logp: &inputs.old_logp[r.clone()],
-            ref_logp: inputs.ref_logp.map(|x| &x[r.clone()]),
-        };
-        let out = grpo_backward_scaled(model, micro, &part, cfg, pass, scale, grads)?;
+        let (advantages, old_logp) = (gather(&idx, inputs.advantages), gather(&idx, inputs.old_logp));
+        let ref_logp = inputs.ref_logp.map(|x| gather(&idx, x));
+        let part = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
+        let out = grpo_backward_scaled(model, &micro, &part, cfg, pass, scale, grads)?;
         acc.loss += scale * out.loss;
         acc.pg_loss += scale * out.pg_loss;
         acc.kl_loss += scale * out.kl_loss;
@@ -160,4 +205,36 @@ pub fn minibatch_backward<O: Ops>(
         acc.approx_kl += token_share * out.approx_kl;
     }
     Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(lens: &[usize], store: &mut Vec<Vec<u32>>) -> Vec<usize> {
+        store.clear();
+        store.extend(lens.iter().map(|&l| vec![1u32; l]));
+        lens.to_vec()
+    }
+
+    #[test]
+    fn token_budget_packs_first_fit_by_decreasing_length() {
+        let mut store = Vec::new();
+        let lens = samples(&[30, 5, 100, 8, 60, 1, 40], &mut store);
+        let mb: Vec<Sample> = store.iter().map(|t| Sample { tokens: t, prompt_len: 1 }).collect();
+        let passes = micro_batches(&mb, MicroBatch::Tokens(64));
+        let mut seen: Vec<usize> = passes.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>(), "every sequence exactly once");
+        for p in &passes {
+            let total: usize = p.iter().map(|&i| lens[i]).sum();
+            assert!(total <= 64 || p.len() == 1, "{p:?} holds {total} tokens");
+        }
+        assert!(passes.iter().any(|p| p == &vec![2]), "the 100-token sequence runs alone: {passes:?}");
+        // First-fit decreasing over 100, 60, 40, 30, 8, 5, 1: {100} (alone, over the budget),
+        // {60, 1}, {40, 8, 5}, {30}.
+        assert_eq!(passes, vec![vec![2], vec![4, 5], vec![1, 3, 6], vec![0]]);
+        assert_eq!(micro_batches(&mb, MicroBatch::Whole), vec![(0..7).collect::<Vec<_>>()]);
+        assert_eq!(micro_batches(&mb, MicroBatch::Seqs(3)).len(), 3);
+    }
 }
