@@ -32,6 +32,8 @@ extern "C" __global__ void colsum_bf16_partial(const __nv_bfloat16* x, float* pa
     const bool two = c + 1 < cols;
     const bool pairs2 = cols % 2 == 0 && ((uintptr_t)x & 3) == 0;
     if (pairs2) {
+        // Unrolled so several rows' loads are in flight at once (the adds stay in row order).
+#pragma unroll 4
         for (int r = r0; r < r1; r++) {
             const float2 v = unpack_bf16x2(*reinterpret_cast<const uint32_t*>(x + (size_t)r * cols + c));
             s0 += v.x;

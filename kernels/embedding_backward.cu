@@ -30,6 +30,7 @@ extern "C" __global__ void embedding_backward_bf16(const __nv_bfloat16* dx, cons
     const bool pairs2 = hidden % 2 == 0 && ((uintptr_t)dx & 3) == 0 && ((uintptr_t)d_table & 7) == 0;
     if (pairs2) {
         float2 acc = *reinterpret_cast<const float2*>(out);
+#pragma unroll 4
         for (int i = i0; i < i1; i++) {
             const float2 v = unpack_bf16x2(*reinterpret_cast<const uint32_t*>(dx + (size_t)seg_rows[i] * hidden + c));
             acc.x += v.x;

@@ -106,6 +106,11 @@ fn adamw_scale_and_sum_squares_match_cpu() {
 }
 
 #[test]
+fn master_to_bf16_cast_rounds_like_half() {
+    on_every_schedule(master_cast_cases);
+}
+
+#[test]
 fn backward_gemms_match_cpu() {
     gemm_backward_cases(&Device::interpret());
 }

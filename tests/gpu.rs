@@ -293,6 +293,7 @@ fn gpu_backward_elementwise_kernels_match_cpu() {
         backward_cases::add_cases(&d);
         backward_cases::swiglu_backward_cases(&d);
         backward_cases::rope_backward_cases(&d);
+        backward_cases::master_cast_cases(&d);
     }
 }
 

@@ -377,6 +377,29 @@ pub fn adamw_cases(dev: &Device) -> Vec<Vec<u32>> {
     out
 }
 
+/// The master → bf16 weight sync (`cast_f32_to_bf16`): half's rounding bit for bit, on the
+/// 4-wide path (aligned, past the grid cap) and the scalar one (an unaligned view).
+pub fn master_cast_cases(dev: &Device) {
+    let mut sizes = vec![3usize, 1001, 4 * 256 * 4096 + 7];
+    if dev.is_gpu() {
+        sizes.push(100_000_003);
+    }
+    for n in sizes {
+        let mut x = random_f32(n, n as u64, 3.0);
+        let specials = [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-40, f32::MAX, f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000)];
+        for (i, v) in specials.iter().enumerate().take(n) {
+            x[i] = *v;
+        }
+        let want: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        for pad in [0usize, 1] {
+            let (_a, bx) = upload_at(dev, &x, pad, f32::NAN);
+            let (_b, b16) = upload_at(dev, &vec![POISON; n], pad * 3, POISON);
+            k::cast_f32_to_bf16(dev, &bx, &b16, n).unwrap();
+            assert!(dev.download::<bf16>(&b16).unwrap() == want, "cast_f32_to_bf16 n={n} pad {pad} on {}", dev.name());
+        }
+    }
+}
+
 // ---- the backward GEMMs ------------------------------------------------------------------------
 
 /// `gemm_bf16_nn` (dx = dy·w) and `gemm_bf16_tn_acc_f32` (dw += dyᵀ·x, twice: two micro-batches)
