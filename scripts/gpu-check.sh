@@ -4,7 +4,8 @@
 #   1. here:    scripts/gpu-check.sh
 #      builds (release, with nvcc 13.0 from scripts/install-nvcc.sh, SCALERL_REQUIRE_NVCC=1) the
 #      tests/gpu.rs binary and the criterion binaries of benches/kernels.rs,
-#      benches/attention_decode.rs and benches/attention_prefill.rs, strips their debug info,
+#      benches/attention_decode.rs, benches/attention_prefill.rs and benches/backward_kernels.rs,
+#      strips their debug info,
 #      and stages them with tests/fixtures/tiny-qwen2{,-d64}, scripts/gpu_check_table.py and
 #      scripts/gpu_torch_ref.py into gpu-bundle/ (gitignored), plus gpu-bundle/run.sh.
 #   2. device:  run(command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560)
@@ -18,7 +19,9 @@
 #      Then give_back, unless you rerun at once.
 #   Without a GPU, run.sh prints "skipped: no GPU (…)" and exits 2 (try: bash gpu-bundle/run.sh).
 #   A narrower rerun: command="RUN_BENCH=0 TEST_FILTER=gemm bash gpu-bundle/run.sh" (knobs:
-#   RUN_TESTS, RUN_BENCH, RUN_TORCH = 0 to skip; TEST_FILTER, BENCH_FILTER; see run.sh).
+#   RUN_TESTS, RUN_BENCH, RUN_TORCH = 0 to skip; TEST_FILTER, BENCH_FILTER, BENCHES; see run.sh).
+#   The backward/optimizer benches (~2 min, 32 GB of optimizer buffers) alone:
+#   command="RUN_TESTS=0 RUN_TORCH=0 BENCHES=backward_kernels bash gpu-bundle/run.sh".
 #
 # Options: --no-build (re-stage the last build), CARGO_TARGET_DIR as usual.
 set -euo pipefail
@@ -39,12 +42,12 @@ if [[ $build == 1 ]]; then
     step "cargo test --release --no-run --test gpu --bench kernels attention_decode attention_prefill (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
     mkdir -p "$target"
     cargo test --locked --release --no-run --test gpu --bench kernels --bench attention_decode \
-        --bench attention_prefill --message-format=json-render-diagnostics >"$artifacts"
+        --bench attention_prefill --bench backward_kernels --message-format=json-render-diagnostics >"$artifacts"
 fi
 [[ -s "$artifacts" ]] || { echo "gpu-check: no build to stage ($artifacts); run without --no-build" >&2; exit 1; }
 
 # The executables of the four targets, from cargo's JSON messages.
-read -r tests_exe bench_exe decode_exe prefill_exe < <(python3 - "$artifacts" <<'EOF'
+read -r tests_exe bench_exe decode_exe prefill_exe backward_exe < <(python3 - "$artifacts" <<'EOF'
 import json, sys
 exe = {}
 for line in open(sys.argv[1]):
@@ -56,9 +59,9 @@ for line in open(sys.argv[1]):
         t = m["target"]
         if t["name"] == "gpu" and "test" in t["kind"]:
             exe["gpu"] = m["executable"]
-        if t["name"] in ("kernels", "attention_decode", "attention_prefill") and "bench" in t["kind"]:
+        if t["name"] in ("kernels", "attention_decode", "attention_prefill", "backward_kernels") and "bench" in t["kind"]:
             exe[t["name"]] = m["executable"]
-names = ("gpu", "kernels", "attention_decode", "attention_prefill")
+names = ("gpu", "kernels", "attention_decode", "attention_prefill", "backward_kernels")
 missing = [k for k in names if k not in exe]
 if missing:
     sys.exit(f"gpu-check: cargo built no executable for {missing}")
@@ -74,11 +77,12 @@ strip --strip-debug -o "$bundle/gpu-tests" "$tests_exe"
 strip --strip-debug -o "$bundle/kernels-bench" "$bench_exe"
 strip --strip-debug -o "$bundle/attention-decode-bench" "$decode_exe"
 strip --strip-debug -o "$bundle/attention-prefill-bench" "$prefill_exe"
+strip --strip-debug -o "$bundle/backward-bench" "$backward_exe"
 cp -r tests/fixtures/tiny-qwen2 tests/fixtures/tiny-qwen2-d64 "$bundle/fixtures/"
 cp scripts/gpu_check_table.py scripts/gpu_torch_ref.py "$bundle/"
 # The fatbin must be in there (its magic 0xBA55ED50), or the GPU run can only say "built
 # without nvcc". (Kernel names alone prove nothing: the launchers hold them as strings.)
-for exe in "$bundle/gpu-tests" "$bundle/kernels-bench" "$bundle/attention-decode-bench" "$bundle/attention-prefill-bench"; do
+for exe in "$bundle/gpu-tests" "$bundle/kernels-bench" "$bundle/attention-decode-bench" "$bundle/attention-prefill-bench" "$bundle/backward-bench"; do
     if ! python3 -c "import sys; sys.exit(bytes.fromhex('50ed55ba') not in open(sys.argv[1], 'rb').read())" "$exe"; then
         echo "gpu-check: $exe holds no fatbin (built without nvcc?)" >&2
         exit 1
@@ -89,7 +93,7 @@ done
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' + local changes')"
     echo "nvcc: $("${CUDA_HOME:-/nonexistent}/bin/nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'from an earlier build')"
     echo "tests: $tests_exe"
-    echo "benches: $bench_exe $decode_exe $prefill_exe"
+    echo "benches: $bench_exe $decode_exe $prefill_exe $backward_exe"
 } >"$bundle/BUILD-INFO"
 
 cat >"$bundle/run.sh" <<'RUNSH'
@@ -99,7 +103,8 @@ cat >"$bundle/run.sh" <<'RUNSH'
 # Needs no Rust: the test and bench binaries are prebuilt; python3 (+ torch for the reference
 # column) is used for the table. Prints one table at the end; logs go to $OUT (or a temp dir).
 # Knobs: RUN_TESTS=0 / RUN_BENCH=0 / RUN_TORCH=0 skip a phase; TEST_FILTER=gemm and
-# BENCH_FILTER=gemm_bf16_nt narrow the tests / benches (libtest and criterion filters).
+# BENCH_FILTER=gemm_bf16_nt narrow the tests / benches (libtest and criterion filters);
+# BENCHES="backward_kernels" runs only the named bench binaries.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${OUT:-$(mktemp -d)}"
@@ -161,6 +166,8 @@ fi
 crit_dirs=()
 bench_phase() {  # name, binary, timeout
     local name=$1 exe=$2 limit=$3
+    # BENCHES="kernels backward_kernels" runs only the named phases (default: all).
+    [[ -z "${BENCHES:-}" || " $BENCHES " == *" $name "* ]] || return 0
     rm -rf "$out/criterion-$name"
     echo "== benches/$name.rs"
     CRITERION_HOME="$out/criterion-$name" timeout "$limit" "./$exe" --bench --warm-up-time 1 --measurement-time 2 \
@@ -173,6 +180,7 @@ if [[ "${RUN_BENCH:-1}" == 1 ]]; then
     bench_phase kernels kernels-bench 200
     bench_phase attention_decode attention-decode-bench 150
     bench_phase attention_prefill attention-prefill-bench 90
+    bench_phase backward_kernels backward-bench 120
 fi
 
 if [[ "${RUN_TORCH:-1}" == 1 && "${RUN_BENCH:-1}" == 1 ]]; then

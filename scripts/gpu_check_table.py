@@ -20,7 +20,12 @@ import sys
 
 ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16", "kv_cache_write_bf16",
          "silu_mul_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "attention_decode", "prefill_attention_bf16", "mixed_attention_bf16",
-         "paged_attention_bf16", "gemm_bf16_nt"]
+         "paged_attention_bf16", "gemm_bf16_nt",
+         # benches/backward_kernels.rs
+         "add_bf16", "add_bias_bf16", "silu_mul_backward_bf16", "rope_qk_backward_bf16", "rmsnorm_backward_bf16",
+         "bias_backward", "embedding_backward_bf16", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32", "adamw_f32",
+         "sum_squares_f32", "scale_f32", "cast_master_f32_to_bf16"]
+GEMMS = ("gemm_bf16_nt", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32")
 
 
 def shape_key(param):
@@ -121,7 +126,7 @@ def main():
         print("-" * len(hdr))
         for r in rows:
             by = r["bytes"]
-            if r["group"] == "gemm_bf16_nt":
+            if r["group"] in GEMMS:
                 by = gemm_bytes(r["id"])
             gbs = by / r["ns"] if by else None
             r["bench"] = name

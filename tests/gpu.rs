@@ -18,6 +18,8 @@ use scalerl::device::Device;
 use scalerl::model::Model;
 use std::time::Instant;
 mod common;
+#[path = "common/backward_cases.rs"]
+mod backward_cases;
 #[path = "common/decode_cases.rs"]
 mod decode_cases;
 #[path = "common/kernel_cases.rs"]
@@ -280,5 +282,40 @@ fn gpu_graph_replay_equals_direct_launches() {
 fn gpu_tiny_models_match_cpu_backend() {
     if gpu().is_some() {
         model_cases(&|| Device::cuda(0).unwrap());
+    }
+}
+
+// ---- the backward and optimizer kernels (issue 13; interpret mode: tests/backward_interpret.rs) ----
+
+#[test]
+fn gpu_backward_elementwise_kernels_match_cpu() {
+    if let Some(d) = gpu() {
+        backward_cases::add_cases(&d);
+        backward_cases::swiglu_backward_cases(&d);
+        backward_cases::rope_backward_cases(&d);
+        backward_cases::master_cast_cases(&d);
+    }
+}
+
+#[test]
+fn gpu_backward_reductions_match_cpu_and_repeat_bit_for_bit() {
+    if let Some(d) = gpu() {
+        for (name, case) in [
+            ("bias_backward", backward_cases::bias_backward_cases as fn(&Device) -> Vec<Vec<u32>>),
+            ("rmsnorm_backward", backward_cases::rmsnorm_backward_cases),
+            ("embedding_backward", backward_cases::embedding_backward_cases),
+            ("adamw / sum_squares", backward_cases::adamw_cases),
+        ] {
+            let first = case(&d);
+            assert!(case(&d) == first, "{name}: two runs on the GPU differ in their bits");
+        }
+    }
+}
+
+#[test]
+fn gpu_backward_gemms_match_cpu() {
+    if let Some(d) = gpu() {
+        backward_cases::gemm_backward_cases(&d);
+        backward_cases::backward_launch_error_cases(&d);
     }
 }

@@ -254,8 +254,8 @@ fn greedy_generation_runs_and_follows_the_reference() {
     }
 }
 
-/// The CUDA backend runs the one transformer's inference; its training ops have no kernels yet
-/// and must say so (never fall back to the CPU in silence).
+/// The CUDA backend runs the one transformer's inference; the training ops whose kernels are not
+/// written yet must say so (never fall back to the CPU in silence).
 #[test]
 fn training_ops_without_kernels_say_so() {
     let (_, cuda) = load("tiny-qwen2");
@@ -263,7 +263,12 @@ fn training_ops_without_kernels_say_so() {
     let msg = format!("{err:#}");
     assert!(msg.contains("no CUDA kernel yet") && msg.contains("packed"), "{msg}");
     use scalerl::ops::Ops;
-    let err = cuda.ops.zeros_params(cuda.table()).err().expect("no f32 gradient buffers yet");
+    // Gradient sets exist (f32); the fused log-prob head does not yet.
+    let grads = cuda.ops.zeros_params(cuda.table()).unwrap();
+    assert_eq!(grads.dtype(), scalerl::device::DType::F32);
+    let hidden = cuda.ops.zeros(cuda.config.hidden_size).unwrap();
+    let sh = scalerl::ops::LogProbShape { hidden: cuda.config.hidden_size, vocab: cuda.config.vocab_size, temperature: 1.0, chunk: 64 };
+    let err = cuda.ops.logprobs(&hidden, &[0], &[1], cuda.lm_head(), sh).err().expect("no fused log-prob kernel yet");
     assert!(format!("{err:#}").contains("no CUDA kernel yet"), "{err:#}");
 }
 

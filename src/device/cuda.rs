@@ -13,8 +13,10 @@
 //!   keeps freed memory for reuse: release threshold raised from 0 to unlimited); copies
 //!   from and to pageable host memory (`write` returns once the host data is staged, `download`
 //!   waits for the stream).
-//! - GEMM: cuBLASLt, bf16 in/out, f32 accumulation (split-K partial sums in f32 too), one plan
-//!   (descriptors + heuristic algorithm) cached per shape and operand alignment.
+//! - GEMM: cuBLASLt, bf16 inputs, f32 accumulation (split-K partial sums in f32 too), one plan
+//!   (descriptors + heuristic algorithm) cached per shape, layout and operand alignment: the
+//!   forward's NT product (bf16 out), the backward's NN (input gradient, bf16 out) and TN
+//!   (weight gradient, accumulated into f32 with β = 1).
 //! - CUDA graphs: `capture` records the launches and GEMMs of a closure on the stream and
 //!   instantiates them; `CudaGraphExec::replay` launches the whole graph again.
 //!
@@ -79,8 +81,8 @@ struct Blas {
     handle: ltsys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     workspace_bytes: usize,
-    /// Keyed by (m, n, k, alignment of the operands in bytes).
-    plans: HashMap<(usize, usize, usize, u32), GemmPlan>,
+    /// Keyed by the product's shape and layout and the alignment of its operands in bytes.
+    plans: HashMap<(GemmSpec, u32), GemmPlan>,
 }
 
 // SAFETY: the handle is used under the device's mutex only (cuBLASLt handles may be used from
@@ -95,6 +97,23 @@ impl Drop for Blas {
             let _ = lt::destroy_handle(self.handle);
         }
     }
+}
+
+/// One cuBLASLt product in cuBLAS's column-major terms: D[M, N] = op(A)[M, K] · op(B)[K, N]
+/// (+ C when accumulating), A and B bf16 with leading dimensions lda and ldb, C = D [M, N] with
+/// leading dimension ldc, bf16 or f32 (`out_f32`). The row-major products of the model map onto
+/// it as the `gemm_bf16_*` methods derive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct GemmSpec {
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    lda: usize,
+    ldb: usize,
+    ldc: usize,
+    out_f32: bool,
 }
 
 /// The descriptors and algorithm of one GEMM shape.
@@ -446,13 +465,53 @@ impl CudaDevice {
         if k == 0 {
             return self.memset(y, 0, m * n * 2); // an empty sum; bf16 +0 is all zero bits
         }
+        let spec = GemmSpec { m: n, n: m, k, trans_a: true, trans_b: false, lda: k, ldb: k, ldc: n, out_f32: false };
+        self.lt_matmul("gemm_bf16_nt", spec, pw, px, py, 0.0, (m, n, k))
+    }
+
+    /// `dx[m, k] = dy[m, n] · w[n, k]`, bf16 in and out, f32 accumulation (cuBLASLt).
+    ///
+    /// Read column-major (see `gemm_bf16_nt`), w's storage is wᵀ [k, n] (ld k), dy's is
+    /// dyᵀ [n, m] (ld n) and dx's dxᵀ [k, m] (ld k); dx = dy·w ⇔ dxᵀ = wᵀ·dyᵀ:
+    ///   D [k, m] = A [k, n] · B [n, m]  with  A = w's storage, transa = N;  B = dy's, transb = N.
+    pub fn gemm_bf16_nn(&self, dy: &CudaBuffer, w: &CudaBuffer, dx: &CudaBuffer, m: usize, n: usize, k: usize) -> Result<()> {
+        let (pdy, pw, pdx) = (self.ptr(dy)?, self.ptr(w)?, self.ptr(dx)?);
+        if m == 0 || k == 0 {
+            return Ok(());
+        }
+        if n == 0 {
+            return self.memset(dx, 0, m * k * 2);
+        }
+        let spec = GemmSpec { m: k, n: m, k: n, trans_a: false, trans_b: false, lda: k, ldb: n, ldc: k, out_f32: false };
+        self.lt_matmul("gemm_bf16_nn", spec, pw, pdy, pdx, 0.0, (m, n, k))
+    }
+
+    /// `dw[n, k] += dy[m, n]ᵀ · x[m, k]`: bf16 operands, f32 accumulation into the f32 `dw`
+    /// (cuBLASLt with β = 1, C = D in f32).
+    ///
+    /// Column-major: dw's storage is dwᵀ [k, n] (ld k), x's is xᵀ [k, m] (ld k), dy's dyᵀ [n, m]
+    /// (ld n); dw += dyᵀ·x ⇔ dwᵀ += xᵀ·dy:
+    ///   D [k, n] = A [k, m] · op(B) [m, n] + C  with  A = x's storage, transa = N;
+    ///                                               B = dy's storage [n, m], transb = T.
+    pub fn gemm_bf16_tn_acc_f32(&self, dy: &CudaBuffer, x: &CudaBuffer, dw: &CudaBuffer, m: usize, n: usize, k: usize) -> Result<()> {
+        let (pdy, px, pdw) = (self.ptr(dy)?, self.ptr(x)?, self.ptr(dw)?);
+        if m == 0 || n == 0 || k == 0 {
+            return Ok(()); // nothing to add
+        }
+        let spec = GemmSpec { m: k, n, k: m, trans_a: false, trans_b: true, lda: k, ldb: n, ldc: k, out_f32: true };
+        self.lt_matmul("gemm_bf16_tn_acc_f32", spec, px, pdy, pdw, 1.0, (m, n, k))
+    }
+
+    /// D = A·B (+ β C, C = D) per `spec` on the stream, with a plan cached per spec and alignment.
+    #[allow(clippy::too_many_arguments)]
+    fn lt_matmul(&self, op: &str, spec: GemmSpec, pa: u64, pb: u64, pc: u64, beta: f32, (m, n, k): (usize, usize, usize)) -> Result<()> {
         // cuBLASLt's heuristic assumes 256-byte aligned operands unless told otherwise; whole
         // allocations are, but say what the pointers really are (a plan per alignment).
-        let align = [px, pw, py].iter().map(|&p| 1u32 << p.trailing_zeros().min(8)).min().unwrap_or(256);
-        if align < 2 {
-            bail!("gemm_bf16_nt: a bf16 operand at an odd address");
+        let align = [pa, pb, pc].iter().map(|&p| 1u32 << p.trailing_zeros().min(8)).min().unwrap_or(256);
+        if align < 2 || (spec.out_f32 && pc % 4 != 0) {
+            bail!("{op}: an operand at an address not aligned to its element size");
         }
-        let key = (m, n, k, align);
+        let key = (spec, align);
         self.bind()?;
         let mut guard = self.blas.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
@@ -461,8 +520,8 @@ impl CudaDevice {
         }
         let blas = guard.as_mut().expect("created above");
         if !blas.plans.contains_key(&key) {
-            let plan = GemmPlan::new(blas.handle, blas.workspace_bytes, m, n, k, align)
-                .with_context(|| format!("cuBLASLt bf16 GEMM plan for [m {m}, n {n}, k {k}], {align}-byte aligned operands"))?;
+            let plan = GemmPlan::new(blas.handle, blas.workspace_bytes, spec, align)
+                .with_context(|| format!("cuBLASLt plan of {op} [m {m}, n {n}, k {k}], {align}-byte aligned operands"))?;
             blas.plans.insert(key, plan);
         }
         let plan = &blas.plans[&key];
@@ -471,7 +530,7 @@ impl CudaDevice {
             let (p, _guard) = blas.workspace.device_ptr(&self.stream);
             p
         };
-        let (alpha, beta) = (1.0f32, 0.0f32);
+        let alpha = 1.0f32;
         // SAFETY: descriptors live in `plan`; sizes were checked by the caller (Device);
         // the workspace has workspace_bytes bytes.
         unsafe {
@@ -480,13 +539,13 @@ impl CudaDevice {
                 plan.desc,
                 &alpha as *const f32 as *const c_void,
                 &beta as *const f32 as *const c_void,
-                pw as *const c_void,
+                pa as *const c_void,
                 plan.a,
-                px as *const c_void,
+                pb as *const c_void,
                 plan.b,
-                py as *const c_void,
+                pc as *const c_void,
                 plan.c,
-                py as *mut c_void,
+                pc as *mut c_void,
                 plan.c,
                 &plan.algo,
                 ws as *mut c_void,
@@ -495,9 +554,9 @@ impl CudaDevice {
             )
         }
         .map_err(lt_err)
-        .with_context(|| format!("cuBLASLt bf16 GEMM [m {m}, n {n}, k {k}]"))?;
+        .with_context(|| format!("cuBLASLt {op} [m {m}, n {n}, k {k}]"))?;
         if self.sync_each_launch && !self.capturing.load(Ordering::Acquire) {
-            self.stream.synchronize().map_err(|e| anyhow!("cuBLASLt GEMM [{m}, {n}, {k}] failed on the GPU: {e:?}"))?;
+            self.stream.synchronize().map_err(|e| anyhow!("cuBLASLt {op} [{m}, {n}, {k}] failed on the GPU: {e:?}"))?;
         }
         Ok(())
     }
@@ -584,24 +643,28 @@ fn check_dims(name: &str, cfg: LaunchConfig) -> Result<()> {
 }
 
 impl GemmPlan {
-    fn new(handle: ltsys::cublasLtHandle_t, workspace_bytes: usize, m: usize, n: usize, k: usize, align: u32) -> Result<Self> {
+    fn new(handle: ltsys::cublasLtHandle_t, workspace_bytes: usize, spec: GemmSpec, align: u32) -> Result<Self> {
         use ltsys::cublasLtMatmulDescAttributes_t as D;
         let bf16 = ltsys::cudaDataType_t::CUDA_R_16BF;
-        let (m64, n64, k64) = (m as u64, n as u64, k as u64);
-        // See gemm_bf16_nt for the derivation.
-        let a = lt::create_matrix_layout(bf16, k64, n64, k as i64).map_err(lt_err)?;
-        let b = lt::create_matrix_layout(bf16, k64, m64, k as i64).map_err(lt_err)?;
-        let c = lt::create_matrix_layout(bf16, n64, m64, n as i64).map_err(lt_err)?;
+        let out = if spec.out_f32 { ltsys::cudaDataType_t::CUDA_R_32F } else { bf16 };
+        let GemmSpec { m, n, k, trans_a, trans_b, lda, ldb, ldc, .. } = spec;
+        // The stored matrices (before op): A is [M, K] or, transposed, [K, M]; B [K, N] or [N, K].
+        let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+        let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
+        let a = lt::create_matrix_layout(bf16, a_rows as u64, a_cols as u64, lda as i64).map_err(lt_err)?;
+        let b = lt::create_matrix_layout(bf16, b_rows as u64, b_cols as u64, ldb as i64).map_err(lt_err)?;
+        let c = lt::create_matrix_layout(out, m as u64, n as u64, ldc as i64).map_err(lt_err)?;
         let desc = lt::create_matmul_desc(ltsys::cublasComputeType_t::CUBLAS_COMPUTE_32F, ltsys::cudaDataType_t::CUDA_R_32F)
             .map_err(lt_err)?;
         // From here on Drop cleans up whatever fails below.
         let mut plan = GemmPlan { desc, a, b, c, algo: unsafe { std::mem::zeroed() } };
-        let (op_t, op_n) = (1i32, 0i32); // CUBLAS_OP_T, CUBLAS_OP_N
+        let op = |t: bool| if t { 1i32 } else { 0i32 }; // CUBLAS_OP_T, CUBLAS_OP_N
+        let (op_a, op_b) = (op(trans_a), op(trans_b));
         // SAFETY: live descriptors; attribute buffers of the documented types (int32).
         unsafe {
-            lt::set_matmul_desc_attribute(desc, D::CUBLASLT_MATMUL_DESC_TRANSA, &op_t as *const i32 as *const c_void, 4)
+            lt::set_matmul_desc_attribute(desc, D::CUBLASLT_MATMUL_DESC_TRANSA, &op_a as *const i32 as *const c_void, 4)
                 .map_err(lt_err)?;
-            lt::set_matmul_desc_attribute(desc, D::CUBLASLT_MATMUL_DESC_TRANSB, &op_n as *const i32 as *const c_void, 4)
+            lt::set_matmul_desc_attribute(desc, D::CUBLASLT_MATMUL_DESC_TRANSB, &op_b as *const i32 as *const c_void, 4)
                 .map_err(lt_err)?;
         }
         let pref = lt::create_matmul_pref().map_err(lt_err)?;
@@ -627,7 +690,7 @@ impl GemmPlan {
         };
         let heuristic = heuristic.map_err(|e| {
             if e.0 == ltsys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED {
-                anyhow!("cuBLASLt offers no algorithm for this bf16 shape")
+                anyhow!("cuBLASLt offers no algorithm for this bf16 product")
             } else {
                 lt_err(e)
             }

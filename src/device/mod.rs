@@ -53,8 +53,40 @@ pub enum Schedule {
 
 /// Device memory: a 256-byte aligned host allocation in interpret mode, a stream-ordered GPU
 /// allocation on a GPU. A buffer is used only with the device that allocated it.
+///
+/// A buffer may carry the type of its elements (`Buffer::typed`): the ops layer tags every
+/// tensor and parameter set it allocates, so a launcher handed an f32 gradient where it reads
+/// bf16 weights refuses it by name instead of reading garbage. Raw buffers are untagged, and
+/// launchers check only their sizes.
 pub struct Buffer {
     repr: Repr,
+    dtype: Option<DType>,
+}
+
+/// The element type of a tagged buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    Bf16,
+    F32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bf16 => 2,
+            DType::F32 => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DType::Bf16 => "bf16",
+            DType::F32 => "f32",
+        })
+    }
 }
 
 enum Repr {
@@ -91,6 +123,25 @@ impl Buffer {
         }
     }
 
+    /// The element type this buffer was tagged with (None: a raw buffer).
+    pub fn dtype(&self) -> Option<DType> {
+        self.dtype
+    }
+
+    /// This buffer, tagged as holding `dtype` elements (its views inherit the tag).
+    pub fn typed(mut self, dtype: DType) -> Buffer {
+        self.dtype = Some(dtype);
+        self
+    }
+
+    /// Fails unless the buffer is untagged or tagged `dtype`, naming `what` (for `kernel`).
+    pub fn check_dtype(&self, dtype: DType, kernel: &str, what: &str) -> Result<()> {
+        match self.dtype {
+            Some(d) if d != dtype => bail!("{kernel}: `{what}` holds {d} elements, the op takes {dtype}"),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this is GPU memory.
     pub fn is_gpu(&self) -> bool {
         matches!(self.repr, Repr::Cuda(_))
@@ -116,6 +167,7 @@ impl Buffer {
                 Repr::Host(h) => Repr::Host(HostBuffer { alloc: h.alloc.clone(), ptr: unsafe { h.ptr.add(offset) }, bytes }),
                 Repr::Cuda(c) => Repr::Cuda(c.view(offset, bytes)),
             },
+            dtype: self.dtype,
         })
     }
 }
@@ -213,9 +265,9 @@ impl Device {
                     ptr
                 };
                 let alloc = Arc::new(HostAlloc { ptr, bytes });
-                Ok(Buffer { repr: Repr::Host(HostBuffer { alloc, ptr, bytes }) })
+                Ok(Buffer { repr: Repr::Host(HostBuffer { alloc, ptr, bytes }), dtype: None })
             }
-            Device::Cuda(c) => Ok(Buffer { repr: Repr::Cuda(c.alloc(bytes)?) }),
+            Device::Cuda(c) => Ok(Buffer { repr: Repr::Cuda(c.alloc(bytes)?), dtype: None }),
         }
     }
 
@@ -314,27 +366,44 @@ impl Device {
     /// `y[m, n] = x[m, k] · w[n, k]ᵀ` in bf16 with f32 accumulation: every linear layer.
     /// (GPU: cuBLASLt; interpret mode: `host_gemm`, f32 products of the bf16 values.)
     pub fn gemm_bf16_nt(&self, x: &Buffer, w: &Buffer, y: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
-        for (name, b, elems) in [("x", x, m * k), ("w", w, n * k), ("y", y, m * n)] {
-            if b.len_bytes() < elems * 2 {
-                bail!("gemm_bf16_nt: {name} holds {} bytes, [{m}, {n}, {k}] needs {}", b.len_bytes(), elems * 2);
-            }
-        }
+        gemm_operands("gemm_bf16_nt", [("x", x, m * k, DType::Bf16), ("w", w, n * k, DType::Bf16), ("y", y, m * n, DType::Bf16)], (m, n, k))?;
         match self {
             Device::Interpret { .. } => {
-                let f = |b: &Buffer, n: usize| -> Result<Vec<f32>> {
-                    let h = b.host()?;
-                    if n == 0 {
-                        return Ok(Vec::new()); // (a 0-byte buffer's pointer is not 2-aligned)
-                    }
-                    // SAFETY: size checked above; bf16 has no invalid bit patterns.
-                    let s = unsafe { std::slice::from_raw_parts(h.ptr as *const half::bf16, n) };
-                    Ok(s.iter().map(|v| v.to_f32()).collect())
-                };
-                let out = host_gemm::matmul_nt(&f(x, m * k)?, &f(w, n * k)?, m, n, k);
+                let out = host_gemm::matmul_nt(&host_bf16(x, m * k)?, &host_bf16(w, n * k)?, m, n, k);
                 let y16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
                 self.write(y, &y16)
             }
             Device::Cuda(c) => c.gemm_bf16_nt(cuda_buf(x)?, cuda_buf(w)?, cuda_buf(y)?, m, n, k),
+        }
+    }
+
+    /// `dx[m, k] = dy[m, n] · w[n, k]` in bf16 with f32 accumulation (overwrites dx): the input
+    /// gradient of a linear layer, "NN" (neither row-major operand transposed).
+    /// (GPU: cuBLASLt; interpret mode: `host_gemm`.)
+    pub fn gemm_bf16_nn(&self, dy: &Buffer, w: &Buffer, dx: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
+        gemm_operands("gemm_bf16_nn", [("dy", dy, m * n, DType::Bf16), ("w", w, n * k, DType::Bf16), ("dx", dx, m * k, DType::Bf16)], (m, n, k))?;
+        match self {
+            Device::Interpret { .. } => {
+                let out = host_gemm::matmul_nn(&host_bf16(dy, m * n)?, &host_bf16(w, n * k)?, m, n, k);
+                let dx16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                self.write(dx, &dx16)
+            }
+            Device::Cuda(c) => c.gemm_bf16_nn(cuda_buf(dy)?, cuda_buf(w)?, cuda_buf(dx)?, m, n, k),
+        }
+    }
+
+    /// `dw[n, k] += dy[m, n]ᵀ · x[m, k]`: bf16 operands, f32 accumulation into the f32 `dw` (the
+    /// weight gradient, which adds up over micro-batches), "TN" (the token dimension m is the
+    /// reduction). (GPU: cuBLASLt with β = 1 and an f32 C/D; interpret mode: `host_gemm`.)
+    pub fn gemm_bf16_tn_acc_f32(&self, dy: &Buffer, x: &Buffer, dw: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
+        gemm_operands("gemm_bf16_tn_acc_f32", [("dy", dy, m * n, DType::Bf16), ("x", x, m * k, DType::Bf16), ("dw", dw, n * k * 2, DType::F32)], (m, n, k))?;
+        match self {
+            Device::Interpret { .. } => {
+                let mut acc = host_f32(dw, n * k)?;
+                host_gemm::matmul_tn_acc(&host_bf16(dy, m * n)?, &host_bf16(x, m * k)?, &mut acc, m, n, k);
+                self.write(dw, &acc)
+            }
+            Device::Cuda(c) => c.gemm_bf16_tn_acc_f32(cuda_buf(dy)?, cuda_buf(x)?, cuda_buf(dw)?, m, n, k),
         }
     }
 
@@ -386,6 +455,43 @@ impl Device {
             (Device::Cuda(_), Repr::Host(_)) => bail!("kernel `{kernel}`: a host (interpret-mode) buffer passed to a GPU launch"),
         }
     }
+}
+
+/// Size and type checks of GEMM operands: (name, buffer, 2-byte units it must hold, type).
+fn gemm_operands<const N: usize>(op: &str, operands: [(&str, &Buffer, usize, DType); N], (m, n, k): (usize, usize, usize)) -> Result<()> {
+    for (name, b, units, dtype) in operands {
+        b.check_dtype(dtype, op, name)?;
+        if b.len_bytes() < units * 2 {
+            bail!("{op}: {name} holds {} bytes, [m {m}, n {n}, k {k}] needs {}", b.len_bytes(), units * 2);
+        }
+    }
+    Ok(())
+}
+
+/// The first `n` bf16 values of an interpret-mode buffer, widened to f32 (exact).
+fn host_bf16(b: &Buffer, n: usize) -> Result<Vec<f32>> {
+    let h = b.host()?;
+    if n == 0 {
+        return Ok(Vec::new()); // (a 0-byte buffer's pointer is not 2-aligned)
+    }
+    if h.bytes < n * 2 || (h.ptr as usize) % 2 != 0 {
+        bail!("a bf16 operand of {n} elements in a {}-byte buffer at {:p}", h.bytes, h.ptr);
+    }
+    // SAFETY: size and alignment checked above; bf16 has no invalid bit patterns.
+    let s = unsafe { std::slice::from_raw_parts(h.ptr as *const half::bf16, n) };
+    Ok(s.iter().map(|v| v.to_f32()).collect())
+}
+
+/// The first `n` f32 values of an interpret-mode buffer (copied: the pointer may be unaligned).
+fn host_f32(b: &Buffer, n: usize) -> Result<Vec<f32>> {
+    let h = b.host()?;
+    if h.bytes < n * 4 {
+        bail!("an f32 operand of {n} elements in a {}-byte buffer", h.bytes);
+    }
+    let mut out = vec![0f32; n];
+    // SAFETY: h.ptr has n·4 bytes (checked); the destination is a fresh, aligned Vec.
+    unsafe { std::ptr::copy_nonoverlapping(h.ptr, out.as_mut_ptr() as *mut u8, n * 4) };
+    Ok(out)
 }
 
 fn cuda_buf(b: &Buffer) -> Result<&cuda::CudaBuffer> {

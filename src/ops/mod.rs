@@ -11,17 +11,20 @@
 //!
 //! | op                         | CPU reference (src/ops/cpu/) | kernel (kernels/)            | launcher (src/ops/cuda/) |
 //! |----------------------------|------------------------------|------------------------------|--------------------------|
-//! | embedding + backward       | embedding.rs                 | embedding.cu (fwd)           | embedding.rs             |
-//! | RMSNorm (+residual), bwd   | norm.rs                      | rmsnorm.cu (fwd)             | norm.rs                  |
-//! | linear, NN/TN backward     | linear.rs (matmul.rs, gemm.rs) | cuBLASLt (device/cuda.rs)  | (Device::gemm_bf16_nt)   |
-//! | RoPE (+q/k bias), bwd      | rope.rs                      | rope.cu (fwd)                | rope.rs                  |
+//! | embedding + backward       | embedding.rs                 | embedding.cu, embedding_backward.cu | embedding.rs, embedding_backward.rs |
+//! | RMSNorm (+residual), bwd   | norm.rs                      | rmsnorm.cu, rmsnorm_backward.cu (+ colsum.cu) | norm.rs, rmsnorm_backward.rs |
+//! | linear, NN/TN backward     | linear.rs (matmul.rs, gemm.rs) | cuBLASLt (device/cuda.rs)  | (Device::gemm_bf16_nt, _nn, _tn_acc_f32) |
+//! | bias add, bias backward    | matmul.rs, linear.rs         | add.cu, colsum.cu            | add.rs, colsum.rs        |
+//! | add (residual, gradients)  | norm.rs                      | add.cu                       | add.rs                   |
+//! | RoPE (+q/k bias), bwd      | rope.rs                      | rope.cu, rope_backward.cu    | rope.rs, rope_backward.rs |
 //! | KV-cache write (+v bias)   | kv_cache.rs                  | kv_cache_write.cu            | kv_cache_write.rs        |
 //! | attention, paged           | attention.rs                 | attention_prefill.cu, attention_decode.cu, attention_paged.cu | attention*.rs |
 //! | attention, packed + LSE, bwd | attention.rs               | —                            | —                        |
-//! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu (fwd)              | swiglu.rs                |
+//! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu, swiglu_backward.cu | swiglu.rs, swiglu_backward.rs |
 //! | lm_head log-prob/entropy, bwd | logprob.rs                | —                            | —                        |
 //! | sampling                   | sample.rs                    | — (logits downloaded)        | mod.rs                   |
-//! | AdamW update, grad norm    | adamw.rs                     | —                            | —                        |
+//! | AdamW update, grad norm    | adamw.rs                     | adamw.cu                     | adamw.rs                 |
+//! | parameter sets (bf16, f32) | (HostParams)                 | cast.cu (master → bf16)      | params.rs                |
 //!
 //! A "—" is a kernel that does not exist yet (the training-kernels and rollout issues write
 //! them): the CUDA implementation of that op returns an error that says so, never a silent

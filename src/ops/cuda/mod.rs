@@ -8,38 +8,55 @@
 //! the `Ops` interface. The forward's fusions: the q/k biases are added inside `rope_qk_bf16`, the
 //! v bias inside `kv_cache_write_bf16`, and the residual add inside `rmsnorm_residual_bf16`.
 //!
-//! Not yet here (their ops return an error saying so): the backward kernels, packed-sequence
-//! attention, the fused lm_head log-prob and the optimizer (the training-kernels issue), and the
-//! device sampler (the rollout issue; until then `sample` downloads the chosen rows' f32 logits
+//! The backward and the optimizer (issue 13): the element-wise and norm backward kernels, the
+//! backward GEMMs (`Device::gemm_bf16_nn`, `gemm_bf16_tn_acc_f32`) and AdamW run here; activation
+//! tensors and their gradients are bf16, parameter gradients, AdamW moments and master weights
+//! f32 `DeviceParams` (every buffer tagged with its type; launchers refuse a wrong one by name).
+//!
+//! Not yet here (their ops return an error saying so): packed-sequence attention and its
+//! backward, the fused lm_head log-prob (the training-kernels issue), and the device sampler (the rollout issue; until then `sample` downloads the chosen rows' f32 logits
 //! and draws on the host with the CPU reference sampler).
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_paged;
 pub mod attention_prefill;
+pub mod adamw;
+pub mod add;
 pub mod cast;
+pub mod colsum;
 pub mod embedding;
+pub mod embedding_backward;
 pub mod kv_cache_write;
 mod launch;
 pub mod meta;
 pub mod norm;
+pub mod params;
+pub mod rmsnorm_backward;
 pub mod rope;
+pub mod rope_backward;
 pub mod swiglu;
+pub mod swiglu_backward;
 
 pub use attention::AttentionPlan;
 pub use attention_paged::paged_attention;
 pub use cast::{cast_bf16_to_f32, cast_f32_to_bf16};
 pub use embedding::embedding_gather;
+pub use embedding_backward::{embedding_backward, EmbedGradPlan};
 pub use kv_cache_write::kv_cache_write;
 pub use meta::TokenMeta;
 pub use norm::rmsnorm_residual;
+pub use params::DeviceParams;
+pub use rmsnorm_backward::rmsnorm_backward;
 pub use rope::rope_qk;
+pub use rope_backward::rope_qk_backward;
 pub use swiglu::silu_mul;
+pub use swiglu_backward::silu_mul_backward;
 
 use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
-use crate::device::{Buffer, Device};
+use crate::device::{Buffer, DType, Device};
 use crate::model::{ModelConfig, SeqChunk};
-use crate::params::{HostParams, ParamId, ParamTable};
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use crate::params::{ParamId, ParamTable};
+use anyhow::{anyhow, bail, ensure, Result};
 use std::sync::Arc;
 
 /// The CUDA backend on one device (a GPU, or interpret mode).
@@ -59,49 +76,6 @@ fn no_kernel(op: &str) -> anyhow::Error {
         "`{op}` has no CUDA kernel yet (the training kernels are issue 13): the CUDA backend runs \
          inference only; train with the cpu backend"
     )
-}
-
-/// A parameter set in device memory: one flat bf16 buffer laid out by a `ParamTable`, and a view
-/// of it per tensor.
-pub struct DeviceParams {
-    table: Arc<ParamTable>,
-    flat: Buffer,
-    views: Vec<Buffer>,
-}
-
-impl DeviceParams {
-    /// `host` in bf16 on `dev` (round to nearest even), one tensor at a time through an f32
-    /// staging buffer (so the device never holds an f32 copy of the whole model).
-    pub fn upload(dev: &Device, host: &HostParams) -> Result<Self> {
-        let table = host.table().clone();
-        let flat = dev.alloc(table.total() * 2).with_context(|| format!("allocating the bf16 weights on {}", dev.name()))?;
-        let views = table.entries().iter().map(|e| flat.view(e.offset * 2, e.len * 2)).collect::<Result<Vec<_>>>()?;
-        let p = DeviceParams { table, flat, views };
-        p.write(dev, host)?;
-        Ok(p)
-    }
-
-    /// Overwrites the values with `host`'s (same table): the trainer's weight sync, in place, so
-    /// the device never holds two copies.
-    pub fn write(&self, dev: &Device, host: &HostParams) -> Result<()> {
-        if !Arc::ptr_eq(&self.table, host.table()) && *self.table != **host.table() {
-            bail!("the parameters to upload describe a different model than the copy on {}", dev.name());
-        }
-        for ((e, values), view) in host.iter().zip(&self.views) {
-            let staging = dev.upload(values).with_context(|| format!("uploading `{}` to {}", e.name, dev.name()))?;
-            cast_f32_to_bf16(dev, &staging, view, e.len).with_context(|| format!("casting `{}` to bf16", e.name))?;
-        }
-        Ok(())
-    }
-
-    pub fn table(&self) -> &Arc<ParamTable> {
-        &self.table
-    }
-
-    /// The flat buffer (every tensor, table order, bf16).
-    pub fn flat(&self) -> &Buffer {
-        &self.flat
-    }
 }
 
 /// The paged KV cache in device memory: per layer, K and V as
@@ -124,7 +98,7 @@ pub struct CudaBatch {
 /// `values` (f32) on `dev` as bf16.
 fn upload_bf16(dev: &Device, values: &[f32]) -> Result<Buffer> {
     let staging = dev.upload(values)?;
-    let out = dev.alloc(values.len() * 2)?;
+    let out = dev.alloc(values.len() * 2)?.typed(DType::Bf16);
     cast_f32_to_bf16(dev, &staging, &out, values.len())?;
     Ok(out)
 }
@@ -141,7 +115,7 @@ impl Ops for CudaOps {
     }
 
     fn zeros(&self, n: usize) -> Result<Buffer> {
-        let b = self.dev.alloc(n * 2)?;
+        let b = self.dev.alloc(n * 2)?.typed(DType::Bf16);
         self.dev.zero(&b)?;
         Ok(b)
     }
@@ -155,7 +129,10 @@ impl Ops for CudaOps {
     }
 
     fn copy(&self, t: &Buffer) -> Result<Buffer> {
-        let out = self.dev.alloc(t.len_bytes())?;
+        let mut out = self.dev.alloc(t.len_bytes())?;
+        if let Some(d) = t.dtype() {
+            out = out.typed(d);
+        }
         self.dev.copy(t, &out, t.len_bytes())?;
         Ok(out)
     }
@@ -168,8 +145,9 @@ impl Ops for CudaOps {
         &mut p.views[id.0]
     }
 
-    fn zeros_params(&self, _table: &Arc<ParamTable>) -> Result<DeviceParams> {
-        Err(no_kernel("gradient buffers (f32 parameter sets)"))
+    /// f32: gradients and AdamW moments.
+    fn zeros_params(&self, table: &Arc<ParamTable>) -> Result<DeviceParams> {
+        DeviceParams::zeros(&self.dev, table, DType::F32)
     }
 
     fn new_cache(&self, c: &ModelConfig, num_blocks: usize, block_size: usize) -> Result<DeviceKvCache> {
@@ -215,9 +193,10 @@ impl Ops for CudaOps {
         self.dev.gemm_bf16_nt(x, w, y, m, n, k)
     }
 
-    fn add_bias(&self, _y: &mut Buffer, _b: &Buffer, _rows: usize, _n: usize) -> Result<()> {
-        // The paged forward never needs it: rope_qk and kv_cache_write add the biases.
-        Err(no_kernel("add_bias"))
+    /// The packed forward's v bias (the paged forward fuses the biases into rope_qk and
+    /// kv_cache_write).
+    fn add_bias(&self, y: &mut Buffer, b: &Buffer, rows: usize, n: usize) -> Result<()> {
+        add::add_bias(&self.dev, y, b, rows, n)
     }
 
     fn rope_qk(&self, b: &CudaBatch, q: &mut Buffer, k: &mut Buffer, qb: Option<&Buffer>, kb: Option<&Buffer>, c: &ModelConfig) -> Result<()> {
@@ -274,32 +253,33 @@ impl Ops for CudaOps {
         Ok(logits.chunks_exact(c.vocab_size).zip(draws).map(|(row, d)| super::cpu::sample::sample_row(row, d)).collect())
     }
 
-    fn add(&self, _x: &mut Buffer, _y: &Buffer) -> Result<()> {
-        Err(no_kernel("add (backward)"))
+    fn add(&self, x: &mut Buffer, y: &Buffer) -> Result<()> {
+        ensure!(x.len_bytes() == y.len_bytes(), "add: tensors of {} and {} bytes", x.len_bytes(), y.len_bytes());
+        add::add(&self.dev, x, y, x.len_bytes() / 2)
     }
 
-    fn linear_backward_input(&self, _dy: &Buffer, _w: &Buffer, _dx: &mut Buffer, _m: usize, _n: usize, _k: usize) -> Result<()> {
-        Err(no_kernel("linear_backward_input"))
+    fn linear_backward_input(&self, dy: &Buffer, w: &Buffer, dx: &mut Buffer, m: usize, n: usize, k: usize) -> Result<()> {
+        self.dev.gemm_bf16_nn(dy, w, dx, m, n, k)
     }
 
-    fn linear_backward_weight(&self, _dy: &Buffer, _x: &Buffer, _dw: &mut Buffer, _m: usize, _n: usize, _k: usize) -> Result<()> {
-        Err(no_kernel("linear_backward_weight"))
+    fn linear_backward_weight(&self, dy: &Buffer, x: &Buffer, dw: &mut Buffer, m: usize, n: usize, k: usize) -> Result<()> {
+        self.dev.gemm_bf16_tn_acc_f32(dy, x, dw, m, n, k)
     }
 
-    fn bias_backward(&self, _dy: &Buffer, _db: &mut Buffer, _rows: usize, _n: usize) -> Result<()> {
-        Err(no_kernel("bias_backward"))
+    fn bias_backward(&self, dy: &Buffer, db: &mut Buffer, rows: usize, n: usize) -> Result<()> {
+        colsum::bias_backward(&self.dev, dy, db, rows, n)
     }
 
-    fn rmsnorm_backward(&self, _x: &Buffer, _w: &Buffer, _dy: &Buffer, _dx: &mut Buffer, _dw: &mut Buffer, _rows: usize, _h: usize, _eps: f32) -> Result<()> {
-        Err(no_kernel("rmsnorm_backward"))
+    fn rmsnorm_backward(&self, x: &Buffer, w: &Buffer, dy: &Buffer, dx: &mut Buffer, dw: &mut Buffer, rows: usize, h: usize, eps: f32) -> Result<()> {
+        rmsnorm_backward(&self.dev, x, w, dy, dx, dw, rows, h, eps)
     }
 
-    fn rope_backward(&self, _b: &CudaBatch, _dq: &mut Buffer, _dk: &mut Buffer, _c: &ModelConfig) -> Result<()> {
-        Err(no_kernel("rope_backward"))
+    fn rope_backward(&self, b: &CudaBatch, dq: &mut Buffer, dk: &mut Buffer, c: &ModelConfig) -> Result<()> {
+        rope_qk_backward(&self.dev, dq, dk, &b.meta, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_theta)
     }
 
-    fn swiglu_backward(&self, _gate: &Buffer, _up: &Buffer, _dy: &Buffer, _dgate: &mut Buffer, _dup: &mut Buffer, _n: usize) -> Result<()> {
-        Err(no_kernel("swiglu_backward"))
+    fn swiglu_backward(&self, gate: &Buffer, up: &Buffer, dy: &Buffer, dgate: &mut Buffer, dup: &mut Buffer, n: usize) -> Result<()> {
+        silu_mul_backward(&self.dev, gate, up, dy, dgate, dup, n)
     }
 
     fn attention_packed_backward(
@@ -319,8 +299,13 @@ impl Ops for CudaOps {
         Err(no_kernel("attention_packed_backward"))
     }
 
-    fn embed_backward(&self, _b: &CudaBatch, _dx: &Buffer, _d_table: &mut Buffer, _c: &ModelConfig) -> Result<()> {
-        Err(no_kernel("embed_backward"))
+    /// The rows are grouped by token on the host (`EmbedGradPlan`) from the batch's ids: one
+    /// small download (4 bytes a row), so one synchronisation per backward, at its very end.
+    fn embed_backward(&self, b: &CudaBatch, dx: &Buffer, d_table: &mut Buffer, c: &ModelConfig) -> Result<()> {
+        let ids: Vec<i32> = self.dev.download(&b.ids)?;
+        let tokens: Vec<u32> = ids[..b.meta.tokens].iter().map(|&t| t as u32).collect();
+        let plan = EmbedGradPlan::new(&self.dev, &tokens, c.vocab_size)?;
+        embedding_backward(&self.dev, &plan, dx, d_table, c.hidden_size, c.vocab_size)
     }
 
     fn logprobs(&self, _hidden: &Buffer, _rows: &[usize], _targets: &[u32], _lm_head: &Buffer, _sh: LogProbShape) -> Result<TokenLogProbs> {
@@ -343,19 +328,36 @@ impl Ops for CudaOps {
         Err(no_kernel("logprobs_backward"))
     }
 
-    fn sum_squares(&self, _g: &DeviceParams) -> Result<f64> {
-        Err(no_kernel("the gradient norm"))
+    /// Σ g² in f64 by a deterministic two-stage reduction (8 bytes come back to the host, which
+    /// skips the step when it is not finite).
+    fn sum_squares(&self, g: &DeviceParams) -> Result<f64> {
+        f32_set(g, "sum_squares", "gradients")?;
+        adamw::sum_squares(&self.dev, g.flat(), g.len())
     }
 
-    fn scale_params(&self, _g: &mut DeviceParams, _s: f32) -> Result<()> {
-        Err(no_kernel("gradient clipping"))
+    fn scale_params(&self, g: &mut DeviceParams, s: f32) -> Result<()> {
+        f32_set(g, "scale_params", "gradients")?;
+        adamw::scale(&self.dev, g.flat(), g.len(), s)
     }
 
-    fn zero_params(&self, _g: &mut DeviceParams) -> Result<()> {
-        Err(no_kernel("zeroing gradients"))
+    fn zero_params(&self, g: &mut DeviceParams) -> Result<()> {
+        self.dev.zero(g.flat())
     }
 
-    fn adamw_update(&self, _w: &mut DeviceParams, _g: &DeviceParams, _m: &mut DeviceParams, _v: &mut DeviceParams, _s: &AdamWStep) -> Result<()> {
-        Err(no_kernel("adamw_update"))
+    /// `w` is the f32 master copy (`DeviceParams::upload_f32`); the bf16 copy the forward reads
+    /// is refreshed with `DeviceParams::cast_from` (or in the same pass through
+    /// `adamw::adamw_update` with `w_bf16`).
+    fn adamw_update(&self, w: &mut DeviceParams, g: &DeviceParams, m: &mut DeviceParams, v: &mut DeviceParams, s: &AdamWStep) -> Result<()> {
+        for (p, what) in [(&*w, "weights (the f32 master copy)"), (g, "gradients"), (&*m, "first moments"), (&*v, "second moments")] {
+            f32_set(p, "adamw_update", what)?;
+            w.check_same(p, what)?;
+        }
+        adamw::adamw_update(&self.dev, w.flat(), g.flat(), m.flat(), v.flat(), None, w.len(), s)
     }
+}
+
+/// Fails unless `p` is an f32 parameter set.
+fn f32_set(p: &DeviceParams, op: &str, what: &str) -> Result<()> {
+    ensure!(p.dtype() == DType::F32, "{op}: the {what} are a {} parameter set; the optimizer works on f32 sets", p.dtype());
+    Ok(())
 }
