@@ -259,9 +259,10 @@ fn greedy_generation_runs_and_follows_the_reference() {
 #[test]
 fn training_ops_without_kernels_say_so() {
     let (_, cuda) = load("tiny-qwen2");
-    let err = cuda.forward_packed(&[&[1, 2, 3]], scalerl::model::Save::All).err().expect("no packed attention kernel yet");
+    // (packed_batch and the packed attention have kernels; the first op without one stops it)
+    let err = cuda.forward_packed(&[&[1, 2, 3]], scalerl::model::Save::All).err().expect("a training op without a kernel");
     let msg = format!("{err:#}");
-    assert!(msg.contains("no CUDA kernel yet") && msg.contains("packed"), "{msg}");
+    assert!(msg.contains("no CUDA kernel yet"), "{msg}");
     use scalerl::ops::Ops;
     let err = cuda.ops.zeros_params(cuda.table()).err().expect("no f32 gradient buffers yet");
     assert!(format!("{err:#}").contains("no CUDA kernel yet"), "{err:#}");
