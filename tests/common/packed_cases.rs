@@ -105,7 +105,11 @@ pub fn run_case(dev: &Device, case: PackedCase, seed: u64) -> (Bits, Errors) {
     let pack = Packing::from_lens(lens);
     let t = pack.total();
     let sh = AttnShape { num_heads: nh, num_kv_heads: nkv, head_dim: d };
-    let what = format!("packed {lens:?} nh{nh} nkv{nkv} d{d} on {}", dev.name());
+    let schedule = match dev {
+        Device::Interpret { schedule } => format!(", {schedule:?} schedule"),
+        _ => String::new(),
+    };
+    let what = format!("packed {lens:?} nh{nh} nkv{nkv} d{d} on {}{schedule}", dev.name());
     // q at scale 4: scores of a few units, so the running max moves between key tiles.
     let q = random_bf16(t * nh * d, seed, 4.0);
     let k = random_bf16(t * nkv * d, seed + 1, 1.0);
