@@ -31,7 +31,7 @@
 //
 // Launch (block = PACKED_THREADS = 128, asserted):
 //   delta: grid = min(ceil(T·num_heads / 8), 4096), block = 256, no smem.
-//   dkdv:  grid = (num_kv_heads, key tiles), dynamic smem packed_bwd_smem(D) (below).
+//   dkdv:  grid = (num_kv_heads, key tiles), dynamic smem (below; `backward_smem_bytes` there).
 //   dq:    grid = (num_heads, query tiles), the same dynamic smem.
 // Shared memory (dynamic, one carve-up for both): the block's own tile (K and V, or Q and dO:
 //   2 x 64 rows) and two buffers of the streamed tile (Q and dO, or K and V: 2 x 2 x BC rows), rows
@@ -57,9 +57,13 @@
 // Targets: A100 (312 TFLOP/s dense bf16) ≥ 60% counted (FA2's backward reaches ≈ 63% there with
 // atomics for dQ); with the 7/5 recompute that needs ≈ 84% of peak executed, more than mma.sync
 // kernels show: expect ≈ 45-55% counted. H100/H200: ≈ 990 TFLOP/s is wgmma's; mma.sync reaches
-// ≈ 60-65% of it in a GEMM and FA2's backward ≈ 30-35%, so ≈ 250-300 TFLOP/s counted is this
-// design's ceiling there (a wgmma/TMA kernel is the way to 60%). At 250 TFLOP/s one 24K sequence
-// costs 18 ms per layer, 0.5 s for the 28 layers' attention backward.
+// ≈ 60-65% of it in a GEMM and FA2's backward about a third (as published), so ≈ 250-300
+// TFLOP/s counted is this design's ceiling there (a wgmma/TMA kernel is the way to 60%). At
+// 250 TFLOP/s one 24K sequence costs 18 ms per layer, 0.5 s for the 28 layers' attention backward.
+// Registers (ptxas, sm_80 | sm_90a), no spills (the fatbin test checks): delta 27 | 27;
+// dkdv 246 | 244 at D = 128, 232 | 212 at D = 64 (2 blocks = 8 warps per SM, register-bound);
+// dq 164 | 163 at D = 128, 136 | 163 at D = 64 (3 blocks by registers; by shared memory 2 on
+// A100's 164 KB, 3 on H100's 227 KB).
 // Load balance: the dkdv grid is num_kv_heads x key tiles (2 x 128 = 256 blocks for one 8K
 // sequence), each block's work proportional to the queries after its tile; sorted longest first
 // that is about one wave on 132 SMs with the longest block ≈ 2x the mean: a lone 8K sequence
