@@ -178,9 +178,16 @@ pub fn run_case(dev: &Device, case: PackedCase, seed: u64) -> (Bits, Errors) {
     (bits, err)
 }
 
-/// Every case on `dev`; returns each case's bits (for the cross-schedule comparison).
+/// Every case on `dev`; returns each case's bits (for the cross-schedule comparison). On a GPU
+/// the 1.5B model's attention at 2K tokens joins: a 1536-row sequence (24 query tiles, the dK/dV
+/// blocks of its first key tiles loop over 48 query steps per head), a 511-row one and a single row.
 pub fn packed_attention_cases(dev: &Device) -> Vec<Bits> {
-    CASES
+    let mut cases = CASES.to_vec();
+    if dev.is_gpu() {
+        cases.push((&[1536, 511, 1], 12, 2, 128));
+        cases.push((&[1000, 24], 12, 2, 64));
+    }
+    cases
         .iter()
         .enumerate()
         .map(|(ci, &case)| {
