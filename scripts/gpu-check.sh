@@ -4,7 +4,8 @@
 #   1. here:    scripts/gpu-check.sh
 #      builds (release, with nvcc 13.0 from scripts/install-nvcc.sh, SCALERL_REQUIRE_NVCC=1) the
 #      tests/gpu.rs binary and the criterion binaries of benches/kernels.rs,
-#      benches/attention_decode.rs and benches/attention_prefill.rs, strips their debug info,
+#      benches/attention_decode.rs, benches/attention_prefill.rs and benches/attention_packed.rs,
+#      strips their debug info,
 #      and stages them with tests/fixtures/tiny-qwen2{,-d64}, scripts/gpu_check_table.py and
 #      scripts/gpu_torch_ref.py into gpu-bundle/ (gitignored), plus gpu-bundle/run.sh.
 #   2. device:  run(command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560)
@@ -12,8 +13,8 @@
 #      SCALERL_REQUIRE_GPU=1 SCALERL_CUDA_SYNC=1, the kernel benches (criterion: --warm-up-time 1
 #      --measurement-time 2), PyTorch's time for the same ops, and prints ONE table: test
 #      results; per kernel and shape: time, GB/s, % of the device-to-device copy bandwidth of
-#      the same run, TFLOP/s (GEMMs, prefill attention), torch's time for the same op (SDPA's
-#      flash backend for attention). ~6-7 minutes of GPU time (each phase has a timeout;
+#      the same run, TFLOP/s (GEMMs, prefill and packed attention), torch's time for the same op (SDPA's
+#      flash backend for attention). ~7-8 minutes of GPU time (each phase has a timeout;
 #      total < 10 min). Logs and results.json land in $OUT (fetched back by the tool).
 #      Then give_back, unless you rerun at once.
 #   Without a GPU, run.sh prints "skipped: no GPU (…)" and exits 2 (try: bash gpu-bundle/run.sh).
@@ -36,15 +37,15 @@ if [[ $build == 1 ]]; then
     step "nvcc 13.0"
     CUDA_HOME="$(scripts/install-nvcc.sh)"
     export CUDA_HOME SCALERL_REQUIRE_NVCC=1
-    step "cargo test --release --no-run --test gpu --bench kernels attention_decode attention_prefill (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
+    step "cargo test --release --no-run --test gpu --bench kernels attention_decode attention_prefill attention_packed (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
     mkdir -p "$target"
     cargo test --locked --release --no-run --test gpu --bench kernels --bench attention_decode \
-        --bench attention_prefill --message-format=json-render-diagnostics >"$artifacts"
+        --bench attention_prefill --bench attention_packed --message-format=json-render-diagnostics >"$artifacts"
 fi
 [[ -s "$artifacts" ]] || { echo "gpu-check: no build to stage ($artifacts); run without --no-build" >&2; exit 1; }
 
-# The executables of the four targets, from cargo's JSON messages.
-read -r tests_exe bench_exe decode_exe prefill_exe < <(python3 - "$artifacts" <<'EOF'
+# The executables of the five targets, from cargo's JSON messages.
+read -r tests_exe bench_exe decode_exe prefill_exe packed_exe < <(python3 - "$artifacts" <<'EOF'
 import json, sys
 exe = {}
 for line in open(sys.argv[1]):
@@ -56,9 +57,9 @@ for line in open(sys.argv[1]):
         t = m["target"]
         if t["name"] == "gpu" and "test" in t["kind"]:
             exe["gpu"] = m["executable"]
-        if t["name"] in ("kernels", "attention_decode", "attention_prefill") and "bench" in t["kind"]:
+        if t["name"] in ("kernels", "attention_decode", "attention_prefill", "attention_packed") and "bench" in t["kind"]:
             exe[t["name"]] = m["executable"]
-names = ("gpu", "kernels", "attention_decode", "attention_prefill")
+names = ("gpu", "kernels", "attention_decode", "attention_prefill", "attention_packed")
 missing = [k for k in names if k not in exe]
 if missing:
     sys.exit(f"gpu-check: cargo built no executable for {missing}")
@@ -74,11 +75,13 @@ strip --strip-debug -o "$bundle/gpu-tests" "$tests_exe"
 strip --strip-debug -o "$bundle/kernels-bench" "$bench_exe"
 strip --strip-debug -o "$bundle/attention-decode-bench" "$decode_exe"
 strip --strip-debug -o "$bundle/attention-prefill-bench" "$prefill_exe"
+strip --strip-debug -o "$bundle/attention-packed-bench" "$packed_exe"
 cp -r tests/fixtures/tiny-qwen2 tests/fixtures/tiny-qwen2-d64 "$bundle/fixtures/"
 cp scripts/gpu_check_table.py scripts/gpu_torch_ref.py "$bundle/"
 # The fatbin must be in there (its magic 0xBA55ED50), or the GPU run can only say "built
 # without nvcc". (Kernel names alone prove nothing: the launchers hold them as strings.)
-for exe in "$bundle/gpu-tests" "$bundle/kernels-bench" "$bundle/attention-decode-bench" "$bundle/attention-prefill-bench"; do
+for exe in "$bundle/gpu-tests" "$bundle/kernels-bench" "$bundle/attention-decode-bench" "$bundle/attention-prefill-bench" \
+    "$bundle/attention-packed-bench"; do
     if ! python3 -c "import sys; sys.exit(bytes.fromhex('50ed55ba') not in open(sys.argv[1], 'rb').read())" "$exe"; then
         echo "gpu-check: $exe holds no fatbin (built without nvcc?)" >&2
         exit 1
@@ -89,7 +92,7 @@ done
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' + local changes')"
     echo "nvcc: $("${CUDA_HOME:-/nonexistent}/bin/nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'from an earlier build')"
     echo "tests: $tests_exe"
-    echo "benches: $bench_exe $decode_exe $prefill_exe"
+    echo "benches: $bench_exe $decode_exe $prefill_exe $packed_exe"
 } >"$bundle/BUILD-INFO"
 
 cat >"$bundle/run.sh" <<'RUNSH'
@@ -173,6 +176,7 @@ if [[ "${RUN_BENCH:-1}" == 1 ]]; then
     bench_phase kernels kernels-bench 200
     bench_phase attention_decode attention-decode-bench 150
     bench_phase attention_prefill attention-prefill-bench 90
+    bench_phase attention_packed attention-packed-bench 120
 fi
 
 if [[ "${RUN_TORCH:-1}" == 1 && "${RUN_BENCH:-1}" == 1 ]]; then
