@@ -3,9 +3,8 @@
 #
 #   1. here:    scripts/gpu-check.sh
 #      builds (release, with nvcc 13.0 from scripts/install-nvcc.sh, SCALERL_REQUIRE_NVCC=1) the
-#      tests/gpu.rs binary and the criterion binaries of benches/kernels.rs,
-#      benches/attention_decode.rs, benches/attention_prefill.rs and benches/backward_kernels.rs,
-#      strips their debug info,
+#      tests/gpu.rs binary and the criterion binaries of the GPU benches (BENCHES below),
+#      strips their debug info and compresses them (gzip: the bundle travels with the tree),
 #      and stages them with tests/fixtures/tiny-qwen2{,-d64}, scripts/gpu_check_table.py and
 #      scripts/gpu_torch_ref.py into gpu-bundle/ (gitignored), plus gpu-bundle/run.sh.
 #   2. device:  run(command="bash gpu-bundle/run.sh", carry=["gpu-bundle"], timeout_s=560)
@@ -13,8 +12,8 @@
 #      SCALERL_REQUIRE_GPU=1 SCALERL_CUDA_SYNC=1, the kernel benches (criterion: --warm-up-time 1
 #      --measurement-time 2), PyTorch's time for the same ops, and prints ONE table: test
 #      results; per kernel and shape: time, GB/s, % of the device-to-device copy bandwidth of
-#      the same run, TFLOP/s (GEMMs, prefill attention), torch's time for the same op (SDPA's
-#      flash backend for attention). ~6-7 minutes of GPU time (each phase has a timeout;
+#      the same run, TFLOP/s (GEMMs, prefill and packed attention), torch's time for the same op
+#      (SDPA's flash backend for attention). ~8-9 minutes of GPU time (each phase has a timeout;
 #      total < 10 min). Logs and results.json land in $OUT (fetched back by the tool).
 #      Then give_back, unless you rerun at once.
 #   Without a GPU, run.sh prints "skipped: no GPU (…)" and exits 2 (try: bash gpu-bundle/run.sh).
@@ -28,6 +27,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 bundle=$root/gpu-bundle
+# The GPU benches: the criterion binaries staged and run, each with its time limit on the GPU.
+benches=(kernels attention_decode attention_prefill attention_packed backward_kernels)
+declare -A bench_limit=([kernels]=200 [attention_decode]=150 [attention_prefill]=90 [attention_packed]=120 [backward_kernels]=120)
 target=${CARGO_TARGET_DIR:-$root/target}
 build=1
 [[ "${1:-}" == "--no-build" ]] && build=0
@@ -39,17 +41,18 @@ if [[ $build == 1 ]]; then
     step "nvcc 13.0"
     CUDA_HOME="$(scripts/install-nvcc.sh)"
     export CUDA_HOME SCALERL_REQUIRE_NVCC=1
-    step "cargo test --release --no-run --test gpu --bench kernels attention_decode attention_prefill (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
+    step "cargo test --release --no-run --test gpu --bench ${benches[*]} (CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-default})"
     mkdir -p "$target"
-    cargo test --locked --release --no-run --test gpu --bench kernels --bench attention_decode \
-        --bench attention_prefill --bench backward_kernels --message-format=json-render-diagnostics >"$artifacts"
+    cargo test --locked --release --no-run --test gpu $(printf -- '--bench %s ' "${benches[@]}") \
+        --message-format=json-render-diagnostics >"$artifacts"
 fi
 [[ -s "$artifacts" ]] || { echo "gpu-check: no build to stage ($artifacts); run without --no-build" >&2; exit 1; }
 
-# The executables of the four targets, from cargo's JSON messages.
-read -r tests_exe bench_exe decode_exe prefill_exe backward_exe < <(python3 - "$artifacts" <<'EOF'
+# The executables of the test and bench targets, from cargo's JSON messages, in this order.
+read -r tests_exe bench_exes < <(python3 - "$artifacts" "${benches[@]}" <<'EOF'
 import json, sys
 exe = {}
+wanted = sys.argv[2:]
 for line in open(sys.argv[1]):
     try:
         m = json.loads(line)
@@ -59,13 +62,13 @@ for line in open(sys.argv[1]):
         t = m["target"]
         if t["name"] == "gpu" and "test" in t["kind"]:
             exe["gpu"] = m["executable"]
-        if t["name"] in ("kernels", "attention_decode", "attention_prefill", "backward_kernels") and "bench" in t["kind"]:
+        if t["name"] in wanted and "bench" in t["kind"]:
             exe[t["name"]] = m["executable"]
-names = ("gpu", "kernels", "attention_decode", "attention_prefill", "backward_kernels")
+names = ["gpu"] + wanted
 missing = [k for k in names if k not in exe]
 if missing:
     sys.exit(f"gpu-check: cargo built no executable for {missing}")
-print(*(exe[k] for k in names))
+print(" ".join(exe[k] for k in names))
 EOF
 )
 
@@ -73,27 +76,32 @@ step "staging $bundle"
 rm -rf "$bundle"
 mkdir -p "$bundle/fixtures"
 # Debug info off (release keeps line tables); symbols stay for readable panics and backtraces.
-strip --strip-debug -o "$bundle/gpu-tests" "$tests_exe"
-strip --strip-debug -o "$bundle/kernels-bench" "$bench_exe"
-strip --strip-debug -o "$bundle/attention-decode-bench" "$decode_exe"
-strip --strip-debug -o "$bundle/attention-prefill-bench" "$prefill_exe"
-strip --strip-debug -o "$bundle/backward-bench" "$backward_exe"
-cp -r tests/fixtures/tiny-qwen2 tests/fixtures/tiny-qwen2-d64 "$bundle/fixtures/"
-cp scripts/gpu_check_table.py scripts/gpu_torch_ref.py "$bundle/"
-# The fatbin must be in there (its magic 0xBA55ED50), or the GPU run can only say "built
-# without nvcc". (Kernel names alone prove nothing: the launchers hold them as strings.)
-for exe in "$bundle/gpu-tests" "$bundle/kernels-bench" "$bundle/attention-decode-bench" "$bundle/attention-prefill-bench" "$bundle/backward-bench"; do
-    if ! python3 -c "import sys; sys.exit(bytes.fromhex('50ed55ba') not in open(sys.argv[1], 'rb').read())" "$exe"; then
-        echo "gpu-check: $exe holds no fatbin (built without nvcc?)" >&2
+read -r -a bench_exe <<<"$bench_exes"
+stage() {  # source executable, name in the bundle: stripped, checked, gzipped (run.sh unzips)
+    strip --strip-debug -o "$bundle/$2" "$1"
+    # The fatbin must be in there (its magic 0xBA55ED50), or the GPU run can only say "built
+    # without nvcc". (Kernel names alone prove nothing: the launchers hold them as strings.)
+    if ! python3 -c "import sys; sys.exit(bytes.fromhex('50ed55ba') not in open(sys.argv[1], 'rb').read())" "$bundle/$2"; then
+        echo "gpu-check: $2 holds no fatbin (built without nvcc?)" >&2
         exit 1
     fi
+    gzip -6 "$bundle/$2"
+}
+stage "$tests_exe" gpu-tests
+for i in "${!benches[@]}"; do
+    stage "${bench_exe[$i]}" "bench-${benches[$i]}"
 done
+echo "${benches[*]}" >"$bundle/BENCHES"
+for b in "${benches[@]}"; do echo "$b ${bench_limit[$b]}"; done >"$bundle/BENCH-LIMITS"
+cp -r tests/fixtures/tiny-qwen2 tests/fixtures/tiny-qwen2-d64 "$bundle/fixtures/"
+cp scripts/gpu_check_table.py scripts/gpu_torch_ref.py "$bundle/"
+
 {
     echo "staged: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' + local changes')"
     echo "nvcc: $("${CUDA_HOME:-/nonexistent}/bin/nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'from an earlier build')"
     echo "tests: $tests_exe"
-    echo "benches: $bench_exe $decode_exe $prefill_exe $backward_exe"
+    echo "benches: ${benches[*]}"
 } >"$bundle/BUILD-INFO"
 
 cat >"$bundle/run.sh" <<'RUNSH'
@@ -111,6 +119,11 @@ out="${OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 cd "$here"
 cat BUILD-INFO
+# The executables travel gzipped (the carry limit): unpack them once.
+for gz in *.gz; do
+    [[ -e "$gz" ]] || continue
+    [[ -x "${gz%.gz}" ]] || { gunzip -kf "$gz" && chmod +x "${gz%.gz}"; }
+done
 
 # A GPU at all? (The probe test prints "GPU present: …" or the reason there is none.)
 probe=$(./gpu-tests --exact cuda_device_is_a_clear_error_without_a_gpu --nocapture --test-threads=1 2>&1)
@@ -177,10 +190,9 @@ bench_phase() {  # name, binary, timeout
     crit_dirs+=("$out/criterion-$name")
 }
 if [[ "${RUN_BENCH:-1}" == 1 ]]; then
-    bench_phase kernels kernels-bench 200
-    bench_phase attention_decode attention-decode-bench 150
-    bench_phase attention_prefill attention-prefill-bench 90
-    bench_phase backward_kernels backward-bench 120
+    while read -r name limit; do
+        bench_phase "$name" "bench-$name" "$limit"
+    done <BENCH-LIMITS
 fi
 
 if [[ "${RUN_TORCH:-1}" == 1 && "${RUN_BENCH:-1}" == 1 ]]; then
@@ -203,7 +215,7 @@ grep -qx '/gpu-bundle' .gitignore 2>/dev/null || echo "gpu-check: add /gpu-bundl
 size=$(du -sm "$bundle" | cut -f1)
 ls -la "$bundle" >&2
 echo "gpu-check: $bundle is ${size} MiB (carry limit 64 MiB for the whole tree)" >&2
-if ((size > 48)); then
+if ((size > 40)); then
     echo "gpu-check: the bundle is too big to carry with the tree" >&2
     exit 1
 fi

@@ -5,7 +5,7 @@ usage: gpu_check_table.py TESTS_LOG CRITERION_DIR[:CRITERION_DIR...] TORCH_JSON 
 
 - TESTS_LOG: the output of the tests/gpu.rs binary (libtest format).
 - CRITERION_DIR: criterion's output folder (CRITERION_HOME) of one bench binary
-  (benches/kernels.rs, attention_decode.rs, attention_prefill.rs): one section each, with the
+  (benches/kernels.rs, attention_decode.rs, attention_prefill.rs, attention_packed.rs): one section each, with the
   copy ceiling that binary measured in its own run.
 - TORCH_JSON: {bench id: microseconds} from scripts/gpu_torch_ref.py (may be missing or empty).
 Prints: the test results (failures with their first message lines), then per kernel and shape:
@@ -20,7 +20,7 @@ import sys
 
 ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16", "kv_cache_write_bf16",
          "silu_mul_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "attention_decode", "prefill_attention_bf16", "mixed_attention_bf16",
-         "paged_attention_bf16", "gemm_bf16_nt",
+         "paged_attention_bf16", "attention_packed_fwd", "attention_packed_bwd", "gemm_bf16_nt",
          # benches/backward_kernels.rs
          "add_bf16", "add_bias_bf16", "silu_mul_backward_bf16", "rope_qk_backward_bf16", "rmsnorm_backward_bf16",
          "bias_backward", "embedding_backward_bf16", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32", "adamw_f32",
@@ -147,8 +147,8 @@ def main():
         all_rows.extend(rows)
     if all_rows:
         print("(time: criterion's slope estimate per call, back-to-back launches; GB/s: the kernel header's "
-              "napkin bytes / time; GEMM bytes = 2(mk + nk + mn); TFLOP/s: GEMMs 2mnk, prefill attention "
-              "4·Σ visible keys·d·heads; torch: eager PyTorch, SDPA (flash) for attention; vs torch > 1: ours is faster)")
+              "napkin bytes / time; GEMM bytes = 2(mk + nk + mn); TFLOP/s: GEMMs 2mnk, prefill and packed attention "
+              "forward 4·Σ visible keys·d·heads, packed backward 2.5x that; torch: eager PyTorch, SDPA (flash) for attention; vs torch > 1: ours is faster)")
     if results_path:
         json.dump({"device": device, "tests": {"passed": passed, "failed": failed, "details": details},
                    "copy_gb_per_s": ceilings, "benches": all_rows, "torch_us": torch_t},

@@ -393,7 +393,7 @@ impl Ops for HybridOps {
         let meta = TokenMeta::upload(dev, &spec, longest)?;
         let attention = AttentionPlan::new(dev, &meta, c.num_heads, c.num_kv_heads, c.head_dim)?;
         let ids: Vec<i32> = seqs.iter().flat_map(|s| s.iter().map(|&t| t as i32)).collect();
-        Ok(HybridBatch { cuda: CudaBatch { ids: dev.upload(&ids)?, meta, attention }, cpu })
+        Ok(HybridBatch { cuda: CudaBatch { ids: dev.upload(&ids)?, meta, attention, packed: None }, cpu })
     }
     fn embed(&self, b: &HybridBatch, table: &Buffer, out: &mut Buffer, c: &ModelConfig) -> Result<()> {
         self.cuda.embed(&b.cuda, table, out, c)

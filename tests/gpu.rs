@@ -24,6 +24,8 @@ mod backward_cases;
 mod decode_cases;
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
+#[path = "common/packed_cases.rs"]
+mod packed_cases;
 #[path = "common/prefill_cases.rs"]
 mod prefill_cases;
 use common::{fixture, reference, rel_err, stepwise_logits};
@@ -240,6 +242,16 @@ fn gpu_prefill_attention_matches_cpu() {
     if let Some(d) = gpu() {
         prefill_attention_cases(&d);
         prefill_launch_error_cases(&d);
+    }
+}
+
+/// The training attention over packed sequences (its interpret-mode run, on every schedule, is
+/// tests/attention_packed_interpret.rs); on the GPU also at the 1.5B model's heads, 2K tokens.
+#[test]
+fn gpu_packed_attention_matches_cpu() {
+    if let Some(d) = gpu() {
+        packed_cases::packed_attention_cases(&d);
+        packed_cases::packed_launch_error_cases(&d);
     }
 }
 

@@ -259,9 +259,10 @@ fn greedy_generation_runs_and_follows_the_reference() {
 #[test]
 fn training_ops_without_kernels_say_so() {
     let (_, cuda) = load("tiny-qwen2");
-    let err = cuda.forward_packed(&[&[1, 2, 3]], scalerl::model::Save::All).err().expect("no packed attention kernel yet");
+    // Packed attention has kernels for head_dim 64 and 128 only; tiny-qwen2's 12 is refused by name.
+    let err = cuda.forward_packed(&[&[1, 2, 3]], scalerl::model::Save::All).err().expect("no packed attention kernel for head_dim 12");
     let msg = format!("{err:#}");
-    assert!(msg.contains("no CUDA kernel yet") && msg.contains("packed"), "{msg}");
+    assert!(msg.contains("head_dim 12 has no kernel"), "{msg}");
     use scalerl::ops::Ops;
     // Gradient sets exist (f32); the fused log-prob head does not yet.
     let grads = cuda.ops.zeros_params(cuda.table()).unwrap();

@@ -19,7 +19,7 @@
 //! | RoPE (+q/k bias), bwd      | rope.rs                      | rope.cu, rope_backward.cu    | rope.rs, rope_backward.rs |
 //! | KV-cache write (+v bias)   | kv_cache.rs                  | kv_cache_write.cu            | kv_cache_write.rs        |
 //! | attention, paged           | attention.rs                 | attention_prefill.cu, attention_decode.cu, attention_paged.cu | attention*.rs |
-//! | attention, packed + LSE, bwd | attention.rs               | —                            | —                        |
+//! | attention, packed + LSE, bwd | attention.rs               | attention_packed.cu, attention_packed_backward.cu | attention_packed.rs |
 //! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu, swiglu_backward.cu | swiglu.rs, swiglu_backward.rs |
 //! | lm_head log-prob/entropy, bwd | logprob.rs                | —                            | —                        |
 //! | sampling                   | sample.rs                    | — (logits downloaded)        | mod.rs                   |

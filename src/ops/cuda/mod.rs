@@ -8,16 +8,21 @@
 //! the `Ops` interface. The forward's fusions: the q/k biases are added inside `rope_qk_bf16`, the
 //! v bias inside `kv_cache_write_bf16`, and the residual add inside `rmsnorm_residual_bf16`.
 //!
-//! The backward and the optimizer (issue 13): the element-wise and norm backward kernels, the
-//! backward GEMMs (`Device::gemm_bf16_nn`, `gemm_bf16_tn_acc_f32`) and AdamW run here; activation
-//! tensors and their gradients are bf16, parameter gradients, AdamW moments and master weights
-//! f32 `DeviceParams` (every buffer tagged with its type; launchers refuse a wrong one by name).
+//! Training (issue 13): `packed_batch` uploads the packing (`PackedBatch`), and attention over
+//! packed sequences runs kernels/attention_packed{,_backward}.cu (`attention_packed.rs`; its LSE
+//! tensor is f32, not bf16: see `attention_packed`). The element-wise and norm backward kernels,
+//! the backward GEMMs (`Device::gemm_bf16_nn`, `gemm_bf16_tn_acc_f32`) and AdamW run here too;
+//! activation tensors and their gradients are bf16, parameter gradients, AdamW moments and master
+//! weights f32 `DeviceParams` (every buffer tagged with its type; launchers refuse a wrong one by
+//! name).
 //!
-//! Not yet here (their ops return an error saying so): packed-sequence attention and its
-//! backward, the fused lm_head log-prob (the training-kernels issue), and the device sampler (the rollout issue; until then `sample` downloads the chosen rows' f32 logits
+//! Not yet here (their ops return an error saying so): the fused lm_head log-prob (the
+//! training-kernels issue), and the device sampler (the rollout issue; until then `sample`
+//! downloads the chosen rows' f32 logits
 //! and draws on the host with the CPU reference sampler).
 pub mod attention;
 pub mod attention_decode;
+pub mod attention_packed;
 pub mod attention_paged;
 pub mod attention_prefill;
 pub mod adamw;
@@ -38,6 +43,7 @@ pub mod swiglu;
 pub mod swiglu_backward;
 
 pub use attention::AttentionPlan;
+pub use attention_packed::PackedPlan;
 pub use attention_paged::paged_attention;
 pub use cast::{cast_bf16_to_f32, cast_f32_to_bf16};
 pub use embedding::embedding_gather;
@@ -93,6 +99,28 @@ pub struct CudaBatch {
     pub ids: Buffer,
     pub meta: TokenMeta,
     pub attention: AttentionPlan,
+    /// Whole sequences packed for training (`packed_batch`); None for the paged rows of inference.
+    pub packed: Option<PackedBatch>,
+}
+
+/// The packed part of a training batch: the attention plan (cu_seqlens and work lists) and the
+/// backward's `[T, num_heads]` f32 delta scratch, reused by every layer. `meta` then holds each
+/// row's position (0.. per sequence) and sequence; its block tables are placeholders (one block
+/// per sequence) that no kernel reads: the paged ops refuse a packed batch.
+pub struct PackedBatch {
+    pub plan: PackedPlan,
+    pub delta: Buffer,
+}
+
+impl CudaBatch {
+    fn packed(&self) -> Result<&PackedBatch> {
+        self.packed.as_ref().ok_or_else(|| anyhow!("packed-sequence attention over a paged batch"))
+    }
+
+    fn paged(&self) -> Result<()> {
+        ensure!(self.packed.is_none(), "paged attention over a packed batch");
+        Ok(())
+    }
 }
 
 /// `values` (f32) on `dev` as bf16.
@@ -174,11 +202,36 @@ impl Ops for CudaOps {
             bail!("a block table names block {} of a {}-block cache", meta.blocks_used - 1, cache.num_blocks);
         }
         let attention = AttentionPlan::new(&self.dev, &meta, c.num_heads, c.num_kv_heads, c.head_dim)?;
-        Ok(CudaBatch { ids: self.dev.upload(&ids)?, meta, attention })
+        Ok(CudaBatch { ids: self.dev.upload(&ids)?, meta, attention, packed: None })
     }
 
-    fn packed_batch(&self, _c: &ModelConfig, _seqs: &[&[u32]]) -> Result<CudaBatch> {
-        Err(no_kernel("packed-sequence attention (the training forward)"))
+    fn packed_batch(&self, c: &ModelConfig, seqs: &[&[u32]]) -> Result<CudaBatch> {
+        let mut ids = Vec::new();
+        for s in seqs {
+            if s.is_empty() {
+                bail!("a training sequence is empty");
+            }
+            if let Some(&t) = s.iter().find(|&&t| t as usize >= c.vocab_size) {
+                bail!("token id {t} is outside the vocabulary (size {})", c.vocab_size);
+            }
+            ids.extend(s.iter().map(|&t| t as i32));
+        }
+        ensure!(!ids.is_empty(), "forward of an empty batch");
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        // Positions 0.. per sequence for RoPE; a one-block placeholder table as long as the
+        // longest sequence (never read: the paged ops refuse this batch).
+        let longest = lens.iter().copied().max().unwrap_or(1);
+        let zero = [0u32];
+        let rows: Vec<(usize, usize, &[u32])> = lens.iter().map(|&l| (0, l, &zero[..])).collect();
+        let meta = TokenMeta::upload(&self.dev, &rows, longest)?;
+        let plan = PackedPlan::new(&self.dev, &lens)?;
+        let delta = self.dev.alloc(ids.len() * c.num_heads * 4)?;
+        Ok(CudaBatch {
+            ids: self.dev.upload(&ids)?,
+            meta,
+            attention: AttentionPlan::Plain,
+            packed: Some(PackedBatch { plan, delta }),
+        })
     }
 
     fn embed(&self, b: &CudaBatch, table: &Buffer, out: &mut Buffer, c: &ModelConfig) -> Result<()> {
@@ -204,16 +257,27 @@ impl Ops for CudaOps {
     }
 
     fn kv_write(&self, b: &CudaBatch, cache: &mut DeviceKvCache, layer: usize, k: &Buffer, v: &Buffer, vb: Option<&Buffer>, c: &ModelConfig) -> Result<()> {
+        b.paged()?;
         kv_cache_write(&self.dev, k, v, vb, &cache.k[layer], &cache.v[layer], &b.meta, cache.num_blocks, c.kv_dim())
     }
 
     fn attention_paged(&self, b: &CudaBatch, cache: &DeviceKvCache, layer: usize, q: &Buffer, out: &mut Buffer, c: &ModelConfig) -> Result<()> {
+        b.paged()?;
         let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
         b.attention.run(&self.dev, q, kc, vc, out, &b.meta, cache.num_blocks, c.num_heads, c.num_kv_heads, c.head_dim)
     }
 
-    fn attention_packed(&self, _b: &CudaBatch, _q: &Buffer, _k: &Buffer, _v: &Buffer, _out: &mut Buffer, _lse: &mut Buffer, _c: &ModelConfig) -> Result<()> {
-        Err(no_kernel("attention over packed sequences"))
+    /// The LSE is f32 `[T, num_heads]` (bf16 would put a 2^-8 relative error into every P of the
+    /// backward): a `lse` tensor too small for that (one from `zeros(T · num_heads)`, sized for
+    /// bf16) is replaced by an f32 buffer here, and the backward reads it as f32. Download it
+    /// with `Device::download::<f32>`, not `Ops::download`.
+    fn attention_packed(&self, b: &CudaBatch, q: &Buffer, k: &Buffer, v: &Buffer, out: &mut Buffer, lse: &mut Buffer, c: &ModelConfig) -> Result<()> {
+        let p = b.packed()?;
+        let bytes = p.plan.tokens() * c.num_heads * 4;
+        if lse.len_bytes() < bytes {
+            *lse = self.dev.alloc(bytes)?;
+        }
+        attention_packed::attention_packed(&self.dev, &p.plan, q, k, v, out, lse, c.num_heads, c.num_kv_heads, c.head_dim)
     }
 
     fn swiglu(&self, gate: &Buffer, up: &Buffer, out: &mut Buffer, n: usize) -> Result<()> {
@@ -284,19 +348,21 @@ impl Ops for CudaOps {
 
     fn attention_packed_backward(
         &self,
-        _b: &CudaBatch,
-        _q: &Buffer,
-        _k: &Buffer,
-        _v: &Buffer,
-        _out: &Buffer,
-        _lse: &Buffer,
-        _dout: &Buffer,
-        _dq: &mut Buffer,
-        _dk: &mut Buffer,
-        _dv: &mut Buffer,
-        _c: &ModelConfig,
+        b: &CudaBatch,
+        q: &Buffer,
+        k: &Buffer,
+        v: &Buffer,
+        out: &Buffer,
+        lse: &Buffer,
+        dout: &Buffer,
+        dq: &mut Buffer,
+        dk: &mut Buffer,
+        dv: &mut Buffer,
+        c: &ModelConfig,
     ) -> Result<()> {
-        Err(no_kernel("attention_packed_backward"))
+        let p = b.packed()?;
+        let (nh, nkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        attention_packed::attention_packed_backward(&self.dev, &p.plan, q, k, v, out, lse, dout, &p.delta, dq, dk, dv, nh, nkv, d)
     }
 
     /// The rows are grouped by token on the host (`EmbedGradPlan`) from the batch's ids: one
