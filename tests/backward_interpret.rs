@@ -327,6 +327,7 @@ fn mlp_half_of_a_layer_backward_matches_cpu() {
 /// `CudaOps` with packed attention (forward and backward) computed by the CPU reference from the
 /// device's bf16 q, k, v: until the packed-attention kernels land, this runs the one
 /// transformer's training forward and backward with every other op on the device path.
+#[derive(Clone)]
 struct HybridOps {
     cuda: CudaOps,
     cpu: CpuOps,
@@ -425,6 +426,18 @@ impl Ops for HybridOps {
     }
     fn swiglu(&self, gate: &Buffer, up: &Buffer, out: &mut Buffer, n: usize) -> Result<()> {
         self.cuda.swiglu(gate, up, out, n)
+    }
+    fn needs_master(&self) -> bool {
+        self.cuda.needs_master()
+    }
+    fn params_from_host(&self, h: &HostParams, master: bool) -> Result<DeviceParams> {
+        self.cuda.params_from_host(h, master)
+    }
+    fn params_to_host(&self, p: &DeviceParams) -> Result<HostParams> {
+        self.cuda.params_to_host(p)
+    }
+    fn sync_weights(&self, master: &DeviceParams, weights: &mut DeviceParams) -> Result<()> {
+        self.cuda.sync_weights(master, weights)
     }
     fn logits(&self, _h: &Buffer, _rows: &[usize], _lm: &Buffer, _c: &ModelConfig) -> Result<Vec<f32>> {
         bail!("HybridOps: no logits")

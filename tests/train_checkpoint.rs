@@ -297,11 +297,11 @@ fn adamw_state_round_trips_through_a_checkpoint_exactly() {
     }
     let run = tmp("adamw");
     let st = state(2);
-    let exported = opt.export_state();
+    let exported = opt.export_state(&CpuOps).unwrap();
     let req = SaveRequest { weights: &m.weights, source_model_dir: &src("tiny-qwen2"), dtype: SaveDtype::F32, optimizer: Some(&exported), state: &st };
     let dir = checkpoint::save(&run, &req, 2).unwrap();
     let mut loaded = checkpoint::load(&dir).unwrap();
-    let mut restored = AdamW::from_state(cfg(), loaded.model.table(), loaded.optimizer.take().unwrap()).unwrap();
+    let mut restored = AdamW::from_state(cfg(), &CpuOps, loaded.model.table(), loaded.optimizer.take().unwrap()).unwrap();
     fill(&mut g, 2.0);
     let mut g2 = HostParams::zeros(m.table());
     fill(&mut g2, 2.0);
@@ -309,9 +309,9 @@ fn adamw_state_round_trips_through_a_checkpoint_exactly() {
     restored.step(&CpuOps, &mut loaded.model.weights, &mut g2).unwrap();
     assert_bits_eq(&m, &loaded.model, false);
     // A state that does not fit the model is refused by name.
-    let mut bad = opt.export_state();
+    let mut bad = opt.export_state(&CpuOps).unwrap();
     bad.moments[0].0 = "model.not_a_tensor".into();
-    let err = AdamW::from_state(cfg(), m.table(), bad).err().unwrap().to_string();
+    let err = AdamW::from_state(cfg(), &CpuOps, m.table(), bad).err().unwrap().to_string();
     assert!(err.contains("model.not_a_tensor"), "{err}");
     let _ = std::fs::remove_dir_all(&run);
 }

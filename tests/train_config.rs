@@ -36,7 +36,10 @@ fn example_config_parses_and_sets_every_section() {
     assert_eq!(c.total_steps, Some(1750));
     // Apart from the keys marked [set] the example shows the defaults.
     let d = RunConfig::default();
-    assert_eq!((&c.loss, &c.optim, &c.checkpoint), (&d.loss, &d.optim, &d.checkpoint));
+    assert_eq!(c.optim.micro_batch_tokens, 32768);
+    let optim = scalerl::train::config::OptimConfig { micro_batch_tokens: 0, ..c.optim.clone() };
+    assert_eq!((&c.loss, &optim, &c.checkpoint), (&d.loss, &d.optim, &d.checkpoint));
+    assert_eq!(c.device, scalerl::engine::Backend::Cuda(0));
     assert_eq!(c.data.prompt_template, d.data.prompt_template);
     // Every key of the config is shown in the example (commented-out optional ones count).
     let text = std::fs::read_to_string(EXAMPLE).unwrap();

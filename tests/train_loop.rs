@@ -200,6 +200,7 @@ fn resume_is_bit_exact() {
         &TrainOptions {
             resume: Some(split.clone()),
             progress: false,
+            device: None,
         },
     )
     .unwrap();
@@ -233,6 +234,7 @@ fn resume_is_bit_exact() {
         &TrainOptions {
             resume: Some(empty.clone()),
             progress: false,
+            device: None,
         },
     )
     .unwrap_err();
@@ -434,7 +436,7 @@ fn auto_stage_switches_when_responses_are_cut_and_resumes_there() {
     // Resumed from the step-2 checkpoint, the clip history comes back and stage 1 continues.
     let split = tmp("auto-split");
     train(&cfg(&split, 2), &TrainOptions::default()).unwrap();
-    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false }).unwrap();
+    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false, device: None }).unwrap();
     let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
     assert_eq!(recs.iter().map(untimed).collect::<Vec<_>>(), rb.iter().map(untimed).collect::<Vec<_>>());
     for d in [straight, split] {
@@ -472,7 +474,7 @@ fn validation_runs_at_start_and_every_k_steps() {
     // same weights to the same numbers.
     let split = tmp("validation-split");
     train(&cfg(&split, 2), &TrainOptions::default()).unwrap();
-    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false }).unwrap();
+    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false, device: None }).unwrap();
     let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
     let strip = |r: &StepMetrics| -> Vec<(String, usize, u64, u64, u64)> {
         r.validation
@@ -507,11 +509,11 @@ fn a_non_finite_loss_or_gradient_skips_the_update() {
     use scalerl::train::update::{apply_update, ppo_updates, UpdateBatch, UpdatePlan};
     use scalerl::ops::cpu::CpuOps;
     use scalerl::params::HostParams;
-    use scalerl::train::{AdamW, PassOptions, Sample};
+    use scalerl::train::{PassOptions, Policy, Sample};
     let cfg = config(Path::new("/unused"), 1);
-    let mut model = Model::load(Path::new("tests/fixtures/tiny-qwen2")).unwrap();
-    let mut optim = AdamW::new(cfg.adamw(), &CpuOps, model.table()).unwrap();
-    let before: Vec<f32> = model.weights.flat().to_vec();
+    let base = Model::load(Path::new("tests/fixtures/tiny-qwen2")).unwrap();
+    let mut policy = Policy::new(CpuOps, base.config.clone(), &base.weights, cfg.adamw(), None).unwrap();
+    let before: Vec<f32> = base.weights.flat().to_vec();
     let unchanged = |m: &Model| m.weights.flat().iter().zip(&before).all(|(x, y)| x.to_bits() == y.to_bits());
 
     // Two prompts × two samples; one advantage is NaN, so the loss of its mini-batch is NaN.
@@ -524,24 +526,24 @@ fn a_non_finite_loss_or_gradient_skips_the_update() {
     let plan = UpdatePlan { seed: 1, step: 0, ppo_epochs: 1, mini_batch_prompts: 2, micro: scalerl::train::update::MicroBatch::Whole, grpo: &grpo, pass: &pass };
     let adv = [1.0, f32::NAN, -1.0, 0.5];
     let b = UpdateBatch { samples: &samples, n: 2, advantages: &adv, old_logp: &old, ref_logp: Some(&old) };
-    let s = ppo_updates(&mut model, &mut optim, &b, &plan).unwrap();
+    let s = ppo_updates(&mut policy, &b, &plan).unwrap();
     assert_eq!((s.updates, s.skipped), (0, 1));
-    assert!(unchanged(&model), "a NaN loss changed the weights");
-    assert_eq!((optim.steps, optim.updates), (1, 0), "the schedule advances, the moments do not");
+    assert!(unchanged(&policy.model), "a NaN loss changed the weights");
+    assert_eq!((policy.optim.steps, policy.optim.updates), (1, 0), "the schedule advances, the moments do not");
 
     // A finite loss with an infinite gradient is skipped too.
-    let mut grads = HostParams::zeros(model.table());
+    let mut grads = HostParams::zeros(base.table());
     grads.flat_mut()[0] = f32::INFINITY;
-    let r = apply_update(&mut optim, &mut model, &mut grads, 1.0).unwrap();
-    assert!(r.skipped && unchanged(&model));
-    assert_eq!((optim.steps, optim.updates), (2, 0));
+    let r = apply_update(&mut policy, &mut grads, 1.0).unwrap();
+    assert!(r.skipped && unchanged(&policy.model));
+    assert_eq!((policy.optim.steps, policy.optim.updates), (2, 0));
 
     // The same batch with finite advantages updates the weights.
     let adv = [1.0, -1.0, -1.0, 0.5];
     let b = UpdateBatch { advantages: &adv, ..b };
-    let s = ppo_updates(&mut model, &mut optim, &b, &plan).unwrap();
+    let s = ppo_updates(&mut policy, &b, &plan).unwrap();
     assert_eq!((s.updates, s.skipped), (1, 0));
-    assert!(!unchanged(&model) && s.grad_norm.is_finite() && s.grad_norm > 0.0);
+    assert!(!unchanged(&policy.model) && s.grad_norm.is_finite() && s.grad_norm > 0.0);
 }
 
 /// Width and height from a PNG's IHDR chunk (after the 8-byte signature and the chunk header).
@@ -657,33 +659,41 @@ fn killed_mid_checkpoint_or_mid_step_and_resumed_gives_the_same_run() {
     }
 }
 
-/// `rollout.device = "interpret"`: rollouts and validation sample on the CUDA backend (its
-/// kernels run on the CPU here) from the weights of each step; log-probs and updates stay on
-/// the CPU. Without a GPU, `cuda` is refused before any work, naming the key.
+/// `device = "interpret"`: the whole step — rollouts, validation, log-probs, the backward and
+/// AdamW on the f32 master copy — runs on the CUDA backend (its kernels on the CPU here), on the
+/// head_dim-64 fixture (the packed-attention kernels serve 64 and 128). Without a GPU, `cuda` is
+/// refused before any work, naming the key; the old `rollout.device` key says where it went.
 #[test]
-fn rollouts_run_on_the_cuda_backend() {
-    let dir = tmp("rollout-device");
-    let text = config_text(&dir, 2, VALIDATION).replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"interpret\"\n\n[optim]");
-    assert!(text.contains("device = \"interpret\""));
+fn the_whole_step_runs_on_the_cuda_backend() {
+    let dir = tmp("device-interpret");
+    let text = config_text(&dir, 2, &format!("device = \"interpret\"\n{VALIDATION}")).replace("tests/fixtures/tiny-qwen2\"", "tests/fixtures/tiny-qwen2-d64\"");
+    assert!(text.contains("tiny-qwen2-d64"));
     train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap();
     let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
     assert_eq!(recs.len(), 2);
     for r in &recs {
         assert!(r.rollout.tokens as usize >= 2 * r.n && r.rollout.tokens as usize <= 2 * r.n * r.max_response_len, "{r:?}");
         assert!(r.grad_norm.is_finite() && r.grad_norm > 0.0 && r.skipped_updates == 0, "{r:?}");
+        // The sampler's log-probs (decode kernels) against the trainer's recomputation (packed
+        // attention, fused log-prob): both bf16, so close but not equal.
+        assert!(r.logprob_gap.max.is_finite() && r.logprob_gap.max < 0.5 && r.logprob_gap.mean > 0.0, "{:?}", r.logprob_gap);
     }
-    // Two benchmarks at start (step 0's record) and after the last step (step 1's).
     assert_eq!(recs.iter().map(|r| r.validation.len()).collect::<Vec<_>>(), vec![2, 2]);
+    // The checkpoint holds the f32 master weights, and they moved.
+    let (after, before) = (weights_of(&dir.join("step-2")), weights_of(Path::new("tests/fixtures/tiny-qwen2-d64")));
+    assert!(after.iter().zip(&before).any(|((_, a), (_, b))| a != b));
     let _ = std::fs::remove_dir_all(&dir);
 
     if !scalerl::device::cuda::driver_present() {
-        let bad = tmp("rollout-device-cuda");
-        let text = config_text(&bad, 1, "").replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"cuda\"\n\n[optim]");
+        let bad = tmp("device-cuda");
+        let text = config_text(&bad, 1, "device = \"cuda\"");
         let e = format!("{:#}", train(&RunConfig::from_toml_str(&text).unwrap(), &TrainOptions::default()).unwrap_err());
-        assert!(e.contains("rollout.device") && e.contains("no GPU"), "{e}");
+        assert!(e.contains("device") && e.contains("no GPU"), "{e}");
         assert!(!bad.exists());
     }
-    let e = RunConfig::from_toml_str(&config_text(&dir, 1, "").replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"tpu\"\n\n[optim]"))
-        .unwrap_err();
-    assert!(format!("{e:#}").contains("rollout.device"), "{e:#}");
+    let e = RunConfig::from_toml_str(&config_text(&dir, 1, "device = \"tpu\"")).unwrap_err();
+    assert!(format!("{e:#}").contains("device: unknown device `tpu`"), "{e:#}");
+    let moved = config_text(&dir, 1, "").replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"cpu\"\n\n[optim]");
+    let e = RunConfig::from_toml_str(&moved).unwrap_err();
+    assert!(format!("{e:#}").contains("rollout.device is now the top-level `device` key"), "{e:#}");
 }

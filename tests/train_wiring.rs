@@ -13,7 +13,7 @@ use scalerl::ops::cpu::CpuOps;
 use scalerl::reward::{Gold, RewardConfig};
 use scalerl::train::rollout::grade;
 use scalerl::train::update::{ppo_updates, MicroBatch, UpdateBatch, UpdatePlan};
-use scalerl::train::{response_logprobs, AdamW, AdamWConfig, GrpoConfig, LossAgg, LrSchedule, PassOptions, Sample};
+use scalerl::train::{response_logprobs, AdamWConfig, GrpoConfig, LossAgg, LrSchedule, PassOptions, Policy, Sample};
 use std::path::Path;
 
 const TINY: &str = "tests/fixtures/tiny-qwen2";
@@ -106,15 +106,14 @@ fn each_samples_advantage_reaches_its_own_tokens() {
         })
         .collect();
     for target in [0, 2, 4, 5] {
-        let mut model = base.clone();
         let cfg = AdamWConfig { schedule: LrSchedule::constant(2e-3), weight_decay: 0.0, max_grad_norm: None, ..Default::default() };
-        let mut optim = AdamW::new(cfg, &CpuOps, model.table()).unwrap();
+        let mut policy = Policy::new(CpuOps, base.config.clone(), &base.weights, cfg, None).unwrap();
         let adv: Vec<f32> = (0..samples.len()).map(|i| if i == target { 1.0 } else { 0.0 }).collect();
         let batch = UpdateBatch { samples: &samples, n, advantages: &adv, old_logp: &old, ref_logp: None };
         let plan = UpdatePlan { seed: 3, step: 0, ppo_epochs: 1, mini_batch_prompts: 1, micro: MicroBatch::Seqs(2), grpo: &grpo, pass: &pass };
-        let stats = ppo_updates(&mut model, &mut optim, &batch, &plan).unwrap();
+        let stats = ppo_updates(&mut policy, &batch, &plan).unwrap();
         assert_eq!(stats.updates, 2);
-        let after = sample_logps(&model, &samples);
+        let after = sample_logps(&policy.model, &samples);
         let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         let top = (0..delta.len()).max_by(|&a, &b| delta[a].total_cmp(&delta[b])).unwrap();
         assert!(delta[target] > 0.0 && top == target, "advantage on sample {target}: log-prob changes {delta:?}");

@@ -1,5 +1,6 @@
-//! `scalerl train`: GRPO training from a TOML run config (see `train::config`), updates on the
-//! CPU backend (rollouts on `rollout.device`); `--resume RUN_DIR` continues a run from its latest checkpoint. Without `--config`:
+//! `scalerl train`: GRPO training from a TOML run config (see `train::config`), the whole step on
+//! its `device` (or `--device`); `--resume RUN_DIR` continues a run from its latest checkpoint.
+//! Without `--config`:
 //! the embedded default run (`train::default_run`), a tiny model trained from scratch on a
 //! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
 use crate::train::default_run::{run_default, DefaultRunOptions};
@@ -35,6 +36,9 @@ pub struct TrainArgs {
     /// No per-step progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the whole step runs, over the config's `device`: cpu, cuda, cuda:N or interpret.
+    #[arg(long, requires = "config")]
+    pub device: Option<crate::engine::Backend>,
     /// The default run only (no --config): its run directory.
     #[arg(long, conflicts_with = "config")]
     pub run_dir: Option<PathBuf>,
@@ -75,6 +79,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &TrainOptions {
             resume: a.resume.clone(),
             progress: !a.quiet,
+            device: a.device,
         },
     )?;
     eprintln!(

@@ -38,7 +38,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::model::{ModelConfig, SeqChunk};
-use crate::params::{ParamId, ParamTable};
+use crate::params::{HostParams, ParamId, ParamTable};
 use anyhow::Result;
 use std::sync::Arc;
 
@@ -112,7 +112,7 @@ pub struct AdamWStep {
 /// and `Param` one tensor of it; `Cache` the paged KV storage; `Batch` the layout of one
 /// forward's rows (positions, block tables or packed sequences, and what a backend derives from
 /// them once per forward, such as the attention plan).
-pub trait Ops {
+pub trait Ops: Clone {
     type Tensor;
     type Params;
     type Param: ?Sized;
@@ -235,4 +235,18 @@ pub trait Ops {
     fn zero_params(&self, g: &mut Self::Params) -> Result<()>;
     /// One AdamW step of every parameter (see `cpu::adamw`).
     fn adamw_update(&self, w: &mut Self::Params, g: &Self::Params, m: &mut Self::Params, v: &mut Self::Params, s: &AdamWStep) -> Result<()>;
+
+    // --- parameter sets between the host and the backend ----------------------------------------
+    /// Whether the weights the forward reads are lower precision than the optimizer's, so that
+    /// training keeps an f32 master copy beside them (the CUDA backend's bf16 weights); the CPU
+    /// reference trains its f32 weights directly.
+    fn needs_master(&self) -> bool;
+    /// A host parameter set on this backend: as the forward's weights (`master = false`, bf16 on
+    /// the CUDA backend) or as f32 (`master = true`: master weights, optimizer moments).
+    fn params_from_host(&self, h: &HostParams, master: bool) -> Result<Self::Params>;
+    /// The values of a parameter set on the host, as f32.
+    fn params_to_host(&self, p: &Self::Params) -> Result<HostParams>;
+    /// `weights` ← `master` (rounded to the weights' precision), on the backend: the optimizer's
+    /// update reaching the copy the forward and the rollouts read, with no host round trip.
+    fn sync_weights(&self, master: &Self::Params, weights: &mut Self::Params) -> Result<()>;
 }

@@ -9,7 +9,6 @@
 //!   m ← m + (1 − β1)(g − m),   v ← β2 v + (1 − β2) g²
 //!   θ ← θ − (η / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 
-use crate::ops::cpu::CpuOps;
 use crate::ops::{AdamWStep, Ops};
 use crate::params::{flat_from_named, ParamTable};
 use anyhow::Result;
@@ -150,19 +149,20 @@ impl<O: Ops> AdamW<O> {
     }
 }
 
-impl AdamW<CpuOps> {
-    /// The moments by parameter name, for a checkpoint.
-    pub fn export_state(&self) -> OptimizerState {
-        let moments = self.m.iter().zip(self.v.iter()).map(|((e, m), (_, v))| (e.name.clone(), m.to_vec(), v.to_vec())).collect();
-        OptimizerState { steps: self.steps, updates: self.updates, moments }
+impl<O: Ops> AdamW<O> {
+    /// The moments by parameter name, on the host: what a checkpoint writes.
+    pub fn export_state(&self, ops: &O) -> Result<OptimizerState> {
+        let (m, v) = (ops.params_to_host(&self.m)?, ops.params_to_host(&self.v)?);
+        let moments = m.iter().zip(v.iter()).map(|((e, m), (_, v))| (e.name.clone(), m.to_vec(), v.to_vec())).collect();
+        Ok(OptimizerState { steps: self.steps, updates: self.updates, moments })
     }
 
-    /// An optimizer restored from a checkpoint; every moment must match a parameter of `table`
-    /// by name and length, in order.
-    pub fn from_state(cfg: AdamWConfig, table: &Arc<ParamTable>, state: OptimizerState) -> Result<Self> {
+    /// An optimizer restored from a checkpoint onto `ops`' backend; every moment must match a
+    /// parameter of `table` by name and length, in order.
+    pub fn from_state(cfg: AdamWConfig, ops: &O, table: &Arc<ParamTable>, state: OptimizerState) -> Result<Self> {
         let (m, v): (Vec<_>, Vec<_>) = state.moments.into_iter().map(|(n, m, v)| ((n.clone(), m), (n, v))).unzip();
-        let m = flat_from_named(table, m, "the optimizer state")?;
-        let v = flat_from_named(table, v, "the optimizer state")?;
+        let m = ops.params_from_host(&flat_from_named(table, m, "the optimizer state")?, true)?;
+        let v = ops.params_from_host(&flat_from_named(table, v, "the optimizer state")?, true)?;
         Ok(AdamW { cfg, steps: state.steps, updates: state.updates, m, v })
     }
 }
@@ -170,6 +170,7 @@ impl AdamW<CpuOps> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::cpu::CpuOps;
     use crate::params::{HostParams, Kind};
 
     #[test]

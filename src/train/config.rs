@@ -34,6 +34,11 @@ pub struct RunConfig {
     pub total_steps: Option<usize>,
     /// Passes over the training data (used when `total_steps` is not given).
     pub epochs: usize,
+    /// Where the whole step runs: `cpu` (the f32 reference), `cuda` / `cuda:N` (the CUDA
+    /// backend: bf16 weights and activations, f32 master weights and optimizer), or
+    /// `interpret` (the CUDA backend's kernels on the CPU; slow, for checking).
+    #[serde(deserialize_with = "keyed::device", serialize_with = "keyed::display")]
+    pub device: Backend,
     pub data: DataConfig,
     pub rollout: RolloutConfig,
     pub loss: LossConfig,
@@ -81,12 +86,10 @@ pub struct RolloutConfig {
     pub temperature: f32,
     /// Nucleus sampling; 1.0 is off.
     pub top_p: f32,
-    /// Where rollouts (and validation) sample: `cpu` (the f32 reference), `cuda` / `cuda:N`
-    /// (the CUDA backend, bf16, the weights written again in place after each update), or
-    /// `interpret` (the CUDA backend's kernels on the CPU; slow, for checking). Log-probs and
-    /// updates run on the CPU either way.
-    #[serde(deserialize_with = "keyed::device", serialize_with = "keyed::display")]
-    pub device: Backend,
+    /// Moved: the top-level `device` key now says where the whole step runs. Kept only to
+    /// refuse old configs with a message that says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// KV cache capacity of a rollout, in tokens; 0 means room for the whole batch at once.
     /// Blocks are taken as sequences grow; sequences wait for room, and a full cache preempts
     /// the newest ones, recomputed later with the same result (see `engine::generate`). The
@@ -229,6 +232,7 @@ impl Default for RunConfig {
             seed: 42,
             total_steps: None,
             epochs: 1,
+            device: Backend::Cpu,
             data: DataConfig::default(),
             rollout: RolloutConfig::default(),
             loss: LossConfig::default(),
@@ -261,7 +265,7 @@ impl Default for RolloutConfig {
             max_response_len: None,
             temperature: 0.6,
             top_p: 1.0,
-            device: Backend::Cpu,
+            device: None,
             max_kv_tokens: 1 << 20,
         }
     }
@@ -358,6 +362,12 @@ impl RunConfig {
             bail!("data.max_prompt_len must be positive");
         }
         let r = &self.rollout;
+        if let Some(d) = &r.device {
+            bail!(
+                "rollout.device is now the top-level `device` key (the whole step runs there): write `device = {d:?}` \
+                 above the tables"
+            );
+        }
         if r.batch_prompts == 0 {
             bail!("rollout.batch_prompts must be positive");
         }
@@ -622,7 +632,7 @@ mod keyed {
     }
 
     pub fn device<'de, D: Deserializer<'de>>(d: D) -> Result<crate::engine::Backend, D::Error> {
-        parse(d, "rollout.device")
+        parse(d, "device")
     }
 
     pub fn chat_template<'de, D: Deserializer<'de>>(d: D) -> Result<crate::model::ChatTemplate, D::Error> {

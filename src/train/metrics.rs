@@ -95,6 +95,10 @@ pub struct StepMetrics {
     pub lr: f64,
     /// Optimizer updates skipped for a non-finite gradient.
     pub skipped_updates: usize,
+    /// |rollout log-prob − recomputed old log-prob| over the step's response tokens: the
+    /// numerical gap between the sampler's and the trainer's paths (verl reports the same).
+    #[serde(default)]
+    pub logprob_gap: LogProbGap,
     pub rollout: PhaseTime,
     pub verify: PhaseTime,
     pub logprobs: PhaseTime,
@@ -105,6 +109,30 @@ pub struct StepMetrics {
     /// it (every `validation.every` steps); `after_steps` says which.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation: Vec<ValidationMetrics>,
+}
+
+/// The gap between two sets of per-token log-probs of the same tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogProbGap {
+    pub mean: f64,
+    pub max: f64,
+}
+
+impl LogProbGap {
+    /// Over every token of every sample (`a[i]` and `b[i]` for sample i, the same lengths).
+    pub fn between(a: &[Vec<f32>], b: &[Vec<f32>]) -> LogProbGap {
+        let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
+        for (x, y) in a.iter().zip(b) {
+            for (p, q) in x.iter().zip(y) {
+                let d = (*p as f64 - *q as f64).abs();
+                // NaN stays visible (a NaN gap is a broken path, not a small one).
+                max = if d.is_nan() || max.is_nan() { f64::NAN } else { max.max(d) };
+                sum += d;
+                n += 1;
+            }
+        }
+        LogProbGap { mean: if n == 0 { 0.0 } else { sum / n as f64 }, max }
+    }
 }
 
 /// `metrics.jsonl` opened for appending.

@@ -21,6 +21,7 @@ pub mod default_run;
 pub mod grpo;
 pub mod metrics;
 pub mod plot;
+pub mod policy;
 pub mod rollout;
 pub mod step;
 pub mod trainer;
@@ -28,5 +29,6 @@ pub mod update;
 pub mod validation;
 
 pub use adamw::{global_norm, AdamW, AdamWConfig, LrSchedule, OptimizerState, StepReport};
+pub use policy::Policy;
 pub use grpo::{grpo_advantages, grpo_loss, sft_loss, valid_response_len, GrpoConfig, GrpoOutput, GrpoTokens, LossAgg};
 pub use step::{broadcast_advantages, grpo_backward, policy_backward, response_logprobs, sft_backward, GrpoInputs, PassOptions, Sample};

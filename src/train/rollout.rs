@@ -37,6 +37,8 @@ pub struct Rollouts {
     /// Prompt + response tokens (generation stops at the first EOS, which is kept).
     pub seqs: Vec<Vec<u32>>,
     pub prompt_lens: Vec<usize>,
+    /// Per sample, the log-prob the sampler gave each response token (at the temperature).
+    pub logprobs: Vec<Vec<f32>>,
     pub rewards: Vec<f32>,
     pub correct: Vec<bool>,
     /// Cut at the budget (no EOS within it).
@@ -123,7 +125,8 @@ pub fn grade(
     let rewards: Vec<f32> = grades.iter().zip(&cut).map(|(g, &cut)| if cut { reward.wrong_reward } else { g.reward }).collect();
     let correct = rewards.iter().map(|&r| r == reward.correct_reward).collect();
     let prompt_lens = (0..completions.len()).map(|i| prompts[i / n].0.len()).collect();
+    let logprobs = completions.iter().map(|c| c.logprobs.clone()).collect();
     let seqs = completions.into_iter().enumerate().map(|(i, c)| [prompts[i / n].0, &c.tokens].concat()).collect();
     let zero = PhaseTime::new(0.0, 0);
-    Ok(Rollouts { seqs, prompt_lens, rewards, correct, cut, rollout_time: zero, verify_time: zero })
+    Ok(Rollouts { seqs, prompt_lens, logprobs, rewards, correct, cut, rollout_time: zero, verify_time: zero })
 }

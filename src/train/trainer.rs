@@ -17,11 +17,12 @@
 //! Resuming (`TrainOptions::resume`) loads the latest checkpoint (weights, optimizer moments,
 //! data cursor, step, clip history) and continues; with `checkpoint.dtype = "f32"` and
 //! `save_optimizer = true` the continued run is bit-identical to an uninterrupted one.
-//! Rollouts and validation sample from a copy of the weights on `rollout.device` (the CPU, or
-//! the CUDA backend in bf16), written again in place after each applied update; log-probs and
-//! updates run on the CPU reference.
+//! The whole step runs on `device`: the CPU reference (f32), or the CUDA backend (a GPU, or
+//! interpret mode) — rollouts and validation from the bf16 weights the optimizer's cast writes,
+//! log-probs through the fused lm_head op, the backward with per-layer recomputation, AdamW on
+//! the f32 master copy (`policy.rs`). Grading runs on the host. Each step also logs the gap
+//! between the rollout's log-probs and the recomputed old ones (`LogProbGap`).
 
-use super::adamw::AdamW;
 use super::checkpoint::{self, SaveRequest, TrainerState};
 use super::config::RunConfig;
 use super::data::Dataset;
@@ -30,8 +31,12 @@ use super::rollout::{roll_out, RolloutParams};
 use super::step::{response_logprobs, PassOptions};
 use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
 use super::validation::Validator;
-use crate::engine::Runtime;
-use crate::model::{GenerationConfig, Model, TextTokenizer};
+use super::metrics::LogProbGap;
+use super::policy::Policy;
+use crate::model::{GenerationConfig, Model, TextTokenizer, Transformer};
+use crate::ops::cpu::CpuOps;
+use crate::ops::cuda::CudaOps;
+use crate::ops::Ops;
 use crate::reward::{Gold, RewardConfig};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
@@ -45,6 +50,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Print one line per step (an indicatif bar when stderr is a terminal).
     pub progress: bool,
+    /// Run on this device instead of the config's `device`.
+    pub device: Option<crate::engine::Backend>,
 }
 
 /// What a finished `train` call reports.
@@ -62,25 +69,6 @@ pub struct TrainSummary {
 /// A training prompt, tokenized.
 struct Prompt {
     tokens: Vec<u32>,
-}
-
-/// The model rollouts and validation sample from (`rollout.device`): a copy of the weights on
-/// that backend, refreshed only when they changed since (`version`: the optimizer's applied-update
-/// count, which a skipped update leaves alone, so a validation right after a step reuses the
-/// next rollout's copy).
-struct RolloutModel {
-    runtime: Runtime,
-    version: usize,
-}
-
-impl RolloutModel {
-    fn synced(&mut self, model: &Model, version: usize) -> Result<&Runtime> {
-        if self.version != version {
-            self.runtime.set_weights(model)?;
-            self.version = version;
-        }
-        Ok(&self.runtime)
-    }
 }
 
 /// Refuses a config without a model or data (before any work).
@@ -102,16 +90,32 @@ fn finite(x: f64) -> f64 {
     }
 }
 
-/// Runs (or resumes) a training run. Config, data set and model are all checked before the run
-/// directory is touched.
+/// Runs (or resumes) a training run on `cfg.device`. Config, data set, model and device are all
+/// checked before the run directory is touched.
 pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    let owned;
+    let cfg = match opts.device {
+        Some(d) => {
+            owned = RunConfig { device: d, ..cfg.clone() };
+            &owned
+        }
+        None => cfg,
+    };
     cfg.validate()?;
     check_supported(cfg)?;
+    // Opened now, so a missing GPU fails before any work.
+    match cfg.device.device().with_context(|| format!("device = {:?}", cfg.device.to_string()))? {
+        None => run(CpuOps, cfg, opts),
+        Some(dev) => run(CudaOps::new(dev), cfg, opts),
+    }
+}
+
+/// The loop on one backend: rollouts, log-probs, updates and validation all run there.
+fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let run_dir = opts.resume.clone().unwrap_or_else(|| cfg.run_dir.clone());
 
     // Everything that can fail on bad input, before any write.
-    let mut model =
-        Model::load(&cfg.model).with_context(|| format!("model {}", cfg.model.display()))?;
+    let model = Model::load(&cfg.model).with_context(|| format!("model {}", cfg.model.display()))?;
     let tokenizer = TextTokenizer::load(&cfg.model)?;
     let generation = GenerationConfig::load(&cfg.model)?;
     let stop_ids = generation.stop_token_ids(&model.config.eos_token_ids, &tokenizer);
@@ -138,14 +142,18 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         .flatten()
         .map(|tokens| Prompt { tokens })
         .collect();
-    let reference = cfg.loss.use_kl.then(|| model.clone());
+    // The frozen reference: the starting weights, on the backend (bf16 on a GPU).
+    let reference = match cfg.loss.use_kl {
+        true => Some(Transformer::new(model.config.clone(), ops.clone(), ops.params_from_host(&model.weights, false)?, model.table().clone())?),
+        false => None,
+    };
     let validator = Validator::load(cfg)?;
     if let Some(v) = &validator {
         v.check(&tokenizer, ctx, max_budget)?;
     }
 
     // Fresh run or resume.
-    let (mut optim, mut step, mut clip_history) = match &opts.resume {
+    let (mut policy, mut step, mut clip_history) = match &opts.resume {
         Some(dir) => {
             let loaded = checkpoint::load_latest(dir)?.with_context(|| {
                 format!(
@@ -161,24 +169,20 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 );
             }
             loaded.model.weights.check_same_table(&model.weights, "the checkpoint's weights")?;
-            model.weights = loaded.model.weights;
-            let optim = match loaded.optimizer {
-                Some(o) => AdamW::from_state(cfg.adamw(), model.table(), o)?,
-                None => AdamW::new(cfg.adamw(), &model.ops, model.table())?,
-            };
+            let policy = Policy::new(ops, model.config.clone(), &loaded.model.weights, cfg.adamw(), loaded.optimizer)?;
             data.set_cursor(loaded.state.cursor)?;
-            (optim, loaded.state.step, loaded.state.clip_history)
+            (policy, loaded.state.step, loaded.state.clip_history)
         }
         None => {
             if checkpoint::latest(&run_dir)?.is_some() {
                 bail!("{} already holds a run (resume it with --resume {0}, or choose another run_dir)", run_dir.display());
             }
-            (AdamW::new(cfg.adamw(), &model.ops, model.table())?, 0, Vec::new())
+            (Policy::new(ops, model.config.clone(), &model.weights, cfg.adamw(), None)?, 0, Vec::new())
         }
     };
-    // Opened now, so a missing GPU fails before the run directory is touched.
-    let runtime = Runtime::copy_of(cfg.rollout.device, &model).context("rollout.device")?;
-    let mut rollout_model = RolloutModel { runtime, version: optim.updates };
+    // The host copy of the starting weights is no longer needed (the policy and the reference
+    // hold theirs on the backend).
+    drop(model);
     let total_steps = cfg
         .total_steps
         .unwrap_or(data.steps_per_epoch(cfg.rollout.batch_prompts) * cfg.epochs);
@@ -211,7 +215,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut pending_validation = match &validator {
         Some(v) if v.at_start() && step == 0 && total_steps > 0 => {
             let budget = stages[cfg.stage_index_at(0, &clip_history)].max_response_len;
-            v.run(rollout_model.synced(&model, optim.updates)?, &tokenizer, &stop_ids, budget, 0)?
+            v.run(&policy.model, &tokenizer, &stop_ids, budget, 0)?
         }
         _ => Vec::new(),
     };
@@ -238,7 +242,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             stop_token_ids: &stop_ids,
             max_kv_tokens: cfg.rollout.kv_budget(),
         };
-        let ro = roll_out(rollout_model.synced(&model, optim.updates)?, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
+        let ro = roll_out(&policy.model, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
         let rewards = &ro.rewards;
         let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
         let zero_var = ro.zero_variance_groups(n);
@@ -256,7 +260,8 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             }
             out
         };
-        let old = per_sample(response_logprobs(&model, &samples, &pass)?.logp);
+        let old = per_sample(response_logprobs(&policy.model, &samples, &pass)?.logp);
+        let mismatch = LogProbGap::between(&ro.logprobs, &old);
         let refs = match &reference {
             Some(r) => Some(per_sample(response_logprobs(r, &samples, &pass)?.logp)),
             None => None,
@@ -276,7 +281,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             grpo: &grpo_cfg,
             pass: &pass,
         };
-        let u = ppo_updates(&mut model, &mut optim, &batch_in, &plan)?;
+        let u = ppo_updates(&mut policy, &batch_in, &plan)?;
         let update_time = PhaseTime::new(t.elapsed().as_secs_f64(), seq_tokens * cfg.optim.ppo_epochs as u64);
 
         let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
@@ -285,7 +290,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let step_secs = t_step.elapsed().as_secs_f64();
         if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1, total_steps)) {
             let budget = stage.max_response_len;
-            pending_validation.extend(v.run(rollout_model.synced(&model, optim.updates)?, &tokenizer, &stop_ids, budget, step + 1)?);
+            pending_validation.extend(v.run(&policy.model, &tokenizer, &stop_ids, budget, step + 1)?);
         }
         let metrics = StepMetrics {
             step,
@@ -307,6 +312,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             grad_norm: finite(u.grad_norm),
             lr: u.lr,
             skipped_updates: u.skipped,
+            logprob_gap: mismatch,
             rollout: ro.rollout_time,
             verify: ro.verify_time,
             logprobs: logprob_time,
@@ -355,9 +361,10 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 clip_history: clip_history.clone(),
                 extra: serde_json::json!({ "prompts_dropped": dropped }),
             };
-            let opt_state = cfg.checkpoint.save_optimizer.then(|| optim.export_state());
+            let opt_state = cfg.checkpoint.save_optimizer.then(|| policy.optimizer_state()).transpose()?;
+            let weights = policy.host_weights()?;
             let req = SaveRequest {
-                weights: &model.weights,
+                weights: &weights,
                 source_model_dir: &cfg.model,
                 dtype: cfg.checkpoint.dtype,
                 optimizer: opt_state.as_ref(),

@@ -8,9 +8,10 @@
 //! like verl's, first-fit packed) runs a mini-batch in passes whose gradients are scaled to sum
 //! to the whole mini-batch's.
 
-use super::adamw::{AdamW, StepReport};
+use super::adamw::StepReport;
 use super::data::epoch_order;
 use super::grpo::{GrpoConfig, LossAgg};
+use super::policy::Policy;
 use super::step::{broadcast_advantages, grpo_backward_scaled, GrpoInputs, PassOptions, Sample};
 use crate::model::Transformer;
 use crate::ops::Ops;
@@ -47,13 +48,11 @@ pub struct UpdateStats {
 /// One AdamW update from `grads`, unless the loss or the gradient is not finite: then nothing
 /// but the optimizer's step counter changes (so the schedule stays aligned with the steps) and
 /// the report says `skipped`.
-pub fn apply_update<O: Ops>(optim: &mut AdamW<O>, model: &mut Transformer<O>, grads: &mut O::Params, loss: f64) -> Result<StepReport> {
+pub fn apply_update<O: Ops>(policy: &mut Policy<O>, grads: &mut O::Params, loss: f64) -> Result<StepReport> {
     if loss.is_finite() {
-        return optim.step(&model.ops, &mut model.weights, grads);
+        return policy.step(grads);
     }
-    let lr = optim.cfg.schedule.lr_at(optim.steps);
-    optim.steps += 1;
-    Ok(StepReport { grad_norm: f64::NAN, lr, skipped: true })
+    Ok(policy.skip_step())
 }
 
 /// The step's samples and what the loss needs of them (sample `i` answers prompt `i / n`).
@@ -79,9 +78,9 @@ pub struct UpdatePlan<'a> {
 }
 
 /// Runs the step's PPO epochs of mini-batch updates on `model`.
-pub fn ppo_updates<O: Ops>(model: &mut Transformer<O>, optim: &mut AdamW<O>, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
+pub fn ppo_updates<O: Ops>(policy: &mut Policy<O>, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
     let prompts = b.samples.len() / b.n;
-    let mut grads = model.ops.zeros_params(model.table())?;
+    let mut grads = policy.model.ops.zeros_params(policy.model.table())?;
     let mut s = UpdateStats::default();
     for epoch in 0..plan.ppo_epochs {
         let order = epoch_order(prompts, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
@@ -93,10 +92,10 @@ pub fn ppo_updates<O: Ops>(model: &mut Transformer<O>, optim: &mut AdamW<O>, b: 
             let old_logp: Vec<f32> = idx.iter().flat_map(|&i| b.old_logp[i].iter().copied()).collect();
             let ref_logp: Option<Vec<f32>> =
                 b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
-            model.ops.zero_params(&mut grads)?;
+            policy.model.ops.zero_params(&mut grads)?;
             let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
-            let out = minibatch_backward(model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, &mut grads)?;
-            let r = apply_update(optim, model, &mut grads, out.loss)?;
+            let out = minibatch_backward(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, &mut grads)?;
+            let r = apply_update(policy, &mut grads, out.loss)?;
             s.lr = r.lr as f64;
             if r.skipped {
                 s.skipped += 1;

@@ -343,4 +343,22 @@ impl Ops for CpuOps {
         adamw::adamw_update(w.flat_mut(), g.flat(), m.flat_mut(), v.flat_mut(), s);
         Ok(())
     }
+
+    fn needs_master(&self) -> bool {
+        false
+    }
+
+    fn params_from_host(&self, h: &HostParams, _master: bool) -> Result<HostParams> {
+        Ok(h.clone())
+    }
+
+    fn params_to_host(&self, p: &HostParams) -> Result<HostParams> {
+        Ok(p.clone())
+    }
+
+    fn sync_weights(&self, master: &HostParams, weights: &mut HostParams) -> Result<()> {
+        weights.check_same_table(master, "sync_weights")?;
+        weights.flat_mut().copy_from_slice(master.flat());
+        Ok(())
+    }
 }

@@ -61,18 +61,21 @@ pub use swiglu_backward::silu_mul_backward;
 use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
 use crate::device::{Buffer, DType, Device};
 use crate::model::{ModelConfig, SeqChunk};
-use crate::params::{ParamId, ParamTable};
+use crate::params::{HostParams, ParamId, ParamTable};
 use anyhow::{anyhow, bail, ensure, Result};
 use std::sync::Arc;
 
 /// The CUDA backend on one device (a GPU, or interpret mode).
+/// Cloning shares the device (its context and stream): a policy and its frozen reference model
+/// on one GPU, say.
+#[derive(Clone)]
 pub struct CudaOps {
-    pub dev: Device,
+    pub dev: Arc<Device>,
 }
 
 impl CudaOps {
     pub fn new(dev: Device) -> Self {
-        CudaOps { dev }
+        CudaOps { dev: Arc::new(dev) }
     }
 }
 
@@ -419,6 +422,26 @@ impl Ops for CudaOps {
             w.check_same(p, what)?;
         }
         adamw::adamw_update(&self.dev, w.flat(), g.flat(), m.flat(), v.flat(), None, w.len(), s)
+    }
+
+    fn needs_master(&self) -> bool {
+        true
+    }
+
+    fn params_from_host(&self, h: &HostParams, master: bool) -> Result<DeviceParams> {
+        if master {
+            DeviceParams::upload_f32(&self.dev, h)
+        } else {
+            DeviceParams::upload(&self.dev, h)
+        }
+    }
+
+    fn params_to_host(&self, p: &DeviceParams) -> Result<HostParams> {
+        p.download(&self.dev)
+    }
+
+    fn sync_weights(&self, master: &DeviceParams, weights: &mut DeviceParams) -> Result<()> {
+        weights.cast_from(&self.dev, master)
     }
 }
 
