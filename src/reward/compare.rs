@@ -64,11 +64,32 @@ pub fn check(answer: &str, gold: &str, b: &mut Budget) -> Result<bool, Fail> {
     equiv(&a, &g, b)
 }
 
-/// Whitespace and `$` are never significant.
+/// Whitespace and `$` are not significant, except between two numbers:
+/// `3 2/5` is not the text `32/5` (see [`squash`]).
 fn compact(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace() && *c != '$')
-        .collect()
+    squash(s.chars(), |c| c.is_whitespace() || c == '$')
+}
+
+/// `chars` without the `dropped` ones, except that a run of dropped
+/// characters between two digits (or a digit and a decimal point) leaves one
+/// space: comparing text must not join `3 2` into `32` or `3{2}` into `32`,
+/// a reading the parser refuses.
+fn squash(chars: impl Iterator<Item = char>, dropped: impl Fn(char) -> bool) -> String {
+    let numeric = |c: char| c.is_ascii_digit() || c == '.';
+    let mut out = String::new();
+    let mut gap = false;
+    for c in chars {
+        if dropped(c) {
+            gap = true;
+            continue;
+        }
+        if gap && numeric(c) && out.ends_with(numeric) {
+            out.push(' ');
+        }
+        gap = false;
+        out.push(c);
+    }
+    out
 }
 
 /// Without the text-mode commands whose argument is compared as plain text.
@@ -78,22 +99,20 @@ fn strip_text_commands(s: &str) -> String {
 
 /// Letters and digits only, lowercased: how words are compared
 /// (`\text{Evelyn}` = `Evelyn`, `\text{(C)}` = `c`).
+/// Numbers keep their separation (`Day 1 2` is not `Day 12`, `3.5` not
+/// `35`).
 fn text_key(s: &str) -> String {
-    strip_text_commands(s)
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(|c| c.to_lowercase())
-        .collect()
+    let key = squash(strip_text_commands(s).chars(), |c| !c.is_alphanumeric());
+    key.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// Fallback key when a side cannot be parsed: like [`text_key`] but keeps
 /// symbols, so `--5` does not become `5`.
 fn loose_key(s: &str) -> String {
-    strip_text_commands(s)
-        .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '{' | '}' | '$'))
-        .flat_map(|c| c.to_lowercase())
-        .collect()
+    let key = squash(strip_text_commands(s).chars(), |c| {
+        c.is_whitespace() || matches!(c, '{' | '}' | '$')
+    });
+    key.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// A multiple-choice letter: `C`, `(C)`, `\text{(C)}`, `\textbf{(C) }`.

@@ -11,11 +11,31 @@
 //! * The gold may be a string, a number or a list (any element may match);
 //!   `$…$` and a `\boxed{}` around the gold are removed.
 //!
+//! # One reading per notation
+//! When an answer could be read several ways, it is graded by one reading
+//! only (or none): accepting whichever reading matches would widen what is
+//! accepted, and a false accept is a reward the policy learns to farm.
+//! * `a b/c` and `a\frac{b}{c}` (integer `a`, also `{a}`, `-a`, `0`, or
+//!   thousands with spaces, `1 000 1/2`) are mixed numbers: `3 2/5` is 17/5,
+//!   never 6/5 (a product) or 32/5 (spaces dropped); `-3 2/5` is −17/5. The
+//!   fraction must be proper and positive: `2\frac32`, `2 3/2`, `3\frac05`,
+//!   `3\frac12^2` could be a product or a mixed number → `parse_error`.
+//!   A non-numeric fraction is a product (`2\frac{x}{2} = x`).
+//! * A number right after a number with only spaces or braces between is
+//!   neither a product nor a concatenation → `parse_error` (`3 2`, `1.2.3`,
+//!   `3{2}/5`, `2^3 4`), unless a rule above or the thousands rule reads it.
+//!   Comparing as text keeps such numbers apart too (`\text{Day 1 2} ≠
+//!   \text{Day 12}`).
+//! * An answer ending in `...` (an unending sequence) is not the finite list
+//!   before it: `1, 2, 3, ... ≠ 1, 2, 3` (the dots are not a sentence
+//!   period; `\ldots` likewise).
+//!
 //! # Equivalence rules (what a careful human grader accepts)
-//! * Identical text (ignoring whitespace and `$`) is always equal.
+//! * Identical text (ignoring whitespace and `$`, but not a space between
+//!   two numbers) is always equal.
 //! * Numbers are exact rationals: `\frac12 = 1/2 = 0.5 = .5 = \dfrac{2}{4}`,
-//!   `28 = 28.00 = 028`, `3\frac12 = 3.5` (an integer directly followed by a
-//!   proper numeric `\frac` is a mixed number), `0.\overline{3} = 1/3`,
+//!   `28 = 28.00 = 028`, `3\frac12 = 3 1/2 = 3.5` (mixed numbers, above),
+//!   `0.\overline{3} = 1/3`,
 //!   `2.88 \times 10^4 = 28800 = 2.88e4`, `\sqrt{81} = 9`, `3! = 6`,
 //!   `\binom52 = 10`, `2^{10} = 1024`, `10^{5000}` = its 5001-digit integer.
 //! * **Truncated decimals are not equal**: `0.333 ≠ 1/3`,
@@ -42,9 +62,12 @@
 //! * Presentation is ignored: `\left`/`\right`, `\displaystyle`, spacing,
 //!   `\text{}`/`\textbf{}`/`\mathbf{}` around math, `$`, `\$`, a trailing
 //!   period, outer braces `{9}`, redundant parentheses (any depth).
-//! * Thousands separators: `1{,}000 = 1,\!000 = 1\,000 = 1,000 = 1000`.
-//!   Judgement call: a bare comma is a separator only in `d,ddd(,ddd)*`
-//!   outside brackets; `(100,200)` stays a pair and `1, 000` a list.
+//! * Thousands separators: `1{,}000 = 1,\!000 = 1\,000 = 1,000 = 1 000 =
+//!   1000`. Judgement call: a bare comma is a separator only in
+//!   `d,ddd(,ddd)*` outside brackets; `(100,200)` stays a pair and `1, 000`
+//!   a list. A space is one in `d ddd( ddd)*` anywhere (`100 200 = 100200`),
+//!   except that a group directly followed by `/` is a mixed number's
+//!   numerator (`3 200/700 = 3\frac27`).
 //! * Units and labels after a value are dropped: `5\text{ cm}`,
 //!   `8\mbox{ inches}^2`, `12\,\mathrm{cm}`, `10 meters`, `^\circ`, `°`.
 //!   Percent signs are dropped on either side: `25\% = 25` (judgement call,
@@ -125,6 +148,7 @@ mod expr;
 mod extract;
 mod lexer;
 mod normalize;
+mod numerals;
 mod parser;
 mod primary;
 mod rational;

@@ -385,6 +385,10 @@ impl Parser<'_> {
             if is_func || !self.starts_factor() {
                 break;
             }
+            // `\sin 2 3`: a number right after a number has no reading.
+            if self.glued_number(factors.last()) {
+                return Err(Fail::Parse);
+            }
             factors.push(self.parse_power()?);
         }
         Ok(if factors.len() == 1 {
@@ -482,21 +486,6 @@ pub(super) fn canonical_name(e: &Expr) -> String {
         Expr::Mul(v) => v.iter().map(canonical_name).collect::<Vec<_>>().join(""),
         other => format!("{other:?}"),
     }
-}
-
-/// `\frac{1}{2}` as a proper fraction of integer literals (0 < n < d).
-pub(super) fn proper_fraction(e: &Expr) -> Option<Rat> {
-    if let Expr::Div(a, b) = e {
-        if let (Expr::Num(n), Expr::Num(d)) = (&**a, &**b) {
-            if n.is_integer() && d.is_integer() && !n.is_neg() && !d.is_neg() && !n.is_zero() {
-                let v = n.div(d)?;
-                if v.cmp_value(&Rat::from_i64(1)) == Some(std::cmp::Ordering::Less) {
-                    return Some(v);
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Value of `int.frac(rep)(rep)…`.

@@ -1,0 +1,170 @@
+//! One reading per notation (issue 17): an answer that could be read several
+//! ways is graded by one reading only, so ambiguity never widens what is
+//! accepted (a false accept is a reward the policy learns to farm). Every
+//! test pairs the accepted reading with must-reject cases for the readings
+//! that used to be accepted as well.
+
+use scalerl::reward::{answers_equivalent, check_answer, Gold, Reason, RewardConfig};
+
+#[track_caller]
+fn same(pairs: &[(&str, &str)]) {
+    for (a, g) in pairs {
+        assert!(answers_equivalent(a, g), "expected {a:?} == {g:?}");
+    }
+}
+
+#[track_caller]
+fn differ(pairs: &[(&str, &str)]) {
+    for (a, g) in pairs {
+        assert!(!answers_equivalent(a, g), "expected {a:?} != {g:?}");
+    }
+}
+
+#[track_caller]
+fn unreadable(answers: &[&str]) {
+    for a in answers {
+        let r = check_answer(a, &Gold::from("1"), &RewardConfig::default());
+        assert_eq!(r, Reason::ParseError, "{a:?}");
+    }
+}
+
+// ---- numbers next to numbers ------------------------------------------------
+
+#[test]
+fn spaced_mixed_number_is_its_only_reading() {
+    same(&[
+        ("3 2/5", "17/5"),
+        ("3 2/5", r"3\frac25"),
+        ("-3 2/5", "-17/5"),
+        ("0 2/5", "2/5"),
+        ("1 000 1/2", "1000.5"),
+        ("3 200/700", r"3\frac27"),
+        ("x = 3 1/2", r"\frac72"),
+        (r"3 1/2 \text{ cups}", "3.5"),
+        (r"2 \cdot 3 1/2", "7"),
+        ("3 1/2, 1 1/4", "1.25, 3.5"),
+    ]);
+    differ(&[
+        // The product and the concatenation readings.
+        ("3 2/5", "6/5"),
+        ("3 2/5", "32/5"),
+        ("-3 2/5", "-6/5"),
+        ("-3 2/5", "-13/5"),
+        ("-3 2/5", "-32/5"),
+        ("0 2/5", "0"),
+        ("1 000 1/2", "500"),
+        ("3 200/700", "3200/700"),
+    ]);
+    // An improper or zero fraction, or a denominator that goes on: no
+    // single reading at all.
+    unreadable(&[
+        "2 3/2", "1 234/5", "3 0/5", "3 2/5^2", "3 2/5!", "3 2/5 7", "3.5 1/2", "3 2:5",
+    ]);
+    differ(&[
+        ("2 3/2", "3"),
+        ("2 3/2", "7/2"),
+        ("2 3/2", "23/2"),
+        ("1 234/5", "1234/5"),
+    ]);
+}
+
+#[test]
+fn frac_after_an_integer_is_mixed_only_when_proper() {
+    same(&[
+        (r"3\frac{1}{2}", "3.5"),
+        (r"3 \frac{1}{2}", "3.5"),
+        (r"{3}\frac12", "3.5"),
+        (r"-3\frac25", "-3.4"),
+        (r"2 \cdot 3\frac12", "7"),
+        (r"2 \cdot -3\frac12", "-7"),
+        // Not numeric literals: a product, as before.
+        (r"2\frac{x}{2}", "x"),
+        (r"2\frac{\pi}{2}", r"\pi"),
+        (r"(3)\frac12", "1.5"),
+    ]);
+    differ(&[
+        (r"2\frac{3}{2}", "3"),
+        (r"2\frac{3}{2}", "3.5"),
+        (r"3\frac{0}{5}", "0"),
+        (r"3\frac{0}{5}", "3"),
+        (r"3\frac{-1}{2}", "-1.5"),
+        (r"3\frac{-1}{2}", "2.5"),
+        (r"3\frac12^2", "0.75"),
+        (r"3\frac12^2", "12.25"),
+        (r"{3}\frac12", "1.5"),
+    ]);
+    unreadable(&[
+        r"2\frac{3}{2}",
+        r"3\frac{0}{5}",
+        r"3\frac{1.5}{2}",
+        r"3\frac12^2",
+    ]);
+}
+
+#[test]
+fn a_number_right_after_a_number_is_unreadable() {
+    unreadable(&[
+        "3 2",
+        "1.2.3",
+        r"3{2}/5",
+        "{3}2",
+        "2^3 4",
+        r"\sin 2 3",
+        "1 0000",
+        "0.123 456",
+    ]);
+    differ(&[
+        ("3 2", "6"),
+        ("3 2", "32"),
+        ("1.2.3", "0.36"),
+        (r"3{2}/5", "6/5"),
+        (r"3{2}/5", "32/5"),
+        ("{3}2", "6"),
+        ("2^3 4", "32"),
+        // Comparing as text keeps numbers apart as well: identical text,
+        // a word answer, a gold we cannot parse.
+        (r"\text{Day 1 2}", r"\text{Day 12}"),
+        (r"\textbf{Room 1 2B}", r"\text{Room 12B}"),
+        (r"\textbf{Room 1.2B}", r"\text{Room 12B}"),
+        (r"A 1 2 \to B", r"A 12 \to B"),
+        (r"A {1}{2} \to B", r"A 12 \to B"),
+    ]);
+    same(&[
+        // Visible operators and brackets still multiply.
+        (r"3 \cdot 2", "6"),
+        ("(3)2", "6"),
+        (r"x 2", "2x"),
+        (r"A 12 \to B", r"A12\to B"),
+    ]);
+}
+
+#[test]
+fn thousands_groups_written_with_spaces() {
+    same(&[
+        ("1 000", "1000"),
+        ("12 345 678", "12345678"),
+        ("-1 000.5", "-1000.5"),
+        ("(1 000, 2)", "(1000, 2)"),
+        (r"\$2 500", "2500"),
+    ]);
+    differ(&[
+        ("1 000", "0"),
+        ("1 000", "1"),
+        ("1 000", "1, 000"),
+        ("x^2 100", "x^{2100}"),
+    ]);
+}
+
+#[test]
+fn unending_sequence_is_not_its_finite_start() {
+    differ(&[
+        ("1, 2, 3, ...", "1,2,3"),
+        ("1, 2, 3, ...", r"\{1,2,3\}"),
+        (r"1, 2, 3, \ldots", "1, 2, 3"),
+        ("1, 2, 3, …", "1, 2, 3"),
+        ("0.333...", r"\frac13"),
+        ("0.333...", "0.333"),
+    ]);
+    // A sentence period is still dropped.
+    same(&[("5.", "5"), ("1, 2, 3.", "1, 2, 3")]);
+}
