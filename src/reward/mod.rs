@@ -152,6 +152,7 @@ mod numerals;
 mod parser;
 mod primary;
 mod rational;
+mod relation;
 mod words;
 
 use rayon::prelude::*;

@@ -1,0 +1,151 @@
+//! Relations: equations, chains and inequalities, in canonical form
+//! ([`relation`]) and compared ([`rel_equiv`], [`any_stated`]).
+
+use super::budget::{Budget, Fail};
+use super::compare::{canonical, equiv, ordered, proportional};
+use super::expr::{Expr, RelOp};
+
+pub(super) fn relation(parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
+    let parts: Vec<Expr> = parts.into_iter().map(canonical).collect();
+    if ops.len() == 1 && ops[0] == RelOp::In {
+        return parts.into_iter().nth(1).unwrap_or(Expr::Huge);
+    }
+    if let Some(iv) = inequality_interval(&parts, &ops) {
+        return iv;
+    }
+    Expr::Rel(parts, ops)
+}
+
+/// `x < 3` → (−∞, 3); `1 \le x < 2` → [1, 2); `3 > x` → (−∞, 3).
+fn inequality_interval(parts: &[Expr], ops: &[RelOp]) -> Option<Expr> {
+    let is_ineq = |o: &RelOp| matches!(o, RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge);
+    if !ops.iter().all(is_ineq) {
+        return None;
+    }
+    let neg_inf = || Expr::Neg(Box::new(Expr::Inf));
+    let is_var = |e: &Expr| matches!(e, Expr::Var(_));
+    let bound_free = |e: &Expr| {
+        let mut v = Vec::new();
+        e.vars_into(&mut v);
+        v.is_empty() && !e.is_structural()
+    };
+    // Normalize to "lower op x op upper" with op ∈ {<, ≤}.
+    let closed = |o: RelOp| matches!(o, RelOp::Le | RelOp::Ge);
+    match (parts, ops) {
+        ([x, c], [op]) if is_var(x) && bound_free(c) => Some(match op {
+            RelOp::Lt | RelOp::Le => Expr::Seq(
+                '(',
+                vec![neg_inf(), c.clone()],
+                if closed(*op) { ']' } else { ')' },
+            ),
+            _ => Expr::Seq(
+                if closed(*op) { '[' } else { '(' },
+                vec![c.clone(), Expr::Inf],
+                ')',
+            ),
+        }),
+        ([c, x], [op]) if is_var(x) && bound_free(c) => {
+            inequality_interval(&[x.clone(), c.clone()], &[op.flipped()])
+        }
+        ([lo, x, hi], [o1, o2]) if is_var(x) && bound_free(lo) && bound_free(hi) => {
+            let up = matches!(o1, RelOp::Lt | RelOp::Le) && matches!(o2, RelOp::Lt | RelOp::Le);
+            let down = matches!(o1, RelOp::Gt | RelOp::Ge) && matches!(o2, RelOp::Gt | RelOp::Ge);
+            if up {
+                Some(Expr::Seq(
+                    if closed(*o1) { '[' } else { '(' },
+                    vec![lo.clone(), hi.clone()],
+                    if closed(*o2) { ']' } else { ')' },
+                ))
+            } else if down {
+                Some(Expr::Seq(
+                    if closed(*o2) { '[' } else { '(' },
+                    vec![hi.clone(), lo.clone()],
+                    if closed(*o1) { ']' } else { ')' },
+                ))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Is `e` a name that can prefix an answer (`x =`, `AB =`, `\text{Area} =`,
+/// `f(x) =`, `a_1 =`)?
+fn is_name(e: &Expr) -> bool {
+    match e {
+        Expr::Var(_) | Expr::Text(_) | Expr::E | Expr::I => true,
+        Expr::Mul(v) => v
+            .iter()
+            .all(|x| matches!(x, Expr::Var(_) | Expr::E | Expr::I | Expr::Text(_))),
+        // `(a, b) = (1, 2)`
+        Expr::Seq('(', v, ')') => v.iter().all(is_name),
+        _ => false,
+    }
+}
+
+/// Does an equality chain state `other`? `name = … = value`: the last
+/// part must match. With `\approx` (`\frac12 \approx 0.5`): the first or
+/// the last part. A plain chain (`2 + 3 = 5`) must be true throughout:
+/// every part matches, so `2 + 3 = 6` states nothing.
+pub(super) fn any_stated(rel: &Expr, other: &Expr, rel_is_answer: bool, b: &mut Budget) -> Result<bool, Fail> {
+    let Expr::Rel(parts, ops) = rel else {
+        return Ok(false);
+    };
+    if !ops.iter().all(|o| matches!(o, RelOp::Eq | RelOp::Approx)) {
+        return Ok(false);
+    }
+    let cmp = |v: &Expr, b: &mut Budget| {
+        if rel_is_answer {
+            equiv(v, other, b)
+        } else {
+            equiv(other, v, b)
+        }
+    };
+    let last = &parts[parts.len() - 1];
+    if is_name(&parts[0]) {
+        return cmp(last, b);
+    }
+    if ops.contains(&RelOp::Approx) {
+        return Ok(cmp(&parts[0], b)? || cmp(last, b)?);
+    }
+    for p in parts {
+        if !cmp(p, b)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Relations: same operators and equivalent sides (possibly mirrored:
+/// `a < b` = `b > a`); for single equations also "same solution set":
+/// `lhs − rhs` proportional (`y = 2x + 1` = `2x − y + 1 = 0`).
+pub(super) fn rel_equiv(a: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
+    let (Expr::Rel(pa, oa), Expr::Rel(pg, og)) = (a, g) else {
+        return Ok(false);
+    };
+    let plain = |ops: &[RelOp]| -> Vec<RelOp> {
+        ops.iter()
+            .map(|o| if *o == RelOp::Approx { RelOp::Eq } else { *o })
+            .collect()
+    };
+    let (oa, og) = (&plain(oa), &plain(og));
+    if pa.len() == pg.len() {
+        if oa == og && ordered(pa, pg, b)? {
+            return Ok(true);
+        }
+        let flipped: Vec<RelOp> = og.iter().rev().map(|o| o.flipped()).collect();
+        if *oa == flipped {
+            let rev: Vec<Expr> = pg.iter().rev().cloned().collect();
+            if ordered(pa, &rev, b)? {
+                return Ok(true);
+            }
+        }
+    }
+    if oa.as_slice() == [RelOp::Eq] && og.as_slice() == [RelOp::Eq] {
+        let fa = Expr::Add(vec![pa[0].clone(), Expr::Neg(Box::new(pa[1].clone()))]);
+        let fg = Expr::Add(vec![pg[0].clone(), Expr::Neg(Box::new(pg[1].clone()))]);
+        return proportional(&fa, &fg, b);
+    }
+    Ok(false)
+}
