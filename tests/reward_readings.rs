@@ -168,3 +168,65 @@ fn unending_sequence_is_not_its_finite_start() {
     // A sentence period is still dropped.
     same(&[("5.", "5"), ("1, 2, 3.", "1, 2, 3")]);
 }
+
+// ---- equations and chains ---------------------------------------------------
+
+#[test]
+fn equation_naming_the_quantity_compares_by_value() {
+    same(&[
+        ("|PQ| = 2", "2"),
+        ("2", "|PQ| = 2"),
+        ("S_1:S_2 = 3:8", "3:8"),
+        ("S_1:S_2 = 3:8", r"\frac38"),
+        (r"\frac{AM}{MB} = \frac{1}{\sqrt3}", r"\frac{\sqrt3}{3}"),
+        (r"|\overline{PQ}| = 2\sqrt2", r"\sqrt8"),
+        ("AB = 5", "5"),
+    ]);
+    differ(&[
+        ("|PQ| = 2", "3"),
+        ("S_1:S_2 = 3:8", "8:3"),
+        (r"\frac{AM}{MB} = \frac{1}{\sqrt3}", r"\sqrt3"),
+        // A left side that is not a name must hold: `|x - 1| = 2` is not 2.
+        ("|x - 1| = 2", "2"),
+        ("2x = 4", "4"),
+        (r"\frac{x+1}{y} = 3", "3"),
+    ]);
+}
+
+#[test]
+fn chains_compare_by_final_value() {
+    same(&[
+        ("y = 4+3 = 7", "y = 7"),
+        ("y = 7", "y = 4+3 = 7"),
+        ("y = 4+3 = 7", "7"),
+        ("x = 2+3 = 5", "x = 5"),
+        (r"A = \pi r^2 = 25\pi", r"25\pi"),
+    ]);
+    differ(&[
+        ("y = 4+3 = 7", "y = 8"),
+        ("y = 4+3 = 7", "x = 7"),
+        ("y = 4+3 = 8", "y = 7"),
+        ("y = 4+3 = 7", "4"),
+        ("2+3 = 6", "6"),
+    ]);
+}
+
+#[test]
+fn approximation_compares_by_exact_part() {
+    same(&[
+        (r"y = \frac23 \approx 0.67", r"\frac23"),
+        (r"y = \frac23 \approx 0.67", r"y = \frac23"),
+        (r"\frac12 \approx 0.5", "0.5"),
+        (r"\pi \approx 3.14", r"\pi"),
+        ("x ≈ 0.5", r"\frac12"),
+        (r"x \approx 0.5", "x = 0.5"),
+    ]);
+    differ(&[
+        // The rounded tail is not a second answer.
+        (r"y = \frac23 \approx 0.67", "0.67"),
+        (r"y = \frac23 \approx 0.67", "y = 0.67"),
+        (r"5 \approx 7", "7"),
+        (r"\pi \approx 3.14", "3.14"),
+        (r"x = \pi \approx 3.14", "3.14"),
+    ]);
+}

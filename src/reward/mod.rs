@@ -73,13 +73,19 @@
 //!   Percent signs are dropped on either side: `25\% = 25` (judgement call,
 //!   following the corpus rule set: `25\%` is *not* `0.25`). Degrees are not
 //!   converted to radians.
-//! * `x = 5`, `AB = 5`, `\text{Area} = 5`, `f(x) = …`, `(a,b) = (1,2)`
-//!   equal `5` / `…` / `(1,2)`: a name on the left of `=` is dropped when the
-//!   other side has no `=` (in a chain `x = 2+3 = 5` the last part counts).
-//!   A chain without a name must hold throughout (`2+3 = 5` equals `5`;
-//!   `2+3 = 6` states nothing). With `\approx` either end counts
-//!   (`\frac12 \approx 0.5` equals `\frac12` and `0.5`, `\pi \approx 3.14`
-//!   equals `\pi`); a leading `=` or `\approx` is ignored; `\equiv` is `=`.
+//! * `x = 5`, `AB = 5`, `\text{Area} = 5`, `f(x) = …`, `(a,b) = (1,2)`,
+//!   `|PQ| = 2`, `S_1:S_2 = 3:8`, `\frac{AM}{MB} = \frac{1}{\sqrt3}` equal
+//!   `5` / `…` / `(1,2)` / `2` / `3:8` / `\frac{\sqrt3}{3}`: a name (a
+//!   variable, a product of variables or words, its absolute value, or a
+//!   ratio of names) on the left of `=` is dropped, and a chain that starts
+//!   with a name states its final value: `y = 4+3 = 7` is `y = 7`, both
+//!   against `7` and against `y = 7`. A chain without a name must hold
+//!   throughout (`2+3 = 5` equals `5`; `2+3 = 6` states nothing).
+//! * `\approx` starts a rounding, not a second answer: a chain compares by
+//!   its exact part, the parts before the first `\approx` (`y = \frac23
+//!   \approx 0.67` is `y = \frac23`, not 0.67; `\pi \approx 3.14` is `\pi`;
+//!   `5 \approx 7` is only 5). `x \approx 0.5` has no exact part and states
+//!   0.5. A leading `=` or `\approx` is ignored; `\equiv` is `=`.
 //!   Two equations are equal when both sides match (also mirrored) or when
 //!   `lhs − rhs` of one is a constant multiple of the other's
 //!   (`y = 2x+1` = `2x - y + 1 = 0`).

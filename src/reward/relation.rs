@@ -3,7 +3,7 @@
 
 use super::budget::{Budget, Fail};
 use super::compare::{canonical, equiv, ordered, proportional};
-use super::expr::{Expr, RelOp};
+use super::expr::{Expr, Func, RelOp};
 
 pub(super) fn relation(parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
     let parts: Vec<Expr> = parts.into_iter().map(canonical).collect();
@@ -13,7 +13,36 @@ pub(super) fn relation(parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
     if let Some(iv) = inequality_interval(&parts, &ops) {
         return iv;
     }
-    Expr::Rel(parts, ops)
+    named_value(parts, ops)
+}
+
+/// How many leading parts of an `=`/`\approx` chain are exact: those up to
+/// the first `\approx`; what follows it is a rounding of them.
+fn exact_len(ops: &[RelOp]) -> usize {
+    ops.iter()
+        .position(|o| *o == RelOp::Approx)
+        .map_or(ops.len() + 1, |k| k + 1)
+}
+
+/// A chain whose left side names the quantity states one value, the last
+/// part of its exact part: `y = 4+3 = 7` is `y = 7`, `y = \frac23 \approx
+/// 0.67` is `y = \frac23`. Only `x \approx 0.5 \approx …` (no exact part)
+/// keeps its first approximate value.
+fn named_value(mut parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
+    let eqs = ops.iter().all(|o| matches!(o, RelOp::Eq | RelOp::Approx));
+    if parts.len() <= 2 || !eqs || !is_name(&parts[0]) {
+        return Expr::Rel(parts, ops);
+    }
+    let exact = exact_len(&ops);
+    let (k, op) = if exact == 1 {
+        (1, RelOp::Approx)
+    } else {
+        (exact - 1, RelOp::Eq)
+    };
+    let value = parts.swap_remove(k);
+    parts.truncate(1);
+    parts.push(value);
+    Expr::Rel(parts, vec![op])
 }
 
 /// `x < 3` → (−∞, 3); `1 \le x < 2` → [1, 2); `3 > x` → (−∞, 3).
@@ -71,9 +100,12 @@ fn inequality_interval(parts: &[Expr], ops: &[RelOp]) -> Option<Expr> {
 }
 
 /// Is `e` a name that can prefix an answer (`x =`, `AB =`, `\text{Area} =`,
-/// `f(x) =`, `a_1 =`)?
+/// `f(x) =`, `a_1 =`, `|PQ| =`, and ratios of names: `S_1:S_2 =`,
+/// `\frac{AM}{MB} =`)?
 fn is_name(e: &Expr) -> bool {
     match e {
+        Expr::Call(Func::Abs, x) => is_name(x),
+        Expr::Div(x, y) => is_name(x) && is_name(y),
         Expr::Var(_) | Expr::Text(_) | Expr::E | Expr::I => true,
         Expr::Mul(v) => v
             .iter()
@@ -84,11 +116,17 @@ fn is_name(e: &Expr) -> bool {
     }
 }
 
-/// Does an equality chain state `other`? `name = … = value`: the last
-/// part must match. With `\approx` (`\frac12 \approx 0.5`): the first or
-/// the last part. A plain chain (`2 + 3 = 5`) must be true throughout:
-/// every part matches, so `2 + 3 = 6` states nothing.
-pub(super) fn any_stated(rel: &Expr, other: &Expr, rel_is_answer: bool, b: &mut Budget) -> Result<bool, Fail> {
+/// Does an equality chain state `other`? A named chain (already reduced
+/// to `name = value` by [`named_value`]) states its value. Otherwise only
+/// the exact part counts (up to the first `\approx`: `\frac12 \approx 0.5`
+/// states 1/2, `5 \approx 7` states 5, never 7), and it must be true
+/// throughout: every part matches, so `2 + 3 = 6` states nothing.
+pub(super) fn any_stated(
+    rel: &Expr,
+    other: &Expr,
+    rel_is_answer: bool,
+    b: &mut Budget,
+) -> Result<bool, Fail> {
     let Expr::Rel(parts, ops) = rel else {
         return Ok(false);
     };
@@ -102,14 +140,10 @@ pub(super) fn any_stated(rel: &Expr, other: &Expr, rel_is_answer: bool, b: &mut 
             equiv(other, v, b)
         }
     };
-    let last = &parts[parts.len() - 1];
     if is_name(&parts[0]) {
-        return cmp(last, b);
+        return cmp(&parts[parts.len() - 1], b);
     }
-    if ops.contains(&RelOp::Approx) {
-        return Ok(cmp(&parts[0], b)? || cmp(last, b)?);
-    }
-    for p in parts {
+    for p in &parts[..exact_len(ops).min(parts.len())] {
         if !cmp(p, b)? {
             return Ok(false);
         }
