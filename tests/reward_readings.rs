@@ -230,3 +230,53 @@ fn approximation_compares_by_exact_part() {
         (r"x = \pi \approx 3.14", "3.14"),
     ]);
 }
+
+// ---- inequalities as solution sets --------------------------------------------
+
+#[test]
+fn linear_inequalities_are_solution_sets() {
+    same(&[
+        ("-2x > -4", "x < 2"),
+        (r"-2x \ge -4", r"x \le 2"),
+        ("-2x > -4", r"(-\infty, 2)"),
+        (r"-4 < -2x", "x < 2"),
+        (r"2x + 1 \le 3x", r"x \ge 1"),
+        (r"\frac{x}{2} < 1", r"(-\infty, 2)"),
+        (r"1 < 2x - 1 \le 5", "(1, 3]"),
+        ("-1 < -x < 1", "(-1, 1)"),
+        (r"3 - x \ge 0", r"x \le 3"),
+        (r"\sqrt2 < 2x", r"(\frac{\sqrt2}{2}, \infty)"),
+    ]);
+    differ(&[
+        // The sign of the coefficient turns the inequality around.
+        ("-2x > -4", "x > 2"),
+        ("-2x > -4", r"(2, \infty)"),
+        ("-2x > -4", r"(-\infty, -2)"),
+        // Strictness is kept.
+        (r"-2x \ge -4", "x < 2"),
+        ("-2x > -4", r"x \le 2"),
+        ("1 < 2x - 1 < 5", "(1, 3]"),
+        // Not linear: not the interval of the bound.
+        ("x^2 < 4", r"(-\infty, 2)"),
+        ("|x| < 2", r"(-\infty, 2)"),
+        (r"\frac{1}{x} > 2", r"(-\infty, \frac12)"),
+        ("x + y < 3", r"(-\infty, 3)"),
+        (r"x \cdot x + x < 2", "x < 2"),
+        (r"x \cdot x < 4", r"(-\infty, 4)"),
+        ("0x < 1", r"(-\infty, \infty)"),
+    ]);
+}
+
+#[test]
+fn named_quantity_between_bounds_is_an_interval() {
+    same(&[
+        ("0 < g(t) < 2", "(0, 2)"),
+        (r"0 \le f(x) < 2", "[0, 2)"),
+        (r"f(x) \ge 0", r"[0, \infty)"),
+    ]);
+    differ(&[
+        ("0 < g(t) < 2", "[0, 2]"),
+        ("0 < g(t) < 2", "(0, 3)"),
+        ("0 < g(t) < 2", "2"),
+    ]);
+}

@@ -89,8 +89,13 @@
 //!   Two equations are equal when both sides match (also mirrored) or when
 //!   `lhs − rhs` of one is a constant multiple of the other's
 //!   (`y = 2x+1` = `2x - y + 1 = 0`).
-//! * One-variable inequalities are intervals: `x < 3 = (-\infty, 3)`,
-//!   `x \ge 0 = [0, \infty)`, `1 \le x < 2 = [1, 2)`; `x \in S` is `S`;
+//! * One-variable inequalities are intervals (solution sets): `x < 3 =
+//!   (-\infty, 3)`, `x \ge 0 = [0, \infty)`, `1 \le x < 2 = [1, 2)`. Linear
+//!   ones with rational coefficients are solved first, turning around for a
+//!   negative coefficient: `-2x > -4 = x < 2`, `-2x \ge -4 = x \le 2`, `1 <
+//!   2x - 1 \le 5 = (1, 3]`; others (`x^2 < 4`, `|x| < 2`) stay relations.
+//!   A name of distinct variables between bounds is the unknown too: `0 <
+//!   g(t) < 2 = (0, 2)`. `x \in S` is `S`;
 //!   `\mathbb{R} = \text{all real numbers} = (-\infty, \infty)`.
 //! * Tuples and intervals compare elementwise in order and **bracket types
 //!   matter** (`(3,4] ≠ [3,4]`); a parenthesized tuple also matches the same
@@ -159,6 +164,7 @@ mod parser;
 mod primary;
 mod rational;
 mod relation;
+mod solve;
 mod words;
 
 use rayon::prelude::*;

@@ -4,6 +4,7 @@
 use super::budget::{Budget, Fail};
 use super::compare::{canonical, equiv, ordered, proportional};
 use super::expr::{Expr, Func, RelOp};
+use super::solve::isolate;
 
 pub(super) fn relation(parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
     let parts: Vec<Expr> = parts.into_iter().map(canonical).collect();
@@ -45,14 +46,39 @@ fn named_value(mut parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
     Expr::Rel(parts, vec![op])
 }
 
-/// `x < 3` → (−∞, 3); `1 \le x < 2` → [1, 2); `3 > x` → (−∞, 3).
+/// One-variable inequalities as intervals: `x < 3` → (−∞, 3); `1 \le x <
+/// 2` → [1, 2); `3 > x` → (−∞, 3); `0 < g(t) < 2` → (0, 2); and linear
+/// ones solved first (`solve.rs`): `-2x > -4` → (−∞, 2).
 fn inequality_interval(parts: &[Expr], ops: &[RelOp]) -> Option<Expr> {
     let is_ineq = |o: &RelOp| matches!(o, RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge);
     if !ops.iter().all(is_ineq) {
         return None;
     }
+    interval_of(parts, ops).or_else(|| {
+        let (parts, ops) = isolate(parts, ops)?;
+        interval_of(&parts, &ops)
+    })
+}
+
+/// The unknown of an inequality read as a set: a variable, or a name made
+/// of distinct variables such as `g(t)` (read `g·t` by the parser). Not
+/// `|x|` or `x^2`: their solution sets are not the interval of the bound.
+/// At most four factors (a name, not a product: also bounds the work).
+fn is_unknown(e: &Expr) -> bool {
+    match e {
+        Expr::Var(_) => true,
+        Expr::Mul(v) if v.len() <= 4 => v
+            .iter()
+            .enumerate()
+            .all(|(i, x)| matches!(x, Expr::Var(_)) && !v[..i].contains(x)),
+        _ => false,
+    }
+}
+
+/// [`inequality_interval`] for `x op c` and `lo op x op hi` as written.
+fn interval_of(parts: &[Expr], ops: &[RelOp]) -> Option<Expr> {
     let neg_inf = || Expr::Neg(Box::new(Expr::Inf));
-    let is_var = |e: &Expr| matches!(e, Expr::Var(_));
+    let is_var = is_unknown;
     let bound_free = |e: &Expr| {
         let mut v = Vec::new();
         e.vars_into(&mut v);
@@ -74,7 +100,7 @@ fn inequality_interval(parts: &[Expr], ops: &[RelOp]) -> Option<Expr> {
             ),
         }),
         ([c, x], [op]) if is_var(x) && bound_free(c) => {
-            inequality_interval(&[x.clone(), c.clone()], &[op.flipped()])
+            interval_of(&[x.clone(), c.clone()], &[op.flipped()])
         }
         ([lo, x, hi], [o1, o2]) if is_var(x) && bound_free(lo) && bound_free(hi) => {
             let up = matches!(o1, RelOp::Lt | RelOp::Le) && matches!(o2, RelOp::Lt | RelOp::Le);
