@@ -280,3 +280,84 @@ fn named_quantity_between_bounds_is_an_interval() {
         ("0 < g(t) < 2", "2"),
     ]);
 }
+
+// ---- words and units ----------------------------------------------------------
+
+#[test]
+fn percent_words_and_currency_signs() {
+    same(&[
+        ("25 pct", "25"),
+        (r"25 \text{ percentage}", "25"),
+        (r"25\%", "25 pct"),
+        ("2,500.50$", "2500.5"),
+        (r"2{,}500.50\$", "2500.5"),
+        ("€12", "12"),
+        ("12€", "12"),
+        ("£5", "5"),
+        ("2500.50 USD", "2500.5"),
+        ("12 cm²", "12"),
+    ]);
+    differ(&[
+        // Percent is dropped, never converted; units are not converted.
+        ("25 pct", "0.25"),
+        ("50¢", "0.5"),
+        ("12 cm²", "144"),
+        ("€12", "€13"),
+    ]);
+}
+
+#[test]
+fn compound_units_after_a_number() {
+    same(&[
+        ("3.5 m/s", "3.5"),
+        ("60 km/h", "60"),
+        ("9.8 m/s^2", "9.8"),
+        ("9.8 m/s²", "9.8"),
+        (r"\frac72 m/s", "3.5"),
+        ("v = 3.5 m/s", "3.5"),
+        ("(3 m/s, 4 m/s)", "(3, 4)"),
+    ]);
+    differ(&[
+        ("3.5 m/s", "35"),
+        // Not after a number, or not the end of the term: variables.
+        ("2x m/s", "2x"),
+        ("3.5 m/s + 1", "4.5"),
+        ("3 m", "3"),
+        ("3 m/x", "3"),
+    ]);
+}
+
+#[test]
+fn lists_written_with_and() {
+    same(&[
+        (r"1, 2, \text{ and } 3", "1, 2, 3"),
+        ("1, 2, and 3", "3, 2, 1"),
+        (r"1, 2 \text{, and } 3", r"\{1, 2, 3\}"),
+        (r"x = 1 \text{ and } x = 2", "1, 2"),
+    ]);
+    differ(&[
+        (r"1, 2, \text{ and } 3", "1, 2"),
+        (r"1, 2, \text{ and } 3", "1, 2, 3, 4"),
+        (r"12 \text{ or } 13", "12"),
+    ]);
+}
+
+#[test]
+fn several_solutions_as_assignments() {
+    same(&[
+        ("a=1,b=3; a=2,b=5", "(1,3),(2,5)"),
+        ("a=2, b=5; a=1, b=3", "(1,3),(2,5)"),
+        ("a=1,b=3; a=2,b=5", "b=5, a=2; a=1, b=3"),
+        // `;` alone still separates plain items.
+        ("1; 2; 3", "1, 2, 3"),
+        ("x=1; y=2", "(1,2)"),
+    ]);
+    differ(&[
+        ("a=1,b=3; a=2,b=5", "(3,1),(5,2)"),
+        ("a=1,b=3; a=2,b=5", "(1,3)"),
+        ("a=1,b=3; a=2,b=5", "(1,3),(2,5),(3,7)"),
+        // A flat list of the values is not the pairs.
+        ("a=1,b=3; a=2,b=5", "1, 3, 2, 5"),
+        ("a=1,b=3; a=2,b=5", "(1,5),(2,3)"),
+    ]);
+}

@@ -69,10 +69,15 @@
 //!   except that a group directly followed by `/` is a mixed number's
 //!   numerator (`3 200/700 = 3\frac27`).
 //! * Units and labels after a value are dropped: `5\text{ cm}`,
-//!   `8\mbox{ inches}^2`, `12\,\mathrm{cm}`, `10 meters`, `^\circ`, `°`.
-//!   Percent signs are dropped on either side: `25\% = 25` (judgement call,
-//!   following the corpus rule set: `25\%` is *not* `0.25`). Degrees are not
-//!   converted to radians.
+//!   `8\mbox{ inches}^2`, `12\,\mathrm{cm}`, `10 meters`, `12 cm²`,
+//!   `2500 USD`, `^\circ`, `°`; currency signs anywhere (`\$`, `€`, `£`,
+//!   `¥`, `₹`, `¢`: `2,500.50$ = €2500.5 = 2500.5`); a compound unit of
+//!   unit symbols after a number that ends the term (`3.5 m/s`, `60 km/h`,
+//!   `9.8 m/s^2` are the number; a lone letter after a number is still a
+//!   variable: `3 m` is 3·m). Percent is dropped on either side, whether
+//!   `\%`, `pct` or `percentage`: `25\% = 25 pct = 25` (judgement call,
+//!   following the corpus rule set: `25\%` is *not* `0.25`). Units are never
+//!   converted; degrees are not converted to radians.
 //! * `x = 5`, `AB = 5`, `\text{Area} = 5`, `f(x) = …`, `(a,b) = (1,2)`,
 //!   `|PQ| = 2`, `S_1:S_2 = 3:8`, `\frac{AM}{MB} = \frac{1}{\sqrt3}` equal
 //!   `5` / `…` / `(1,2)` / `2` / `3:8` / `\frac{\sqrt3}{3}`: a name (a
@@ -101,10 +106,12 @@
 //!   matter** (`(3,4] ≠ [3,4]`); a parenthesized tuple also matches the same
 //!   items without parentheses (`(1,2)` = `1, 2` = `x=1, y=2`); `\langle
 //!   1, 2 \rangle` is `(1, 2)`.
-//! * Sets `\{…\}` and bare comma lists (and "or"/"and" lists) are unordered
-//!   multisets: `1,-2 = -2, 1`, `a=2, b=3 = b=3, a=2`, `x=1 \text{ or } x=2
-//!   = 1, 2`, but `12 \text{ or } 13 ≠ 12` (hedging: every listed value must
-//!   be matched). Judgement call: a bare list is unordered even when the
+//! * Sets `\{…\}` and bare comma lists (and "or"/"and" lists, also `a, b,
+//!   \text{ and } c`) are unordered multisets: `1,-2 = -2, 1`, `a=2, b=3 =
+//!   b=3, a=2`, `x=1 \text{ or } x=2 = 1, 2`, but `12 \text{ or } 13 ≠ 12`
+//!   (hedging: every listed value must be matched). When `;` and `,` both
+//!   separate, `;` separates solutions: `a=1,b=3; a=2,b=5 = (1,3),(2,5)`
+//!   (each solution's values in written order), never the flat `1,3,2,5`. Judgement call: a bare list is unordered even when the
 //!   question might want an order, since the boxed answer alone cannot tell.
 //!   A one-element set equals its element. Unions of intervals are
 //!   unordered, and equal an "or" list of the same intervals

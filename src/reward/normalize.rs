@@ -2,7 +2,7 @@
 //! a human grader ignores:
 //!
 //! * Unicode math (`−`, `½`, `√2`, `π`, `°`, `≤`, full-width digits) → LaTeX.
-//! * `$`, `\$`, `\%`, `%`, `\displaystyle`, `\left`/`\right`, `\big…`,
+//! * `$`, `\$`, `€`, `£`, `¥`, `\%`, `%`, `\displaystyle`, `\left`/`\right`, `\big…`,
 //!   spacing commands, `^\circ` / `\degree` are dropped.
 //! * `\dfrac`/`\tfrac` → `\frac`, `\dbinom` → `\binom`, `\le`/`\leq` → `\le`.
 //! * Text-like wrappers (`\text`, `\mbox`, `\mathrm`, `\textbf`, `\mathbf`,
@@ -44,6 +44,8 @@ fn map_unicode(s: &str) -> String {
             '\u{03c0}' => r"\pi ",
             '\u{221e}' => r"\infty ",
             '\u{00b0}' | '\u{2218}' => "",
+            // Currency signs, dropped like `$`: `12€`, `£5`, `¥100`, `50¢`.
+            '\u{20ac}' | '\u{00a3}' | '\u{00a5}' | '\u{20b9}' | '\u{00a2}' | '\u{20a9}' => "",
             '\u{2264}' | '\u{2a7d}' => r"\le ",
             '\u{2265}' | '\u{2a7e}' => r"\ge ",
             '\u{2260}' => r"\ne ",

@@ -14,12 +14,17 @@
 //!
 //! Explicit operators and visible brackets keep their meaning: `3 \cdot 2`,
 //! `(3)2`, `3\frac{x}{2}` are products.
+//!
+//! A compound unit written after a number (`3.5 m/s`, `60 km/h`, `9.8
+//! m/s^2`) and ending the term is a unit, dropped like `\text{m/s}`; a lone
+//! letter after a number stays a variable.
 
 use super::budget::Fail;
 use super::expr::Expr;
 use super::lexer::Tok;
 use super::parser::{Parser, INT_DONE, NUM_DONE};
 use super::rational::Rat;
+use super::words::{connective, unit_symbol};
 
 impl Parser<'_> {
     /// Does the next factor start with a number that touches the previous
@@ -88,6 +93,42 @@ impl Parser<'_> {
         let part = proper(&n, &d).filter(|_| !binds).ok_or(Fail::Parse)?;
         set_last(factors, neg, &whole, &part)?;
         Ok(true)
+    }
+
+    /// Length in tokens of a compound unit (`m/s`, `km/h`, `m/s^2`) at the
+    /// cursor, when it follows a number (`factors` has no variable) and
+    /// ends the term; `None` otherwise (then the letters are variables).
+    pub(super) fn compound_unit(&self, factors: &[Expr]) -> Option<usize> {
+        let t = self.toks.get(self.pos..)?;
+        let unit = |i: usize| matches!(t.get(i), Some(Tok::Word(w)) if unit_symbol(w));
+        if !(unit(0) && matches!(t.get(1), Some(Tok::Sym('/'))) && unit(2)) {
+            return None;
+        }
+        let n = match (t.get(3), t.get(4), t.get(5), t.get(6)) {
+            (Some(Tok::Sym('^')), Some(Tok::Num { .. }), _, _) => 5,
+            (
+                Some(Tok::Sym('^')),
+                Some(Tok::Sym('{')),
+                Some(Tok::Num { .. }),
+                Some(Tok::Sym('}')),
+            ) => 7,
+            (Some(Tok::Sym('^')), ..) => return None,
+            _ => 3,
+        };
+        let ends = match t.get(n) {
+            None | Some(Tok::RowSep | Tok::End(_)) => true,
+            Some(Tok::Sym(c)) => matches!(c, ',' | ';' | ')' | ']' | '}' | '=' | '<' | '>' | '&'),
+            Some(Tok::Cmd(c)) => matches!(c.as_str(), "le" | "ge" | "ne" | "approx" | "}"),
+            Some(Tok::Word(w)) => w == "or" || w == "and",
+            Some(Tok::Text(x)) => connective(x),
+            _ => false,
+        };
+        let numeric = factors.iter().all(|f| {
+            let mut v = Vec::new();
+            f.vars_into(&mut v);
+            v.is_empty() && !f.is_structural()
+        });
+        (ends && numeric).then_some(n)
     }
 
     /// The next token as an integer literal (`007` is 7).

@@ -22,7 +22,7 @@ use super::expr::{Expr, RelOp};
 use super::lexer::{lex, Tok};
 use super::normalize::normalize;
 use super::primary::{canonical_name, letter, reals};
-use super::words::{connective, func_word, number_word, unit_word};
+use super::words::{connective, func_word, number_word, unit_symbol, unit_word};
 
 /// Parses one answer or gold string.
 pub fn parse(s: &str, budget: &mut Budget) -> Result<Expr, Fail> {
@@ -296,20 +296,30 @@ impl<'b> Parser<'b> {
         })
     }
 
+    /// Items separated by `,`, `;`, "or", "and" (`a, b, \text{ and } c`:
+    /// a word after a comma joins it). When both `;` and another separator
+    /// occur, `;` separates groups: `a=1, b=3; a=2, b=5` is two solutions,
+    /// each a list (which matches the tuple `(1, 3)`).
     pub(super) fn parse_items(&mut self) -> Result<Vec<Expr>, Fail> {
         let mut items = vec![self.parse_item()?];
+        // Item indices that start a `;` group; whether any other separator.
+        let mut groups = Vec::new();
+        let mut other_sep = false;
         loop {
             self.budget.tick()?;
-            let sep = match self.peek() {
-                Some(Tok::Sym(',' | ';')) => true,
-                Some(Tok::Word(w)) => w == "or" || w == "and",
-                Some(Tok::Text(t)) => connective(t),
-                _ => false,
-            };
-            if !sep {
+            let semicolon = self.peek_sym(';');
+            if !semicolon && !self.peek_connective() {
                 break;
             }
             self.pos += 1;
+            while self.peek_connective() && !self.peek_sym(';') {
+                self.pos += 1;
+            }
+            if semicolon {
+                groups.push(items.len());
+            } else {
+                other_sep = true;
+            }
             // Tolerate a dangling separator before a closer (`1, 2,`).
             if self.at_list_end() {
                 break;
@@ -319,7 +329,35 @@ impl<'b> Parser<'b> {
                 return Err(Fail::Parse);
             }
         }
-        Ok(items)
+        if groups.is_empty() || !other_sep {
+            return Ok(items);
+        }
+        let mut out = Vec::with_capacity(groups.len() + 1);
+        for &start in groups.iter().rev() {
+            let mut g = items.split_off(start.min(items.len()));
+            out.push(if g.len() == 1 {
+                g.pop().unwrap_or(Expr::Huge)
+            } else {
+                Expr::List(g)
+            });
+        }
+        out.push(if items.len() == 1 {
+            items.pop().unwrap_or(Expr::Huge)
+        } else {
+            Expr::List(items)
+        });
+        out.reverse();
+        Ok(out)
+    }
+
+    /// `,`, `;`, "or", "and" (also in `\text{}`).
+    fn peek_connective(&self) -> bool {
+        match self.peek() {
+            Some(Tok::Sym(',' | ';')) => true,
+            Some(Tok::Word(w)) => w == "or" || w == "and",
+            Some(Tok::Text(t)) => connective(t),
+            _ => false,
+        }
     }
 
     pub(super) fn at_list_end(&self) -> bool {
@@ -499,6 +537,10 @@ impl<'b> Parser<'b> {
                     // A unit or label after a value: `12 \text{ cm}^2`.
                     self.pos += 1;
                     self.skip_unit_exponent()?;
+                }
+                Some(Tok::Word(w)) if unit_symbol(w) && self.compound_unit(&factors).is_some() => {
+                    // `3.5 m/s`: a unit, not variables (see `numerals.rs`).
+                    self.pos += self.compound_unit(&factors).unwrap_or(0);
                 }
                 Some(Tok::Word(w)) if unit_word(w) => {
                     self.pos += 1;
