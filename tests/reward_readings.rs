@@ -361,3 +361,47 @@ fn several_solutions_as_assignments() {
         ("a=1,b=3; a=2,b=5", "(1,5),(2,3)"),
     ]);
 }
+
+// ---- matrix expressions -------------------------------------------------------
+
+const A: &str = r"\begin{pmatrix}1&2\\3&4\end{pmatrix}";
+const B: &str = r"\begin{pmatrix}0&1\\1&0\end{pmatrix}";
+
+fn m(s: &str) -> String {
+    format!(r"\begin{{pmatrix}}{s}\end{{pmatrix}}")
+}
+
+#[test]
+fn matrix_expressions_are_evaluated() {
+    same(&[
+        (&format!("{A}+{B}"), &m(r"1&3\\4&4")),
+        (&format!("{A}-{B}"), &m(r"1&1\\2&4")),
+        (&format!("{A}{B}"), &m(r"2&1\\4&3")),
+        (&format!(r"{A} \cdot {B}"), &m(r"2&1\\4&3")),
+        (&format!(r"{B} \times {A}"), &m(r"3&4\\1&2")),
+        (&format!("2{A}"), &m(r"2&4\\6&8")),
+        (&format!("{A}/2"), &m(r"\frac12&1\\\frac32&2")),
+        (&format!("{B}^2"), &m(r"1&0\\0&1")),
+        (&format!("-{A}"), &m(r"-1&-2\\-3&-4")),
+        (&format!(r"{}+{}", m(r"x\\1"), m(r"1\\y")), "(x+1, y+1)"),
+        (&m(r"1&2\\3&4"), A),
+        // vmatrix is the determinant.
+        (r"\begin{vmatrix}1&2\\3&4\end{vmatrix}", "-2"),
+        (r"\begin{vmatrix}a&b\\c&d\end{vmatrix}", "ad-bc"),
+        (r"\begin{vmatrix}2&0&0\\0&3&0\\0&0&4\end{vmatrix}", "24"),
+    ]);
+    differ(&[
+        (&format!("{A}+{B}"), A),
+        // The product is not commutative, nor elementwise.
+        (&format!("{A}{B}"), &m(r"3&4\\1&2")),
+        (&format!("{A}{B}"), &m(r"0&2\\3&0")),
+        // Shapes that do not fit, and a matrix plus a number: no value.
+        (&format!("{A}+{}", m(r"1\\1")), &m(r"2&3\\4&5")),
+        (&format!("{A}+1"), &m(r"2&3\\4&5")),
+        (&format!(r"{A}{}", m(r"1&1")), &m(r"1&1")),
+        // A determinant is not the matrix, nor a norm the matrix.
+        (r"\begin{vmatrix}1&2\\3&4\end{vmatrix}", A),
+        (r"\begin{Vmatrix}1&2\\3&4\end{Vmatrix}", A),
+        (r"\begin{vmatrix}1&2\\3&4\end{vmatrix}", "2"),
+    ]);
+}

@@ -13,6 +13,7 @@ use super::budget::{Budget, Fail, MAX_ITEMS};
 use super::eval::{based_value, div, eval, values_equal, EvalErr, Val};
 use super::expr::Expr;
 use super::extract::clean_gold;
+use super::matrix;
 use super::parser::parse;
 use super::relation::{any_stated, rel_equiv, relation};
 use super::rational::Rat;
@@ -212,6 +213,11 @@ pub fn canonical(e: Expr) -> Expr {
                 .collect(),
         ),
         Expr::Rel(parts, ops) => relation(parts, ops),
+        // `A + B` of matrix literals: the matrix it equals (`matrix.rs`).
+        e if !e.is_structural() && matrix::contains(&e) => match matrix::fold(&e) {
+            Some(m) => canonical(m),
+            None => e,
+        },
         e if !e.is_structural() && e.has_plus_minus() => {
             let v = e.expand_plus_minus();
             if v.len() == 1 {

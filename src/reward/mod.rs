@@ -119,7 +119,12 @@
 //! * `±` expands to both values: `1 \pm \sqrt{19}` = `1+\sqrt{19},
 //!   1-\sqrt{19}`; inside a set it is flattened into the set.
 //! * Matrices compare elementwise; `pmatrix`/`bmatrix` are the same; a
-//!   column or row vector equals the same tuple in parentheses.
+//!   column or row vector equals the same tuple in parentheses. Matrix
+//!   expressions are evaluated like numeric ones: a sum, difference,
+//!   product, scalar multiple or power (up to 8) of literals is the matrix
+//!   it equals (`A+B`, `AB`, `2A`, `A/2`, `B^2`); shapes that do not fit and
+//!   a matrix plus a number have no value. `vmatrix` is the determinant (up
+//!   to 4×4) and `Vmatrix` a norm (`parse_error`): neither is the matrix.
 //! * Numerals with a base, `52_8`: equal to `52_{8}` and to the bare digits
 //!   `52` (judgement call: the question names the base) but not to another
 //!   base (`40_9 ≠ 40_{10}`) nor to the decimal value.
@@ -165,6 +170,7 @@ mod eval;
 mod expr;
 mod extract;
 mod lexer;
+mod matrix;
 mod normalize;
 mod numerals;
 mod parser;

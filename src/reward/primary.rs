@@ -6,6 +6,7 @@
 use super::budget::{Fail, MAX_ITEMS};
 use super::expr::{Expr, Func};
 use super::lexer::Tok;
+use super::matrix::determinant;
 use super::parser::{parse_at_depth, Parser};
 use super::rational::{pow10, Rat};
 use super::words::{func_word, number_word, unit_word};
@@ -449,7 +450,12 @@ impl Parser<'_> {
         if rows.is_empty() || rows.len() * rows[0].len() > MAX_ITEMS {
             return Err(Fail::Parse);
         }
-        Ok(Expr::Matrix(rows))
+        match env {
+            // `vmatrix` is a determinant, `Vmatrix` a norm: not the matrix.
+            "vmatrix" => determinant(&rows).ok_or(Fail::Parse),
+            "Vmatrix" => Err(Fail::Parse),
+            _ => Ok(Expr::Matrix(rows)),
+        }
     }
 }
 
