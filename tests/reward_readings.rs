@@ -4,7 +4,7 @@
 //! test pairs the accepted reading with must-reject cases for the readings
 //! that used to be accepted as well.
 
-use scalerl::reward::{answers_equivalent, check_answer, Gold, Reason, RewardConfig};
+use scalerl::reward::{answers_equivalent, check_answer, grade, Gold, Reason, RewardConfig};
 
 #[track_caller]
 fn same(pairs: &[(&str, &str)]) {
@@ -77,6 +77,8 @@ fn frac_after_an_integer_is_mixed_only_when_proper() {
         (r"-3\frac25", "-3.4"),
         (r"2 \cdot 3\frac12", "7"),
         (r"2 \cdot -3\frac12", "-7"),
+        (r"\sin 3\frac12", r"\sin 3.5"),
+        (r"\sin 3 1/2", r"\sin 3.5"),
         // Not numeric literals: a product, as before.
         (r"2\frac{x}{2}", "x"),
         (r"2\frac{\pi}{2}", r"\pi"),
@@ -92,6 +94,7 @@ fn frac_after_an_integer_is_mixed_only_when_proper() {
         (r"3\frac12^2", "0.75"),
         (r"3\frac12^2", "12.25"),
         (r"{3}\frac12", "1.5"),
+        (r"\sin 3\frac12", r"\sin 1.5"),
     ]);
     unreadable(&[
         r"2\frac{3}{2}",
@@ -404,4 +407,171 @@ fn matrix_expressions_are_evaluated() {
         (r"\begin{Vmatrix}1&2\\3&4\end{Vmatrix}", A),
         (r"\begin{vmatrix}1&2\\3&4\end{vmatrix}", "2"),
     ]);
+}
+
+// ---- DeepScaleR's deliberate rules are kept ---------------------------------------
+
+#[test]
+fn deepscaler_rules_are_kept() {
+    let cfg = RewardConfig::default();
+    // The last box only, even when an earlier one is right and the last
+    // one has no reading.
+    let g = Gold::from("7");
+    let r = grade(r"</think>\boxed{7} or \boxed{3 2}", &g, &cfg);
+    assert_eq!(r.reason, Reason::ParseError);
+    assert_eq!(
+        grade(r"</think>\boxed{3 2} or \boxed{7}", &g, &cfg).reason,
+        Reason::Correct
+    );
+    differ(&[
+        // Exact answers: no rounding tolerance, also not through `\approx`.
+        ("3.14", r"\pi"),
+        ("0.67", r"\frac23"),
+        (r"\frac23 \approx 0.67", "0.67"),
+        // No degree conversion, no percent conversion.
+        (r"90^\circ", r"\frac{\pi}{2}"),
+        (r"25\%", "0.25"),
+    ]);
+}
+
+// ---- properties over random cases ------------------------------------------------
+
+/// Deterministic xorshift, so failures reproduce without a crate.
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn frac(n: i64, d: i64) -> String {
+    format!(r"\frac{{{n}}}{{{d}}}")
+}
+
+/// `a b/c` matches its mixed value and neither the product a·b/c nor the
+/// concatenation ab/c (where those are different numbers); an improper
+/// fraction has no reading.
+#[test]
+fn property_mixed_number_has_one_reading() {
+    let mut seed = 0x853c49e6748fea9bu64;
+    for _ in 0..300 {
+        let a = (rng(&mut seed) % 60) as i64;
+        let c = 2 + (rng(&mut seed) % 40) as i64;
+        let b = 1 + (rng(&mut seed) % (c - 1) as u64) as i64;
+        let ans = format!("{a} {b}/{c}");
+        let mixed = a * c + b;
+        let concat: i64 = format!("{a}{b}").parse().expect("digits");
+        assert!(answers_equivalent(&ans, &frac(mixed, c)), "{ans}");
+        assert!(
+            answers_equivalent(&format!("-{ans}"), &frac(-mixed, c)),
+            "-{ans}"
+        );
+        if a * b != mixed {
+            assert!(
+                !answers_equivalent(&ans, &frac(a * b, c)),
+                "{ans} as a product"
+            );
+        }
+        if concat != mixed {
+            assert!(
+                !answers_equivalent(&ans, &frac(concat, c)),
+                "{ans} concatenated"
+            );
+        }
+        let improper = format!("{} {}/{c}", a + 1, c + b);
+        let r = check_answer(&improper, &Gold::from("1"), &RewardConfig::default());
+        assert_eq!(r, Reason::ParseError, "{improper}");
+    }
+}
+
+/// `p \approx q` and `y = p \approx q` state p only.
+#[test]
+fn property_approximation_states_its_exact_part() {
+    let mut seed = 0x2545f4914f6cdd1du64;
+    for _ in 0..200 {
+        let p = (rng(&mut seed) % 1000) as i64 - 500;
+        let q = p + 1 + (rng(&mut seed) % 50) as i64;
+        for ans in [format!(r"{p} \approx {q}"), format!(r"y = {p} \approx {q}")] {
+            assert!(answers_equivalent(&ans, &p.to_string()), "{ans}");
+            assert!(!answers_equivalent(&ans, &q.to_string()), "{ans}");
+        }
+    }
+}
+
+/// `k x op c` is the interval on the right side of c/k, turned around for
+/// a negative k, and never the other side or the other strictness.
+#[test]
+fn property_linear_inequality_direction() {
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let ops = [
+        ("<", false, false),
+        (r"\le", false, true),
+        (">", true, false),
+        (r"\ge", true, true),
+    ];
+    for _ in 0..200 {
+        let k = match (rng(&mut seed) % 19) as i64 - 9 {
+            0 => 3,
+            k => k,
+        };
+        let c = (rng(&mut seed) % 41) as i64 - 20;
+        let (op, greater, closed) = ops[(rng(&mut seed) % 4) as usize];
+        let ans = format!("{k}x {op} {c}");
+        let bound = frac(c, k);
+        let up = greater == (k > 0);
+        let interval = |up: bool, closed: bool| {
+            let (l, r) = if closed { ('[', ']') } else { ('(', ')') };
+            if up {
+                format!(r"{l}{bound}, \infty)")
+            } else {
+                format!(r"(-\infty, {bound}{r}")
+            }
+        };
+        assert!(answers_equivalent(&ans, &interval(up, closed)), "{ans}");
+        assert!(!answers_equivalent(&ans, &interval(!up, closed)), "{ans}");
+        assert!(!answers_equivalent(&ans, &interval(up, !closed)), "{ans}");
+    }
+}
+
+/// Sums and products of random 2×2 integer matrices equal their values;
+/// `AB` is not `BA` where the two differ.
+#[test]
+fn property_matrix_arithmetic() {
+    let mut seed = 0xdeadbeefcafef00du64;
+    let mut mat = |seed: &mut u64| -> [[i64; 2]; 2] {
+        let mut v = || (rng(seed) % 11) as i64 - 5;
+        [[v(), v()], [v(), v()]]
+    };
+    let tex = |x: [[i64; 2]; 2]| {
+        m(&format!(
+            r"{}&{}\\{}&{}",
+            x[0][0], x[0][1], x[1][0], x[1][1]
+        ))
+    };
+    let prod = |x: [[i64; 2]; 2], y: [[i64; 2]; 2]| {
+        let e = |i: usize, j: usize| x[i][0] * y[0][j] + x[i][1] * y[1][j];
+        [[e(0, 0), e(0, 1)], [e(1, 0), e(1, 1)]]
+    };
+    for _ in 0..100 {
+        let (a, b) = (mat(&mut seed), mat(&mut seed));
+        let sum = [
+            [a[0][0] + b[0][0], a[0][1] + b[0][1]],
+            [a[1][0] + b[1][0], a[1][1] + b[1][1]],
+        ];
+        assert!(answers_equivalent(
+            &format!("{}+{}", tex(a), tex(b)),
+            &tex(sum)
+        ));
+        let (ab, ba) = (prod(a, b), prod(b, a));
+        assert!(answers_equivalent(
+            &format!("{}{}", tex(a), tex(b)),
+            &tex(ab)
+        ));
+        if ab != ba {
+            assert!(!answers_equivalent(
+                &format!("{}{}", tex(a), tex(b)),
+                &tex(ba)
+            ));
+        }
+    }
 }

@@ -386,11 +386,11 @@ impl Parser<'_> {
             if is_func || !self.starts_factor() {
                 break;
             }
-            // `\sin 2 3`: a number right after a number has no reading.
-            if self.glued_number(factors.last()) {
-                return Err(Fail::Parse);
+            // Mixed numbers and numbers next to numbers read as in a term
+            // (`\sin 3\frac12` is sin 3.5, `\sin 2 3` has no reading).
+            if !self.juxtaposed_number(&mut factors)? {
+                factors.push(self.parse_power()?);
             }
-            factors.push(self.parse_power()?);
         }
         Ok(if factors.len() == 1 {
             factors.pop().unwrap_or(Expr::Huge)
