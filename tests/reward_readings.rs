@@ -168,8 +168,15 @@ fn unending_sequence_is_not_its_finite_start() {
         ("0.333...", r"\frac13"),
         ("0.333...", "0.333"),
     ]);
-    // A sentence period is still dropped.
-    same(&[("5.", "5"), ("1, 2, 3.", "1, 2, 3")]);
+    // A sentence period is still dropped; an unending sequence equals
+    // itself however its dots are written.
+    same(&[
+        ("5.", "5"),
+        ("1, 2, 3.", "1, 2, 3"),
+        ("1, 2, 3, ...", r"1, 2, 3, \ldots"),
+        (r"1, 2, 3, \dots", "1, 2, 3, …"),
+    ]);
+    differ(&[("1, 2, 4, ...", r"1, 2, 3, \ldots")]);
 }
 
 // ---- equations and chains ---------------------------------------------------
@@ -351,6 +358,7 @@ fn several_solutions_as_assignments() {
         ("a=1,b=3; a=2,b=5", "(1,3),(2,5)"),
         ("a=2, b=5; a=1, b=3", "(1,3),(2,5)"),
         ("a=1,b=3; a=2,b=5", "b=5, a=2; a=1, b=3"),
+        ("(a=1, b=3; a=2, b=5;)", "(1,3),(2,5)"),
         // `;` alone still separates plain items.
         ("1; 2; 3", "1, 2, 3"),
         ("x=1; y=2", "(1,2)"),

@@ -111,7 +111,13 @@ fn text_key(s: &str) -> String {
 /// Fallback key when a side cannot be parsed: like [`text_key`] but keeps
 /// symbols, so `--5` does not become `5`.
 fn loose_key(s: &str) -> String {
-    let key = squash(strip_text_commands(s).chars(), |c| {
+    // Unending sequences match however the dots are written.
+    let s = s
+        .replace(r"\ldots", "...")
+        .replace(r"\cdots", "...")
+        .replace(r"\dots", "...")
+        .replace('…', "...");
+    let key = squash(strip_text_commands(&s).chars(), |c| {
         c.is_whitespace() || matches!(c, '{' | '}' | '$')
     });
     key.chars().flat_map(char::to_lowercase).collect()

@@ -28,7 +28,8 @@
 //!   \text{Day 12}`).
 //! * An answer ending in `...` (an unending sequence) is not the finite list
 //!   before it: `1, 2, 3, ... ≠ 1, 2, 3` (the dots are not a sentence
-//!   period; `\ldots` likewise).
+//!   period; `\ldots` likewise). It equals the same sequence written with
+//!   other dots (`1, 2, 3, \ldots`), compared as text.
 //!
 //! # Equivalence rules (what a careful human grader accepts)
 //! * Identical text (ignoring whitespace and `$`, but not a space between

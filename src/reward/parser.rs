@@ -333,19 +333,15 @@ impl<'b> Parser<'b> {
             return Ok(items);
         }
         let mut out = Vec::with_capacity(groups.len() + 1);
+        groups.insert(0, 0);
         for &start in groups.iter().rev() {
             let mut g = items.split_off(start.min(items.len()));
-            out.push(if g.len() == 1 {
-                g.pop().unwrap_or(Expr::Huge)
-            } else {
-                Expr::List(g)
-            });
+            match g.len() {
+                0 => {} // a dangling `;`
+                1 => out.push(g.pop().unwrap_or(Expr::Huge)),
+                _ => out.push(Expr::List(g)),
+            }
         }
-        out.push(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::Huge)
-        } else {
-            Expr::List(items)
-        });
         out.reverse();
         Ok(out)
     }
