@@ -142,6 +142,25 @@ fn a_number_right_after_a_number_is_unreadable() {
 }
 
 #[test]
+fn a_word_is_not_math_without_its_signs() {
+    differ(&[
+        (r"\text{x}", "-x"),
+        (r"\text{xy}", "x+y"),
+        (r"\mathrm{ab}", "a-b"),
+        (r"\text{x y}", "x/y"),
+        (r"\text{x - y}", r"\text{x + y}"),
+        (r"\text{x - y}, 1", r"\text{x + y}, 1"),
+    ]);
+    same(&[
+        (r"\mathrm{Ne}", "Ne"),
+        (r"\text{no solution}", "No Solution"),
+        (r"\text{No solution.}", r"\text{no solution}"),
+        (r"\text{Evelyn}", "evelyn"),
+        (r"\text{x - y}", r"\text{x-y}"),
+    ]);
+}
+
+#[test]
 fn thousands_groups_written_with_spaces() {
     same(&[
         ("1 000", "1000"),

@@ -55,11 +55,18 @@ pub fn check(answer: &str, gold: &str, b: &mut Budget) -> Result<bool, Fail> {
             }
         }
     };
-    // A word on either side (`\mathrm{Ne}` vs `Ne`): compare as text.
-    if (matches!(a, Expr::Text(_)) || matches!(g, Expr::Text(_)))
-        && text_key(answer) == text_key(gold)
-    {
-        return Ok(true);
+    // A word on either side (`\mathrm{Ne}` vs `Ne`): compare as text. Two
+    // words by their letters and digits (and signs); a word against math
+    // keeps the math's symbols: `\text{x}` is not `-x`, `\text{xy}` not
+    // `x+y` (dropping them would be a second, wider reading).
+    match (matches!(a, Expr::Text(_)), matches!(g, Expr::Text(_))) {
+        (true, true) if words_equal(answer, gold) => return Ok(true),
+        (true, false) | (false, true)
+            if loose_key(answer) == loose_key(gold) && !loose_key(gold).is_empty() =>
+        {
+            return Ok(true)
+        }
+        _ => {}
     }
     let a = canonical(a);
     let g = canonical(g);
@@ -106,6 +113,14 @@ fn strip_text_commands(s: &str) -> String {
 fn text_key(s: &str) -> String {
     let key = squash(strip_text_commands(s).chars(), |c| !c.is_alphanumeric());
     key.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// Words are equal when their letters and digits are, and so are the math
+/// signs they carry: `\text{No solution.}` = `no solution`, but `\text{x -
+/// y}` ≠ `\text{x + y}`.
+fn words_equal(x: &str, y: &str) -> bool {
+    let signs = |s: &str| -> String { s.chars().filter(|c| "+-*/^=<>|!".contains(*c)).collect() };
+    text_key(x) == text_key(y) && signs(x) == signs(y)
 }
 
 /// Fallback key when a side cannot be parsed: like [`text_key`] but keeps
@@ -254,7 +269,7 @@ pub fn equiv(a: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
     b.tick()?;
     use Expr::*;
     match (a, g) {
-        (Text(x), Text(y)) => Ok(text_key(x) == text_key(y)),
+        (Text(x), Text(y)) => Ok(words_equal(x, y)),
         (Rel(..), Rel(..)) => {
             if rel_equiv(a, g, b)? {
                 return Ok(true);

@@ -133,8 +133,10 @@
 //!   answer with the same letter in any case and wrapping (`c`, `(C)`,
 //!   `\textbf{(C)}`, `(C) 12`, `\displaystyle \text{(C)}`). A gold that
 //!   carries the option's value, `\textbf{(A) } 12`, accepts `A` or `12`.
-//! * Words are compared case-insensitively on letters and digits
-//!   (`\text{Evelyn} = Evelyn`, `\mathrm{Ne} = Ne`); a whole answer of
+//! * Words are compared case-insensitively on letters and digits (and
+//!   their math signs: `\text{x - y} ≠ \text{x + y}`) (`\text{Evelyn} =
+//!   Evelyn`); a word against math keeps the math's symbols (`\mathrm{Ne} =
+//!   Ne`, but `\text{x} ≠ -x`, `\text{xy} ≠ x+y`); a whole answer of
 //!   words (3+ letters, not a function name) is text, not a product of
 //!   variables; number words `zero`…`twenty` are numbers. A gold we cannot
 //!   parse is compared with the answer as text (whitespace, braces and `$`
