@@ -36,8 +36,8 @@
 //!   two numbers) is always equal.
 //! * Numbers are exact rationals: `\frac12 = 1/2 = 0.5 = .5 = \dfrac{2}{4}`,
 //!   `28 = 28.00 = 028`, `3\frac12 = 3 1/2 = 3.5` (mixed numbers, above),
-//!   `0.\overline{3} = 1/3`,
-//!   `2.88 \times 10^4 = 28800 = 2.88e4`, `\sqrt{81} = 9`, `3! = 6`,
+//!   `0.\overline{3} = 1/3`, `2.88 \times 10^4 = 28800 = 2.88e4`,
+//!   `\sqrt{81} = 9`, `3! = 6`,
 //!   `\binom52 = 10`, `2^{10} = 1024`, `10^{5000}` = its 5001-digit integer.
 //! * **Truncated decimals are not equal**: `0.333 ≠ 1/3`,
 //!   `0.3333333333 ≠ 1/3` (both sides exact → exact comparison).
@@ -56,7 +56,8 @@
 //! * `e` is Euler's number, `i` the imaginary unit, `\pi` is π;
 //!   `\log` is base 10, `\ln` natural, `\log_b` base b; trig in radians;
 //!   `\sin^{-1}` is arcsin; `\sin^2 x = (\sin x)^2`.
-//! * `\cdot`, `\times`, `*`, juxtaposition all multiply; `a/b`, `\frac`,
+//! * `\cdot`, `\times`, `*`, juxtaposition (except of two numbers, above)
+//!   all multiply; `a/b`, `\frac`,
 //!   `\div` divide, and a ratio `a:b` is read as a/b (judgement call:
 //!   `1:2` = `\frac12`); `^` binds tighter than implicit multiplication;
 //!   `2^10` means 2^{10}; `a/bc` is (a/b)·c.
@@ -112,8 +113,9 @@
 //!   b=3, a=2`, `x=1 \text{ or } x=2 = 1, 2`, but `12 \text{ or } 13 ≠ 12`
 //!   (hedging: every listed value must be matched). When `;` and `,` both
 //!   separate, `;` separates solutions: `a=1,b=3; a=2,b=5 = (1,3),(2,5)`
-//!   (each solution's values in written order), never the flat `1,3,2,5`. Judgement call: a bare list is unordered even when the
-//!   question might want an order, since the boxed answer alone cannot tell.
+//!   (each solution's values in written order), never the flat `1,3,2,5`.
+//!   Judgement call: a bare list is unordered even when the question might
+//!   want an order, since the boxed answer alone cannot tell.
 //!   A one-element set equals its element. Unions of intervals are
 //!   unordered, and equal an "or" list of the same intervals
 //!   (`x<-1 \text{ or } x>1`). `\emptyset = \varnothing = \{\}`.
@@ -133,14 +135,14 @@
 //!   answer with the same letter in any case and wrapping (`c`, `(C)`,
 //!   `\textbf{(C)}`, `(C) 12`, `\displaystyle \text{(C)}`). A gold that
 //!   carries the option's value, `\textbf{(A) } 12`, accepts `A` or `12`.
-//! * Words are compared case-insensitively on letters and digits (and
-//!   their math signs: `\text{x - y} ≠ \text{x + y}`) (`\text{Evelyn} =
-//!   Evelyn`); a word against math keeps the math's symbols (`\mathrm{Ne} =
-//!   Ne`, but `\text{x} ≠ -x`, `\text{xy} ≠ x+y`); a whole answer of
-//!   words (3+ letters, not a function name) is text, not a product of
-//!   variables; number words `zero`…`twenty` are numbers. A gold we cannot
-//!   parse is compared with the answer as text (whitespace, braces and `$`
-//!   ignored).
+//! * Words are compared case-insensitively on letters and digits, and must
+//!   carry the same math signs (`\text{Evelyn} = Evelyn`, `\text{x - y} ≠
+//!   \text{x + y}`). A word against math keeps the math's symbols
+//!   (`\mathrm{Ne} = Ne`, but `\text{x} ≠ -x`, `\text{xy} ≠ x+y`). A whole
+//!   answer of words (3+ letters, not a function name) is text, not a
+//!   product of variables; number words `zero`…`twenty` are numbers. A gold
+//!   we cannot parse is compared with the answer as text (whitespace,
+//!   braces and `$` ignored, except between two numbers).
 //! * Unicode: `−5`, `½`, `√2`, `π`, `45°`, `×`, `≤`, `10⁻³`, full-width
 //!   digits; `\operatorname{arcsin}` is `\arcsin`.
 //!
