@@ -23,7 +23,7 @@ use super::rational::Rat;
 pub fn check(answer: &str, gold: &str, b: &mut Budget) -> Result<bool, Fail> {
     let gold = clean_gold(gold);
     let answer = answer.trim();
-    if compact(answer) == compact(gold) {
+    if same_text(answer, gold) {
         return Ok(true);
     }
     if let Some(g) = choice_letter(gold, true) {
@@ -73,32 +73,68 @@ pub fn check(answer: &str, gold: &str, b: &mut Budget) -> Result<bool, Fail> {
     equiv(&a, &g, b)
 }
 
-/// Whitespace and `$` are not significant, except between two numbers:
-/// `3 2/5` is not the text `32/5` (see [`squash`]).
-fn compact(s: &str) -> String {
-    squash(s.chars(), |c| c.is_whitespace() || c == '$')
+/// Identical text: whitespace and `$` are not significant, except between
+/// two numbers (`3 2/5` is not the text `32/5`, see [`Squash`]). Compared
+/// lazily: most pairs differ within a few characters.
+fn same_text(a: &str, b: &str) -> bool {
+    let drop = |c: char| c.is_whitespace() || c == '$';
+    Squash::new(a, drop).eq(Squash::new(b, drop))
 }
 
-/// `chars` without the `dropped` ones, except that a run of dropped
+/// `s` without the `dropped` characters, except that a run of dropped
 /// characters between two digits (or a digit and a decimal point) leaves one
 /// space: comparing text must not join `3 2` into `32` or `3{2}` into `32`,
 /// a reading the parser refuses.
-fn squash(chars: impl Iterator<Item = char>, dropped: impl Fn(char) -> bool) -> String {
-    let numeric = |c: char| c.is_ascii_digit() || c == '.';
-    let mut out = String::new();
-    let mut gap = false;
-    for c in chars {
-        if dropped(c) {
-            gap = true;
-            continue;
+fn squash(s: &str, dropped: impl Fn(char) -> bool) -> String {
+    Squash::new(s, dropped).collect()
+}
+
+/// The characters of [`squash`], one at a time.
+struct Squash<'a, F> {
+    chars: std::str::Chars<'a>,
+    dropped: F,
+    /// Was the last character given out a digit or a point?
+    after_number: bool,
+    /// A character held back while the separating space is given out.
+    held: Option<char>,
+}
+
+impl<'a, F: Fn(char) -> bool> Squash<'a, F> {
+    fn new(s: &'a str, dropped: F) -> Self {
+        Squash {
+            chars: s.chars(),
+            dropped,
+            after_number: false,
+            held: None,
         }
-        if gap && numeric(c) && out.ends_with(numeric) {
-            out.push(' ');
-        }
-        gap = false;
-        out.push(c);
     }
-    out
+}
+
+impl<F: Fn(char) -> bool> Iterator for Squash<'_, F> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        let numeric = |c: char| c.is_ascii_digit() || c == '.';
+        if let Some(c) = self.held.take() {
+            self.after_number = numeric(c);
+            return Some(c);
+        }
+        let mut gap = false;
+        loop {
+            let c = self.chars.next()?;
+            if (self.dropped)(c) {
+                gap = true;
+                continue;
+            }
+            if gap && self.after_number && numeric(c) {
+                self.held = Some(c);
+                self.after_number = false;
+                return Some(' ');
+            }
+            self.after_number = numeric(c);
+            return Some(c);
+        }
+    }
 }
 
 /// Without the text-mode commands whose argument is compared as plain text.
@@ -111,7 +147,7 @@ fn strip_text_commands(s: &str) -> String {
 /// Numbers keep their separation (`Day 1 2` is not `Day 12`, `3.5` not
 /// `35`).
 fn text_key(s: &str) -> String {
-    let key = squash(strip_text_commands(s).chars(), |c| !c.is_alphanumeric());
+    let key = squash(&strip_text_commands(s), |c| !c.is_alphanumeric());
     key.chars().flat_map(char::to_lowercase).collect()
 }
 
@@ -132,7 +168,7 @@ fn loose_key(s: &str) -> String {
         .replace(r"\cdots", "...")
         .replace(r"\dots", "...")
         .replace('…', "...");
-    let key = squash(strip_text_commands(&s).chars(), |c| {
+    let key = squash(&strip_text_commands(&s), |c| {
         c.is_whitespace() || matches!(c, '{' | '}' | '$')
     });
     key.chars().flat_map(char::to_lowercase).collect()

@@ -80,7 +80,7 @@ fn value(e: &Expr, work: &mut usize) -> Option<V> {
             _ => return None,
         },
         Expr::Pow(x, k) => match value(x, work)? {
-            V::Scalar(s) if !contains(k) => V::Scalar(Expr::Pow(Box::new(s), k.clone())),
+            V::Scalar(s) if !anywhere(k) => V::Scalar(Expr::Pow(Box::new(s), k.clone())),
             V::Matrix(m) => {
                 let k = match &**k {
                     Expr::Num(r) => r.to_i64().filter(|k| (1..=MAX_POWER).contains(k))?,
@@ -94,7 +94,7 @@ fn value(e: &Expr, work: &mut usize) -> Option<V> {
             }
             _ => return None,
         },
-        e if contains(e) => return None, // `\sqrt{A}`, `|A|`, …
+        e if anywhere(e) => return None, // `\sqrt{A}`, `|A|`, …
         e => V::Scalar(e.clone()),
     })
 }
@@ -162,8 +162,23 @@ fn mul(a: V, b: V, work: &mut usize) -> Option<V> {
     })
 }
 
-/// Does a scalar tree contain a matrix literal?
+/// Is there a matrix literal among the operands of `+ − · / ^` at the top
+/// of `e`? Only those are folded; a matrix under any other node (`\sqrt`,
+/// `|…|`) gives [`value`] nothing to compute. No allocation: this runs on
+/// every scalar answer.
 pub(super) fn contains(e: &Expr) -> bool {
+    match e {
+        Expr::Matrix(_) => true,
+        Expr::Neg(x) => contains(x),
+        Expr::Add(v) | Expr::Mul(v) => v.iter().any(contains),
+        Expr::Div(x, y) | Expr::Pow(x, y) => contains(x) || contains(y),
+        _ => false,
+    }
+}
+
+/// Is there a matrix literal anywhere in a scalar tree? (Only while
+/// folding, so the allocation is rare.)
+fn anywhere(e: &Expr) -> bool {
     let mut stack = vec![e];
     while let Some(x) = stack.pop() {
         if matches!(x, Expr::Matrix(_)) {

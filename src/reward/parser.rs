@@ -22,7 +22,7 @@ use super::expr::{Expr, RelOp};
 use super::lexer::{lex, Tok};
 use super::normalize::normalize;
 use super::primary::{canonical_name, letter, reals};
-use super::words::{connective, func_word, number_word, unit_symbol, unit_word};
+use super::words::{connective, func_word, number_word, unit_word};
 
 /// Parses one answer or gold string.
 pub fn parse(s: &str, budget: &mut Budget) -> Result<Expr, Fail> {
@@ -534,7 +534,10 @@ impl<'b> Parser<'b> {
                     self.pos += 1;
                     self.skip_unit_exponent()?;
                 }
-                Some(Tok::Word(w)) if unit_symbol(w) && self.compound_unit(&factors).is_some() => {
+                Some(Tok::Word(_))
+                    if matches!(self.toks.get(self.pos + 1), Some(Tok::Sym('/')))
+                        && self.compound_unit(&factors).is_some() =>
+                {
                     // `3.5 m/s`: a unit, not variables (see `numerals.rs`).
                     self.pos += self.compound_unit(&factors).unwrap_or(0);
                 }
