@@ -217,8 +217,10 @@ fn mixed_and_repeating() {
         (r"0.\overline{18}", r"\frac{2}{11}"),
         (r"0.1\overline{6}", r"\frac16"),
     ]);
-    // Not a mixed number: the fraction is improper or not numeric.
-    same(&[(r"2\frac{3}{2}", "3"), (r"2\frac{x}{2}", "x")]);
+    // Not a mixed number: the fraction is not numeric (a product). An
+    // improper one has no single reading (tests/reward_readings.rs).
+    same(&[(r"2\frac{x}{2}", "x")]);
+    differ(&[(r"2\frac{3}{2}", "3"), (r"2\frac{3}{2}", r"\frac72")]);
 }
 
 #[test]

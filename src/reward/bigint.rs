@@ -218,7 +218,7 @@ impl BigUint {
         r
     }
 
-    fn trailing_zeros(&self) -> u64 {
+    pub fn trailing_zeros(&self) -> u64 {
         let mut n = 0;
         for &l in &self.limbs {
             if l == 0 {

@@ -11,9 +11,11 @@
 
 use super::budget::{Budget, Fail, MAX_ITEMS};
 use super::eval::{based_value, div, eval, values_equal, EvalErr, Val};
-use super::expr::{Expr, RelOp};
+use super::expr::Expr;
 use super::extract::clean_gold;
+use super::matrix;
 use super::parser::parse;
+use super::relation::{any_stated, rel_equiv, relation};
 use super::rational::Rat;
 
 /// Full equivalence check of an answer string against one gold string.
@@ -21,7 +23,7 @@ use super::rational::Rat;
 pub fn check(answer: &str, gold: &str, b: &mut Budget) -> Result<bool, Fail> {
     let gold = clean_gold(gold);
     let answer = answer.trim();
-    if compact(answer) == compact(gold) {
+    if same_text(answer, gold) {
         return Ok(true);
     }
     if let Some(g) = choice_letter(gold, true) {
@@ -53,22 +55,86 @@ pub fn check(answer: &str, gold: &str, b: &mut Budget) -> Result<bool, Fail> {
             }
         }
     };
-    // A word on either side (`\mathrm{Ne}` vs `Ne`): compare as text.
-    if (matches!(a, Expr::Text(_)) || matches!(g, Expr::Text(_)))
-        && text_key(answer) == text_key(gold)
-    {
-        return Ok(true);
+    // A word on either side (`\mathrm{Ne}` vs `Ne`): compare as text. Two
+    // words by their letters and digits (and signs); a word against math
+    // keeps the math's symbols: `\text{x}` is not `-x`, `\text{xy}` not
+    // `x+y` (dropping them would be a second, wider reading).
+    match (matches!(a, Expr::Text(_)), matches!(g, Expr::Text(_))) {
+        (true, true) if words_equal(answer, gold) => return Ok(true),
+        (true, false) | (false, true)
+            if loose_key(answer) == loose_key(gold) && !loose_key(gold).is_empty() =>
+        {
+            return Ok(true)
+        }
+        _ => {}
     }
     let a = canonical(a);
     let g = canonical(g);
     equiv(&a, &g, b)
 }
 
-/// Whitespace and `$` are never significant.
-fn compact(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace() && *c != '$')
-        .collect()
+/// Identical text: whitespace and `$` are not significant, except between
+/// two numbers (`3 2/5` is not the text `32/5`, see [`Squash`]). Compared
+/// lazily: most pairs differ within a few characters.
+fn same_text(a: &str, b: &str) -> bool {
+    let drop = |c: char| c.is_whitespace() || c == '$';
+    Squash::new(a, drop).eq(Squash::new(b, drop))
+}
+
+/// `s` without the `dropped` characters, except that a run of dropped
+/// characters between two digits (or a digit and a decimal point) leaves one
+/// space: comparing text must not join `3 2` into `32` or `3{2}` into `32`,
+/// a reading the parser refuses.
+fn squash(s: &str, dropped: impl Fn(char) -> bool) -> String {
+    Squash::new(s, dropped).collect()
+}
+
+/// The characters of [`squash`], one at a time.
+struct Squash<'a, F> {
+    chars: std::str::Chars<'a>,
+    dropped: F,
+    /// Was the last character given out a digit or a point?
+    after_number: bool,
+    /// A character held back while the separating space is given out.
+    held: Option<char>,
+}
+
+impl<'a, F: Fn(char) -> bool> Squash<'a, F> {
+    fn new(s: &'a str, dropped: F) -> Self {
+        Squash {
+            chars: s.chars(),
+            dropped,
+            after_number: false,
+            held: None,
+        }
+    }
+}
+
+impl<F: Fn(char) -> bool> Iterator for Squash<'_, F> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        let numeric = |c: char| c.is_ascii_digit() || c == '.';
+        if let Some(c) = self.held.take() {
+            self.after_number = numeric(c);
+            return Some(c);
+        }
+        let mut gap = false;
+        loop {
+            let c = self.chars.next()?;
+            if (self.dropped)(c) {
+                gap = true;
+                continue;
+            }
+            if gap && self.after_number && numeric(c) {
+                self.held = Some(c);
+                self.after_number = false;
+                return Some(' ');
+            }
+            self.after_number = numeric(c);
+            return Some(c);
+        }
+    }
 }
 
 /// Without the text-mode commands whose argument is compared as plain text.
@@ -78,22 +144,34 @@ fn strip_text_commands(s: &str) -> String {
 
 /// Letters and digits only, lowercased: how words are compared
 /// (`\text{Evelyn}` = `Evelyn`, `\text{(C)}` = `c`).
+/// Numbers keep their separation (`Day 1 2` is not `Day 12`, `3.5` not
+/// `35`).
 fn text_key(s: &str) -> String {
-    strip_text_commands(s)
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(|c| c.to_lowercase())
-        .collect()
+    let key = squash(&strip_text_commands(s), |c| !c.is_alphanumeric());
+    key.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// Words are equal when their letters and digits are, and so are the math
+/// signs they carry: `\text{No solution.}` = `no solution`, but `\text{x -
+/// y}` ≠ `\text{x + y}`.
+fn words_equal(x: &str, y: &str) -> bool {
+    let signs = |s: &str| -> String { s.chars().filter(|c| "+-*/^=<>|!".contains(*c)).collect() };
+    text_key(x) == text_key(y) && signs(x) == signs(y)
 }
 
 /// Fallback key when a side cannot be parsed: like [`text_key`] but keeps
 /// symbols, so `--5` does not become `5`.
 fn loose_key(s: &str) -> String {
-    strip_text_commands(s)
-        .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '{' | '}' | '$'))
-        .flat_map(|c| c.to_lowercase())
-        .collect()
+    // Unending sequences match however the dots are written.
+    let s = s
+        .replace(r"\ldots", "...")
+        .replace(r"\cdots", "...")
+        .replace(r"\dots", "...")
+        .replace('…', "...");
+    let key = squash(&strip_text_commands(&s), |c| {
+        c.is_whitespace() || matches!(c, '{' | '}' | '$')
+    });
+    key.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// A multiple-choice letter: `C`, `(C)`, `\text{(C)}`, `\textbf{(C) }`.
@@ -192,6 +270,11 @@ pub fn canonical(e: Expr) -> Expr {
                 .collect(),
         ),
         Expr::Rel(parts, ops) => relation(parts, ops),
+        // `A + B` of matrix literals: the matrix it equals (`matrix.rs`).
+        e if !e.is_structural() && matrix::contains(&e) => match matrix::fold(&e) {
+            Some(m) => canonical(m),
+            None => e,
+        },
         e if !e.is_structural() && e.has_plus_minus() => {
             let v = e.expand_plus_minus();
             if v.len() == 1 {
@@ -215,126 +298,14 @@ fn flatten_pm(items: Vec<Expr>) -> Vec<Expr> {
     out
 }
 
-fn relation(parts: Vec<Expr>, ops: Vec<RelOp>) -> Expr {
-    let parts: Vec<Expr> = parts.into_iter().map(canonical).collect();
-    if ops.len() == 1 && ops[0] == RelOp::In {
-        return parts.into_iter().nth(1).unwrap_or(Expr::Huge);
-    }
-    if let Some(iv) = inequality_interval(&parts, &ops) {
-        return iv;
-    }
-    Expr::Rel(parts, ops)
-}
-
-/// `x < 3` → (−∞, 3); `1 \le x < 2` → [1, 2); `3 > x` → (−∞, 3).
-fn inequality_interval(parts: &[Expr], ops: &[RelOp]) -> Option<Expr> {
-    let is_ineq = |o: &RelOp| matches!(o, RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge);
-    if !ops.iter().all(is_ineq) {
-        return None;
-    }
-    let neg_inf = || Expr::Neg(Box::new(Expr::Inf));
-    let is_var = |e: &Expr| matches!(e, Expr::Var(_));
-    let bound_free = |e: &Expr| {
-        let mut v = Vec::new();
-        e.vars_into(&mut v);
-        v.is_empty() && !e.is_structural()
-    };
-    // Normalize to "lower op x op upper" with op ∈ {<, ≤}.
-    let closed = |o: RelOp| matches!(o, RelOp::Le | RelOp::Ge);
-    match (parts, ops) {
-        ([x, c], [op]) if is_var(x) && bound_free(c) => Some(match op {
-            RelOp::Lt | RelOp::Le => Expr::Seq(
-                '(',
-                vec![neg_inf(), c.clone()],
-                if closed(*op) { ']' } else { ')' },
-            ),
-            _ => Expr::Seq(
-                if closed(*op) { '[' } else { '(' },
-                vec![c.clone(), Expr::Inf],
-                ')',
-            ),
-        }),
-        ([c, x], [op]) if is_var(x) && bound_free(c) => {
-            inequality_interval(&[x.clone(), c.clone()], &[op.flipped()])
-        }
-        ([lo, x, hi], [o1, o2]) if is_var(x) && bound_free(lo) && bound_free(hi) => {
-            let up = matches!(o1, RelOp::Lt | RelOp::Le) && matches!(o2, RelOp::Lt | RelOp::Le);
-            let down = matches!(o1, RelOp::Gt | RelOp::Ge) && matches!(o2, RelOp::Gt | RelOp::Ge);
-            if up {
-                Some(Expr::Seq(
-                    if closed(*o1) { '[' } else { '(' },
-                    vec![lo.clone(), hi.clone()],
-                    if closed(*o2) { ']' } else { ')' },
-                ))
-            } else if down {
-                Some(Expr::Seq(
-                    if closed(*o2) { '[' } else { '(' },
-                    vec![hi.clone(), lo.clone()],
-                    if closed(*o1) { ']' } else { ')' },
-                ))
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Structural comparison
-
-/// Is `e` a name that can prefix an answer (`x =`, `AB =`, `\text{Area} =`,
-/// `f(x) =`, `a_1 =`)?
-fn is_name(e: &Expr) -> bool {
-    match e {
-        Expr::Var(_) | Expr::Text(_) | Expr::E | Expr::I => true,
-        Expr::Mul(v) => v
-            .iter()
-            .all(|x| matches!(x, Expr::Var(_) | Expr::E | Expr::I | Expr::Text(_))),
-        // `(a, b) = (1, 2)`
-        Expr::Seq('(', v, ')') => v.iter().all(is_name),
-        _ => false,
-    }
-}
-
-/// Does an equality chain state `other`? `name = … = value`: the last
-/// part must match. With `\approx` (`\frac12 \approx 0.5`): the first or
-/// the last part. A plain chain (`2 + 3 = 5`) must be true throughout:
-/// every part matches, so `2 + 3 = 6` states nothing.
-fn any_stated(rel: &Expr, other: &Expr, rel_is_answer: bool, b: &mut Budget) -> Result<bool, Fail> {
-    let Expr::Rel(parts, ops) = rel else {
-        return Ok(false);
-    };
-    if !ops.iter().all(|o| matches!(o, RelOp::Eq | RelOp::Approx)) {
-        return Ok(false);
-    }
-    let cmp = |v: &Expr, b: &mut Budget| {
-        if rel_is_answer {
-            equiv(v, other, b)
-        } else {
-            equiv(other, v, b)
-        }
-    };
-    let last = &parts[parts.len() - 1];
-    if is_name(&parts[0]) {
-        return cmp(last, b);
-    }
-    if ops.contains(&RelOp::Approx) {
-        return Ok(cmp(&parts[0], b)? || cmp(last, b)?);
-    }
-    for p in parts {
-        if !cmp(p, b)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
 
 pub fn equiv(a: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
     b.tick()?;
     use Expr::*;
     match (a, g) {
-        (Text(x), Text(y)) => Ok(text_key(x) == text_key(y)),
+        (Text(x), Text(y)) => Ok(words_equal(x, y)),
         (Rel(..), Rel(..)) => {
             if rel_equiv(a, g, b)? {
                 return Ok(true);
@@ -406,7 +377,7 @@ fn vector_of(m: &[Vec<Expr>]) -> Option<Vec<&Expr>> {
     }
 }
 
-fn ordered(x: &[Expr], y: &[Expr], b: &mut Budget) -> Result<bool, Fail> {
+pub(super) fn ordered(x: &[Expr], y: &[Expr], b: &mut Budget) -> Result<bool, Fail> {
     if x.len() != y.len() {
         return Ok(false);
     }
@@ -447,39 +418,6 @@ fn unordered(x: &[Expr], y: &[Expr], b: &mut Budget) -> Result<bool, Fail> {
         return Ok(false);
     }
     Ok(true)
-}
-
-/// Relations: same operators and equivalent sides (possibly mirrored:
-/// `a < b` = `b > a`); for single equations also "same solution set":
-/// `lhs − rhs` proportional (`y = 2x + 1` = `2x − y + 1 = 0`).
-fn rel_equiv(a: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
-    let (Expr::Rel(pa, oa), Expr::Rel(pg, og)) = (a, g) else {
-        return Ok(false);
-    };
-    let plain = |ops: &[RelOp]| -> Vec<RelOp> {
-        ops.iter()
-            .map(|o| if *o == RelOp::Approx { RelOp::Eq } else { *o })
-            .collect()
-    };
-    let (oa, og) = (&plain(oa), &plain(og));
-    if pa.len() == pg.len() {
-        if oa == og && ordered(pa, pg, b)? {
-            return Ok(true);
-        }
-        let flipped: Vec<RelOp> = og.iter().rev().map(|o| o.flipped()).collect();
-        if *oa == flipped {
-            let rev: Vec<Expr> = pg.iter().rev().cloned().collect();
-            if ordered(pa, &rev, b)? {
-                return Ok(true);
-            }
-        }
-    }
-    if oa.as_slice() == [RelOp::Eq] && og.as_slice() == [RelOp::Eq] {
-        let fa = Expr::Add(vec![pa[0].clone(), Expr::Neg(Box::new(pa[1].clone()))]);
-        let fg = Expr::Add(vec![pg[0].clone(), Expr::Neg(Box::new(pg[1].clone()))]);
-        return proportional(&fa, &fg, b);
-    }
-    Ok(false)
 }
 
 // ---------------------------------------------------------------------------
@@ -575,7 +513,7 @@ fn scalar_equiv(a: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
 }
 
 /// Is `f = c·g` for a nonzero constant `c` at every sample point?
-fn proportional(f: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
+pub(super) fn proportional(f: &Expr, g: &Expr, b: &mut Budget) -> Result<bool, Fail> {
     let mut vars = Vec::new();
     f.vars_into(&mut vars);
     g.vars_into(&mut vars);

@@ -2,7 +2,7 @@
 //! a human grader ignores:
 //!
 //! * Unicode math (`−`, `½`, `√2`, `π`, `°`, `≤`, full-width digits) → LaTeX.
-//! * `$`, `\$`, `\%`, `%`, `\displaystyle`, `\left`/`\right`, `\big…`,
+//! * `$`, `\$`, `€`, `£`, `¥`, `\%`, `%`, `\displaystyle`, `\left`/`\right`, `\big…`,
 //!   spacing commands, `^\circ` / `\degree` are dropped.
 //! * `\dfrac`/`\tfrac` → `\frac`, `\dbinom` → `\binom`, `\le`/`\leq` → `\le`.
 //! * Text-like wrappers (`\text`, `\mbox`, `\mathrm`, `\textbf`, `\mathbf`,
@@ -44,6 +44,8 @@ fn map_unicode(s: &str) -> String {
             '\u{03c0}' => r"\pi ",
             '\u{221e}' => r"\infty ",
             '\u{00b0}' | '\u{2218}' => "",
+            // Currency signs, dropped like `$`: `12€`, `£5`, `¥100`, `50¢`.
+            '\u{20ac}' | '\u{00a3}' | '\u{00a5}' | '\u{20b9}' | '\u{00a2}' | '\u{20a9}' => "",
             '\u{2264}' | '\u{2a7d}' => r"\le ",
             '\u{2265}' | '\u{2a7e}' => r"\ge ",
             '\u{2260}' => r"\ne ",
@@ -371,10 +373,18 @@ fn join_thousands(s: &str) -> String {
                 }
             }
             // Bare `12,345`: only at bracket depth 0 and when every group
-            // after the first has exactly three digits.
-            if c == b',' && i < thousands_end {
+            // after the first has exactly three digits. Spaced `12 345`
+            // anywhere (a space between numbers means nothing else).
+            if matches!(c, b',' | b' ') && i < thousands_end {
                 i += 1;
                 continue;
+            }
+            if c == b' ' {
+                if let Some(len) = spaced_thousands(&out, &b[i..]) {
+                    thousands_end = i + len;
+                    i += 1;
+                    continue;
+                }
             }
             if c == b',' && depth == 0 {
                 if let Some(len) = bare_thousands(&out, &b[i..]) {
@@ -426,9 +436,46 @@ fn bare_thousands(out: &str, rest: &[u8]) -> Option<usize> {
     (j > 0).then_some(j)
 }
 
+/// `rest` starts with a space after a digit run. Is it a thousands
+/// separator, as in `12 345 678`? The run before must have 1–3 digits and
+/// not follow a decimal point, a letter or `^`/`_` (`x^2 100` is not
+/// x^{2100}); each following group is one or more spaces and exactly three
+/// digits, except that a group directly followed by `/` is the numerator of
+/// a mixed number (`1 000 1/2`, `3 200/700`), never a thousands group.
+/// Returns the length of the `' ddd ddd'` run.
+fn spaced_thousands(out: &str, rest: &[u8]) -> Option<usize> {
+    let ob = out.as_bytes();
+    let lead = ob.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let before = ob.len() - lead;
+    if !(1..=3).contains(&lead)
+        || (before > 0
+            && (matches!(ob[before - 1], b'.' | b'^' | b'_') || ob[before - 1].is_ascii_alphabetic()))
+    {
+        return None;
+    }
+    let mut j = 0;
+    loop {
+        let spaces = rest[j..].iter().take_while(|&&c| c == b' ').count();
+        if spaces == 0 {
+            break;
+        }
+        let k = j + spaces;
+        if digit_group_len(&rest[k..]) != Some(3) || rest.get(k + 3) == Some(&b'/') {
+            break;
+        }
+        j = k + 3;
+    }
+    (j > 0).then_some(j)
+}
+
+/// Drops trailing sentence punctuation, but never the dots of an ellipsis:
+/// `1, 2, 3, ...` is an unending sequence, not the list `1, 2, 3`.
 fn strip_trailing(s: &str) -> &str {
     let mut t = s.trim();
     loop {
+        if t.ends_with("..") {
+            return t;
+        }
         let before = t.len();
         for suffix in [".", ",", ";", ":", r"\\", r"\quad", "\\"] {
             if let Some(r) = t.strip_suffix(suffix) {
@@ -471,5 +518,16 @@ mod tests {
         assert_eq!(n("x²"), "x^{2}");
         assert_eq!(n(r"\operatorname{arcsin}(x)"), r"\arcsin (x)");
         assert_eq!(n("25\\%"), "25");
+        assert_eq!(n("12 345 678"), "12345678");
+        assert_eq!(n("-1 000.5"), "-1000.5");
+        assert_eq!(n("(1 000, 2)"), "(1000, 2)");
+        assert_eq!(n("1 000 1/2"), "1000 1/2");
+        assert_eq!(n("3 200/700"), "3 200/700");
+        assert_eq!(n("3 2/5"), "3 2/5");
+        assert_eq!(n("x^2 100"), "x^2 100");
+        assert_eq!(n("0.123 456"), "0.123 456");
+        assert_eq!(n("1 0000"), "1 0000");
+        assert_eq!(n("1, 2, 3, ..."), "1, 2, 3, ...");
+        assert_eq!(n("5."), "5");
     }
 }

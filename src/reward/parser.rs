@@ -21,7 +21,7 @@ use super::budget::{Budget, Fail, MAX_DEPTH, MAX_ITEMS};
 use super::expr::{Expr, RelOp};
 use super::lexer::{lex, Tok};
 use super::normalize::normalize;
-use super::primary::{canonical_name, letter, proper_fraction, reals};
+use super::primary::{canonical_name, letter, reals};
 use super::words::{connective, func_word, number_word, unit_word};
 
 /// Parses one answer or gold string.
@@ -172,6 +172,12 @@ fn no_top_level_comma(inner: &[Tok]) -> bool {
     true
 }
 
+/// Left in the token stream by [`Parser::next`] in place of a consumed
+/// integer literal / other number. Normalized text never contains these
+/// control characters, so no real token is mistaken for them.
+pub(super) const INT_DONE: char = '\u{1}';
+pub(super) const NUM_DONE: char = '\u{2}';
+
 pub(super) struct Parser<'b> {
     pub(super) toks: Vec<Tok>,
     pub(super) pos: usize,
@@ -193,16 +199,31 @@ impl<'b> Parser<'b> {
     }
 
     /// Takes the next token out of the stream (consumed tokens are never
-    /// read again, except through [`Self::push_back`]).
+    /// read again, except through [`Self::push_back`]). What is left in its
+    /// place says whether it was a number ([`INT_DONE`], [`NUM_DONE`]), so
+    /// that a number written right after a number can be recognized.
     pub(super) fn next(&mut self) -> Option<Tok> {
-        let t = self
-            .toks
-            .get_mut(self.pos)
-            .map(|t| std::mem::replace(t, Tok::Sym(' ')));
+        let t = self.toks.get_mut(self.pos).map(|t| {
+            let mark = match t {
+                Tok::Num {
+                    frac: None,
+                    exp: None,
+                    ..
+                } => INT_DONE,
+                Tok::Num { .. } => NUM_DONE,
+                _ => ' ',
+            };
+            std::mem::replace(t, Tok::Sym(mark))
+        });
         if t.is_some() {
             self.pos += 1;
         }
         t
+    }
+
+    /// The token consumed last (see [`Self::next`] for numbers).
+    pub(super) fn prev(&self) -> Option<&Tok> {
+        self.pos.checked_sub(1).and_then(|i| self.toks.get(i))
     }
 
     pub(super) fn eat_sym(&mut self, c: char) -> bool {
@@ -275,20 +296,30 @@ impl<'b> Parser<'b> {
         })
     }
 
+    /// Items separated by `,`, `;`, "or", "and" (`a, b, \text{ and } c`:
+    /// a word after a comma joins it). When both `;` and another separator
+    /// occur, `;` separates groups: `a=1, b=3; a=2, b=5` is two solutions,
+    /// each a list (which matches the tuple `(1, 3)`).
     pub(super) fn parse_items(&mut self) -> Result<Vec<Expr>, Fail> {
         let mut items = vec![self.parse_item()?];
+        // Item indices that start a `;` group; whether any other separator.
+        let mut groups = Vec::new();
+        let mut other_sep = false;
         loop {
             self.budget.tick()?;
-            let sep = match self.peek() {
-                Some(Tok::Sym(',' | ';')) => true,
-                Some(Tok::Word(w)) => w == "or" || w == "and",
-                Some(Tok::Text(t)) => connective(t),
-                _ => false,
-            };
-            if !sep {
+            let semicolon = self.peek_sym(';');
+            if !semicolon && !self.peek_connective() {
                 break;
             }
             self.pos += 1;
+            while self.peek_connective() && !self.peek_sym(';') {
+                self.pos += 1;
+            }
+            if semicolon {
+                groups.push(items.len());
+            } else {
+                other_sep = true;
+            }
             // Tolerate a dangling separator before a closer (`1, 2,`).
             if self.at_list_end() {
                 break;
@@ -298,7 +329,31 @@ impl<'b> Parser<'b> {
                 return Err(Fail::Parse);
             }
         }
-        Ok(items)
+        if groups.is_empty() || !other_sep {
+            return Ok(items);
+        }
+        let mut out = Vec::with_capacity(groups.len() + 1);
+        groups.insert(0, 0);
+        for &start in groups.iter().rev() {
+            let mut g = items.split_off(start.min(items.len()));
+            match g.len() {
+                0 => {} // a dangling `;`
+                1 => out.push(g.pop().unwrap_or(Expr::Huge)),
+                _ => out.push(Expr::List(g)),
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// `,`, `;`, "or", "and" (also in `\text{}`).
+    fn peek_connective(&self) -> bool {
+        match self.peek() {
+            Some(Tok::Sym(',' | ';')) => true,
+            Some(Tok::Word(w)) => w == "or" || w == "and",
+            Some(Tok::Text(t)) => connective(t),
+            _ => false,
+        }
     }
 
     pub(super) fn at_list_end(&self) -> bool {
@@ -454,16 +509,6 @@ impl<'b> Parser<'b> {
     }
 
     pub(super) fn parse_term(&mut self) -> Result<Expr, Fail> {
-        let first_tok = self.pos;
-        // Recorded before parsing: consumed tokens are moved out.
-        let starts_with_int = matches!(
-            self.peek(),
-            Some(Tok::Num {
-                frac: None,
-                exp: None,
-                ..
-            })
-        );
         let mut factors = vec![self.parse_unary()?];
         let mut links = 0;
         loop {
@@ -489,31 +534,24 @@ impl<'b> Parser<'b> {
                     self.pos += 1;
                     self.skip_unit_exponent()?;
                 }
+                Some(Tok::Word(_))
+                    if matches!(self.toks.get(self.pos + 1), Some(Tok::Sym('/')))
+                        && self.compound_unit(&factors).is_some() =>
+                {
+                    // `3.5 m/s`: a unit, not variables (see `numerals.rs`).
+                    self.pos += self.compound_unit(&factors).unwrap_or(0);
+                }
                 Some(Tok::Word(w)) if unit_word(w) => {
                     self.pos += 1;
                     self.skip_unit_exponent()?;
                 }
                 Some(Tok::Word(w)) if w == "or" || w == "and" => break,
                 _ if self.starts_factor() => {
-                    // Mixed number: `3\frac{1}{2}` is 3 + 1/2, not 3 · 1/2.
-                    if self.peek_cmd("frac")
-                        && factors.len() == 1
-                        && self.pos == first_tok + 1
-                        && starts_with_int
-                    {
-                        if let Expr::Num(whole) = &factors[0] {
-                            let whole = whole.clone();
-                            let f = self.parse_power()?;
-                            if let Some(part) = proper_fraction(&f) {
-                                let sum = whole.add(&part).ok_or(Fail::Parse)?;
-                                factors[0] = Expr::Num(sum);
-                                continue;
-                            }
-                            factors.push(f);
-                            continue;
-                        }
+                    // Mixed numbers and numbers written next to numbers
+                    // (`numerals.rs`) have one reading or none.
+                    if !self.juxtaposed_number(&mut factors)? {
+                        factors.push(self.parse_power()?);
                     }
-                    factors.push(self.parse_power()?);
                 }
                 _ => break,
             }

@@ -6,6 +6,7 @@
 use super::budget::{Fail, MAX_ITEMS};
 use super::expr::{Expr, Func};
 use super::lexer::Tok;
+use super::matrix::determinant;
 use super::parser::{parse_at_depth, Parser};
 use super::rational::{pow10, Rat};
 use super::words::{func_word, number_word, unit_word};
@@ -385,7 +386,11 @@ impl Parser<'_> {
             if is_func || !self.starts_factor() {
                 break;
             }
-            factors.push(self.parse_power()?);
+            // Mixed numbers and numbers next to numbers read as in a term
+            // (`\sin 3\frac12` is sin 3.5, `\sin 2 3` has no reading).
+            if !self.juxtaposed_number(&mut factors)? {
+                factors.push(self.parse_power()?);
+            }
         }
         Ok(if factors.len() == 1 {
             factors.pop().unwrap_or(Expr::Huge)
@@ -445,7 +450,12 @@ impl Parser<'_> {
         if rows.is_empty() || rows.len() * rows[0].len() > MAX_ITEMS {
             return Err(Fail::Parse);
         }
-        Ok(Expr::Matrix(rows))
+        match env {
+            // `vmatrix` is a determinant, `Vmatrix` a norm: not the matrix.
+            "vmatrix" => determinant(&rows).ok_or(Fail::Parse),
+            "Vmatrix" => Err(Fail::Parse),
+            _ => Ok(Expr::Matrix(rows)),
+        }
     }
 }
 
@@ -482,21 +492,6 @@ pub(super) fn canonical_name(e: &Expr) -> String {
         Expr::Mul(v) => v.iter().map(canonical_name).collect::<Vec<_>>().join(""),
         other => format!("{other:?}"),
     }
-}
-
-/// `\frac{1}{2}` as a proper fraction of integer literals (0 < n < d).
-pub(super) fn proper_fraction(e: &Expr) -> Option<Rat> {
-    if let Expr::Div(a, b) = e {
-        if let (Expr::Num(n), Expr::Num(d)) = (&**a, &**b) {
-            if n.is_integer() && d.is_integer() && !n.is_neg() && !d.is_neg() && !n.is_zero() {
-                let v = n.div(d)?;
-                if v.cmp_value(&Rat::from_i64(1)) == Some(std::cmp::Ordering::Less) {
-                    return Some(v);
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Value of `int.frac(rep)(rep)…`.

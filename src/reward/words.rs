@@ -138,6 +138,19 @@ pub fn unit_word(w: &str) -> bool {
         "gallon",
         "gallons",
         "percent",
+        "percentage",
+        "pct",
+        "USD",
+        "EUR",
+        "GBP",
+        "JPY",
+        "CNY",
+        "INR",
+        "euro",
+        "euros",
+        "yen",
+        "yuan",
+        "rupees",
         "people",
         "students",
         "ways",
@@ -179,7 +192,26 @@ pub fn unit_word(w: &str) -> bool {
     UNITS.contains(&w)
 }
 
-/// Words that separate list items (`12 \text{ or } 13`).
+/// Words that separate list items (`12 \text{ or } 13`, `1, 2 \text{, and
+/// } 3`): "or" or "and" with commas around, or a bare comma.
 pub fn connective(t: &str) -> bool {
-    matches!(t.trim(), "or" | "and" | ",")
+    let mut words = t
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty());
+    match (words.next(), words.next()) {
+        (Some("or" | "and"), None) => true,
+        (None, _) => t.trim() == ",",
+        _ => false,
+    }
+}
+
+/// Unit symbols read only inside a compound unit after a number (`3.5
+/// m/s`, `60 km/h`, `9.8 m/s^2`): alone, a single letter after a number is
+/// a variable (`3m` is 3·m).
+pub fn unit_symbol(w: &str) -> bool {
+    const SYMBOLS: &[&str] = &[
+        "m", "s", "h", "g", "L", "N", "J", "W", "km", "cm", "mm", "kg", "mg", "ft", "mi", "yd",
+        "min", "hr", "sec", "mL", "mol", "Pa", "Hz", "lb", "oz", "gal", "rad", "day", "yr",
+    ];
+    SYMBOLS.contains(&w)
 }
