@@ -119,14 +119,15 @@ out="${OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 cd "$here"
 cat BUILD-INFO
-# The executables travel gzipped (the carry limit): unpack them once.
+# The executables travel gzipped (the carry limit): unpack them outside the bundle.
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
 for gz in *.gz; do
-    [[ -e "$gz" ]] || continue
-    [[ -x "${gz%.gz}" ]] || { gunzip -kf "$gz" && chmod +x "${gz%.gz}"; }
+    gunzip -c "$gz" >"$bin/${gz%.gz}" && chmod +x "$bin/${gz%.gz}"
 done
 
 # A GPU at all? (The probe test prints "GPU present: …" or the reason there is none.)
-probe=$(./gpu-tests --exact cuda_device_is_a_clear_error_without_a_gpu --nocapture --test-threads=1 2>&1)
+probe=$("$bin/gpu-tests" --exact cuda_device_is_a_clear_error_without_a_gpu --nocapture --test-threads=1 2>&1)
 if ! grep -q "GPU present" <<<"$probe"; then
     reason=$(grep -m1 -o 'Device::cuda(0): .*' <<<"$probe" | sed 's/^Device::cuda(0): //')
     reason=${reason:-$(tail -3 <<<"$probe")}
@@ -169,7 +170,7 @@ fi
 if [[ "${RUN_TESTS:-1}" == 1 ]]; then
     echo "== tests/gpu.rs (SCALERL_REQUIRE_GPU=1, SCALERL_CUDA_SYNC=1)"
     SCALERL_REQUIRE_GPU=1 SCALERL_CUDA_SYNC=1 SCALERL_FIXTURES="$here/fixtures" RUST_BACKTRACE=1 \
-        timeout 150 ./gpu-tests --test-threads=1 --show-output ${TEST_FILTER:-} >"$out/tests.log" 2>&1
+        timeout 150 "$bin/gpu-tests" --test-threads=1 --show-output ${TEST_FILTER:-} >"$out/tests.log" 2>&1
     echo "tests exit status $? (log: tests.log)"
     grep -E '^test |^test result|panicked|skipped' "$out/tests.log" | head -60
 fi
@@ -183,7 +184,7 @@ bench_phase() {  # name, binary, timeout
     [[ -z "${BENCHES:-}" || " $BENCHES " == *" $name "* ]] || return 0
     rm -rf "$out/criterion-$name"
     echo "== benches/$name.rs"
-    CRITERION_HOME="$out/criterion-$name" timeout "$limit" "./$exe" --bench --warm-up-time 1 --measurement-time 2 \
+    CRITERION_HOME="$out/criterion-$name" timeout "$limit" "$bin/$exe" --bench --warm-up-time 1 --measurement-time 2 \
         --sample-size 20 --noplot ${BENCH_FILTER:-} >"$out/bench-$name.log" 2>&1
     echo "bench exit status $? (log: bench-$name.log)"
     grep -E 'time:|thrpt:|skipped|panicked' "$out/bench-$name.log" | tail -3
