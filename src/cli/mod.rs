@@ -6,6 +6,7 @@ pub mod eval;
 pub mod generate;
 pub mod logits;
 pub mod model_dir;
+pub mod plan;
 pub mod plot;
 pub mod train;
 pub mod verify;
@@ -31,6 +32,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// PNG charts of a training run: reward, response length, clip ratio, validation.
     Plot(plot::PlotArgs),
+    /// The memory plan of a run config on one GPU, per stage; fails when a stage does not fit.
+    Plan(plan::PlanArgs),
     /// Training data tools: dedup, decontaminate against benchmarks, filter ungradable golds, stats.
     Data(data::DataArgs),
 }
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Plot(a) => plot::run(&a),
+        Command::Plan(a) => plan::run(&a),
         Command::Data(a) => data::run(&a),
     }
 }

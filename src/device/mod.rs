@@ -341,6 +341,14 @@ impl Device {
         }
     }
 
+    /// Total memory of a GPU in bytes (None in interpret mode, whose memory is the host's).
+    pub fn total_memory(&self) -> Result<Option<usize>> {
+        match self {
+            Device::Interpret { .. } => Ok(None),
+            Device::Cuda(c) => Ok(Some(c.mem_info()?.1)),
+        }
+    }
+
     /// Waits until all queued work is done (interpret mode: always done). On a GPU this is
     /// where an asynchronous kernel fault is reported.
     pub fn synchronize(&self) -> Result<()> {

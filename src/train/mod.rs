@@ -20,6 +20,7 @@ pub mod data;
 pub mod default_run;
 pub mod grpo;
 pub mod metrics;
+pub mod plan;
 pub mod plot;
 pub mod policy;
 pub mod rollout;

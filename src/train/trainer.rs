@@ -33,7 +33,7 @@ use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
 use super::validation::Validator;
 use super::metrics::LogProbGap;
 use super::policy::Policy;
-use crate::model::{GenerationConfig, Model, TextTokenizer, Transformer};
+use crate::model::{GenerationConfig, Model, ModelConfig, TextTokenizer, Transformer};
 use crate::ops::cpu::CpuOps;
 use crate::ops::cuda::CudaOps;
 use crate::ops::Ops;
@@ -106,7 +106,14 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     // Opened now, so a missing GPU fails before any work.
     match cfg.device.device().with_context(|| format!("device = {:?}", cfg.device.to_string()))? {
         None => run(CpuOps, cfg, opts),
-        Some(dev) => run(CudaOps::new(dev), cfg, opts),
+        Some(dev) => {
+            // On a GPU, the memory plan first: a stage that cannot fit is refused with the plan.
+            if let Some(total) = dev.total_memory()? {
+                let model = ModelConfig::from_file(&cfg.model.join("config.json"))?;
+                super::plan::check(&model, cfg, total as u64).with_context(|| format!("the memory plan on {}", dev.name()))?;
+            }
+            run(CudaOps::new(dev), cfg, opts)
+        }
     }
 }
 
