@@ -76,9 +76,11 @@ fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
     m.weights.iter().map(|(e, p)| (e.name.clone(), p.to_vec())).collect()
 }
 
-/// A record without its timing fields (wall-clock varies between runs).
+/// A record without its timing and memory fields (wall-clock varies between runs; interpret
+/// devices of tests running side by side share one memory count).
 fn untimed(m: &StepMetrics) -> StepMetrics {
     let mut m = m.clone();
+    m.peak_memory = None;
     for p in [
         &mut m.rollout,
         &mut m.verify,
@@ -681,6 +683,15 @@ fn the_whole_step_runs_on_the_cuda_backend() {
     assert_eq!(recs.iter().map(|r| r.validation.len()).collect::<Vec<_>>(), vec![2, 2]);
     // The checkpoint holds the f32 master weights, and they moved.
     let (after, before) = (weights_of(&dir.join("step-2")), weights_of(Path::new("tests/fixtures/tiny-qwen2-d64")));
+    // Peak memory per phase is measured: at least the bf16 weights and the f32 master in every
+    // phase, plus the f32 gradients and both AdamW moments in the update (lower bounds only:
+    // interpret devices of tests running beside this one share the count).
+    let params: usize = before.iter().map(|(_, w)| w.len()).sum();
+    for r in &recs {
+        let m = r.peak_memory.expect("a device run logs its peak memory");
+        assert!(m.rollout >= 6 * params && m.logprobs >= 6 * params, "{m:?} for {params} parameters");
+        assert!(m.update >= (2 + 4 * 4) * params, "{m:?} for {params} parameters");
+    }
     assert!(after.iter().zip(&before).any(|((_, a), (_, b))| a != b));
     let _ = std::fs::remove_dir_all(&dir);
 

@@ -25,6 +25,7 @@
 //! unusable afterwards. `SCALERL_CUDA_SYNC=1` synchronises after every launch so that the error
 //! names the kernel (slow; for tests and debugging).
 
+use super::memory::MemCounter;
 use super::{Dim3, LaunchConfig};
 use anyhow::{anyhow, bail, Context as _, Result};
 use cudarc::cublaslt::{result as lt, sys as ltsys};
@@ -43,7 +44,7 @@ pub struct CudaBuffer {
     /// Owns the allocation (shared by its views): freed, stream-ordered, when the last buffer
     /// or view of it is dropped.
     #[allow(dead_code)]
-    slice: Option<Arc<CudaSlice<u8>>>,
+    slice: Option<Arc<Owned>>,
     ptr: CUdeviceptr,
     bytes: usize,
     /// The stream (of one `CudaDevice`) the buffer was allocated on: used only on that device.
@@ -53,6 +54,20 @@ pub struct CudaBuffer {
 // SAFETY: the CudaSlice is Send + Sync; `stream` is only compared, never dereferenced.
 unsafe impl Send for CudaBuffer {}
 unsafe impl Sync for CudaBuffer {}
+
+/// A device allocation and the counter it is charged to (given back when it is dropped).
+struct Owned {
+    #[allow(dead_code)]
+    slice: CudaSlice<u8>,
+    bytes: usize,
+    counter: Arc<MemCounter>,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.counter.sub(self.bytes);
+    }
+}
 
 impl CudaBuffer {
     pub fn len_bytes(&self) -> usize {
@@ -150,6 +165,8 @@ pub struct CudaDevice {
     sync_each_launch: bool,
     name: String,
     cc: (i32, i32),
+    /// Bytes allocated through `alloc` and not yet freed, and their peak.
+    memory: Arc<MemCounter>,
 }
 
 fn driver_err(e: DriverError) -> anyhow::Error {
@@ -260,11 +277,16 @@ impl CudaDevice {
             capturing: AtomicBool::new(false),
             sync_each_launch,
             cc,
+            memory: Arc::new(MemCounter::new()),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn memory(&self) -> &MemCounter {
+        &self.memory
     }
 
     pub fn compute_capability(&self) -> (i32, i32) {
@@ -310,7 +332,9 @@ impl CudaDevice {
             let (p, _guard) = slice.device_ptr(&self.stream);
             p
         };
-        Ok(CudaBuffer { slice: Some(Arc::new(slice)), ptr, bytes, stream: self.stream.cu_stream() })
+        self.memory.add(bytes);
+        let owned = Owned { slice, bytes, counter: self.memory.clone() };
+        Ok(CudaBuffer { slice: Some(Arc::new(owned)), ptr, bytes, stream: self.stream.cu_stream() })
     }
 
     pub fn write(&self, dst: &CudaBuffer, src: &[u8]) -> Result<()> {

@@ -11,6 +11,9 @@
 pub mod cuda;
 pub mod fatbin;
 mod host_gemm;
+pub mod memory;
+
+pub use memory::MemStats;
 pub mod interpret;
 
 use anyhow::{bail, Result};
@@ -174,6 +177,7 @@ impl Buffer {
 
 impl Drop for HostAlloc {
     fn drop(&mut self) {
+        memory::INTERPRET.sub(self.bytes);
         if self.bytes > 0 {
             // SAFETY: allocated in `Device::alloc` with this exact layout.
             unsafe { std::alloc::dealloc(self.ptr, Layout::from_size_align(self.bytes, ALIGN).unwrap()) }
@@ -264,6 +268,7 @@ impl Device {
                     }
                     ptr
                 };
+                memory::INTERPRET.add(bytes);
                 let alloc = Arc::new(HostAlloc { ptr, bytes });
                 Ok(Buffer { repr: Repr::Host(HostBuffer { alloc, ptr, bytes }), dtype: None })
             }
@@ -338,6 +343,22 @@ impl Device {
                 Ok(())
             }
             Device::Cuda(c) => c.memset(cuda_buf(dst)?, 0, dst.len_bytes()),
+        }
+    }
+
+    /// Bytes this process holds on the device through `alloc`, and the peak since `reset_peak`
+    /// (interpret mode: every interpret device's host allocations together).
+    pub fn memory(&self) -> MemStats {
+        match self {
+            Device::Interpret { .. } => memory::INTERPRET.stats(),
+            Device::Cuda(c) => c.memory().stats(),
+        }
+    }
+
+    pub fn reset_peak(&self) {
+        match self {
+            Device::Interpret { .. } => memory::INTERPRET.reset_peak(),
+            Device::Cuda(c) => c.memory().reset_peak(),
         }
     }
 

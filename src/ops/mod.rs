@@ -249,4 +249,11 @@ pub trait Ops: Clone {
     /// `weights` ← `master` (rounded to the weights' precision), on the backend: the optimizer's
     /// update reaching the copy the forward and the rollouts read, with no host round trip.
     fn sync_weights(&self, master: &Self::Params, weights: &mut Self::Params) -> Result<()>;
+    /// Device memory held through the device layer and its peak since `reset_peak_memory`
+    /// (None on the CPU reference, whose memory is the process's own).
+    fn memory(&self) -> Option<crate::device::MemStats> {
+        None
+    }
+
+    fn reset_peak_memory(&self) {}
 }

@@ -99,6 +99,10 @@ pub struct StepMetrics {
     /// numerical gap between the sampler's and the trainer's paths (verl reports the same).
     #[serde(default)]
     pub logprob_gap: LogProbGap,
+    /// Peak device memory (bytes held through the device layer) in each phase; absent on the
+    /// CPU reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<PhaseMemory>,
     pub rollout: PhaseTime,
     pub verify: PhaseTime,
     pub logprobs: PhaseTime,
@@ -109,6 +113,14 @@ pub struct StepMetrics {
     /// it (every `validation.every` steps); `after_steps` says which.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation: Vec<ValidationMetrics>,
+}
+
+/// Peak device bytes of each phase of a step (see `MetricsLog` and the memory plan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseMemory {
+    pub rollout: usize,
+    pub logprobs: usize,
+    pub update: usize,
 }
 
 /// The gap between two sets of per-token log-probs of the same tokens.

@@ -31,7 +31,7 @@ use super::rollout::{roll_out, RolloutParams};
 use super::step::{response_logprobs, PassOptions};
 use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
 use super::validation::Validator;
-use super::metrics::LogProbGap;
+use super::metrics::{LogProbGap, PhaseMemory};
 use super::policy::Policy;
 use crate::model::{GenerationConfig, Model, ModelConfig, TextTokenizer, Transformer};
 use crate::ops::cpu::CpuOps;
@@ -249,7 +249,15 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
             stop_token_ids: &stop_ids,
             max_kv_tokens: cfg.rollout.kv_budget(),
         };
+        let ops = policy.model.ops.clone();
+        let phase_peak = |ops: &O| -> usize {
+            let p = ops.memory().map_or(0, |m| m.peak);
+            ops.reset_peak_memory();
+            p
+        };
+        ops.reset_peak_memory();
         let ro = roll_out(&policy.model, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
+        let rollout_peak = phase_peak(&ops);
         let rewards = &ro.rewards;
         let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
         let zero_var = ro.zero_variance_groups(n);
@@ -275,6 +283,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
         };
         let logprob_time =
             PhaseTime::new(t.elapsed().as_secs_f64(), seq_tokens * if refs.is_some() { 2 } else { 1 });
+        let logprobs_peak = phase_peak(&ops);
 
         // Updates.
         let t = Instant::now();
@@ -290,6 +299,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
         };
         let u = ppo_updates(&mut policy, &batch_in, &plan)?;
         let update_time = PhaseTime::new(t.elapsed().as_secs_f64(), seq_tokens * cfg.optim.ppo_epochs as u64);
+        let peak_memory = ops.memory().map(|_| PhaseMemory { rollout: rollout_peak, logprobs: logprobs_peak, update: phase_peak(&ops) });
 
         let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
         let clip_ratio = ro.cut.iter().filter(|&&c| c).count() as f64 / ro.cut.len() as f64;
@@ -320,6 +330,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
             lr: u.lr,
             skipped_updates: u.skipped,
             logprob_gap: mismatch,
+            peak_memory,
             rollout: ro.rollout_time,
             verify: ro.verify_time,
             logprobs: logprob_time,

@@ -443,6 +443,14 @@ impl Ops for CudaOps {
     fn sync_weights(&self, master: &DeviceParams, weights: &mut DeviceParams) -> Result<()> {
         weights.cast_from(&self.dev, master)
     }
+
+    fn memory(&self) -> Option<crate::device::MemStats> {
+        Some(self.dev.memory())
+    }
+
+    fn reset_peak_memory(&self) {
+        self.dev.reset_peak()
+    }
 }
 
 /// Fails unless `p` is an f32 parameter set.
