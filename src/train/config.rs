@@ -118,6 +118,11 @@ pub struct LossConfig {
     pub use_kl: bool,
     /// Its coefficient.
     pub kl_coef: f32,
+    /// Where the frozen reference model lives during a run on a GPU: `device` (bf16, resident:
+    /// 2 bytes a parameter for the whole step) or `host` (uploaded for its log-prob pass each
+    /// step and freed before the update: less device memory, one weight upload a step).
+    #[serde(deserialize_with = "keyed::reference", serialize_with = "keyed::display")]
+    pub reference: RefPlacement,
     /// Entropy bonus coefficient (0 turns it off).
     pub entropy_coef: f32,
     /// `token-mean` (DeepScaleR, DAPO), `seq-mean-token-mean` (original GRPO),
@@ -278,6 +283,7 @@ impl Default for LossConfig {
             clip_ratio_high: None,
             use_kl: true,
             kl_coef: 0.001,
+            reference: RefPlacement::Device,
             entropy_coef: 0.001,
             loss_agg: AggKind::TokenMean,
             loss_agg_norm: None,
@@ -619,6 +625,33 @@ impl std::fmt::Display for AggKind {
     }
 }
 
+/// `loss.reference`: where the frozen reference model's weights live between its passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefPlacement {
+    Device,
+    Host,
+}
+
+impl std::str::FromStr for RefPlacement {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "device" => RefPlacement::Device,
+            "host" => RefPlacement::Host,
+            other => bail!("unknown `{other}` (expected device or host)"),
+        })
+    }
+}
+
+impl std::fmt::Display for RefPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefPlacement::Device => "device",
+            RefPlacement::Host => "host",
+        })
+    }
+}
+
 /// Keys whose TOML string becomes an enum at load, with errors that name the key (serde alone
 /// would name only the line).
 mod keyed {
@@ -641,6 +674,10 @@ mod keyed {
 
     pub fn loss_agg<'de, D: Deserializer<'de>>(d: D) -> Result<super::AggKind, D::Error> {
         parse(d, "loss.loss_agg")
+    }
+
+    pub fn reference<'de, D: Deserializer<'de>>(d: D) -> Result<super::RefPlacement, D::Error> {
+        parse(d, "loss.reference")
     }
 
     pub fn display<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
