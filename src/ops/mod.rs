@@ -36,6 +36,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod grpo;
 
 use crate::model::{ModelConfig, SeqChunk};
 use crate::params::{HostParams, ParamId, ParamTable};

@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod attention;
 pub mod embedding;
 pub mod gemm;
+pub mod grpo;
 pub mod kv_cache;
 pub mod linear;
 pub mod logprob;
