@@ -23,6 +23,7 @@
 //   Deterministic: nothing depends on thread timing.
 // Napkin math: ~40 B read and 8 B written per token, ~30 flops and 2 expf: at 64K tokens
 //   (one 8K-stage mini-batch's worth) 3 MB, a few µs — noise beside the lm_head GEMMs.
+// Registers (ptxas, nvcc 13.0): 47 (sm_80) / 63 (sm_90a), 512 B static smem, no spills.
 #include "common.cuh"
 
 #define GRPO_THREADS 256

@@ -65,7 +65,10 @@
 //   (ours ≈ 70-80% of cuBLAS there: forward ≈ 1.3-1.5x its GEMM); on H100/H200 cuBLAS uses wgmma
 //   (≈ 800 TFLOP/s measured here) and mma.sync tops out near half of that, so there the 1.3x
 //   target needs a wgmma mainloop (the epilogues carry over). benches/logprob.rs measures it.
-// Registers (ptxas, sm_80 / sm_90a): see the launcher (src/ops/cuda/logprob.rs); no spills.
+// Registers (ptxas, nvcc 13.0, sm_80 / sm_90a), capped at 128 by __launch_bounds__(256, 2) for
+// two blocks of 8 warps per SM (131 KB of smem for two forward blocks: fits A100's 164 KB):
+// fwd_partials 128 / 128, dlogits 125 / 124, dweight 120 / 124, dhidden 121 / 122, combine 31,
+// scatter 24; no spills, no stack frame (uncapped, the forward took 139).
 #include "common.cuh"
 
 #define LP_THREADS 256

@@ -16,10 +16,15 @@
 //! d_lm_head f32 `[vocab, hidden]`, accumulated (+=). `Ops::logprobs_backward` on the CUDA backend
 //! scatters dx into the bf16 d_hidden of the whole packed batch.
 //!
-//! Registers and shared memory (ptxas, nvcc 13.0; sm_80 / sm_90a; no spills):
-//!   logprob_fwd_partials_bf16  see `cargo test --lib ptxas` (OUT_DIR/ptxas.txt) and the report
-//!   of the training-kernels issue; 61,440 B dynamic + 4,096 B static smem.
-//!   logprob_dlogits_bf16 61,440 B, logprob_dweight_bf16 52,224 B, logprob_dhidden_bf16 56,832 B.
+//! Registers and shared memory (ptxas of nvcc 13.0, sm_80 / sm_90a; no spills, no stack; the
+//! GEMM kernels are capped at 128 registers by `__launch_bounds__(256, 2)`: two blocks of 8 warps
+//! per SM, 131 KB of smem with the forward's):
+//!   logprob_fwd_partials_bf16  128 / 128 registers, 61,440 B dynamic + 4,096 B static smem
+//!   logprob_dlogits_bf16       125 / 124,          61,440 B dynamic
+//!   logprob_dweight_bf16       120 / 124,          52,224 B dynamic
+//!   logprob_dhidden_bf16       121 / 122,          56,832 B dynamic
+//!   logprob_combine             31 / 31;  logprob_scatter_rows_bf16 24 / 24
+//! (the build's full report: OUT_DIR/ptxas.txt; `device::fatbin`'s test fails on any spill).
 use super::embedding::embedding_gather;
 use super::launch::{need, opt, BF16};
 use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
