@@ -1,173 +1,32 @@
 //! Interpret-mode parity of the fused lm_head log-prob (kernels/logprob.cu) and the GRPO
-//! per-token loss (kernels/grpo_loss.cu) against their CPU references (src/ops/cpu/logprob.rs,
-//! src/ops/cpu/grpo.rs), on every thread schedule: random bf16 inputs, outputs and scratch
-//! poisoned with NaN before each launch, shapes with ragged edges (rows not a multiple of 16 or
-//! of the 128-row tile, hidden not a multiple of the 32-wide k tile, vocabularies that end a few
-//! columns into a chunk), targets on chunk and tile edges; results bit-identical across runs and
-//! schedules; the CudaOps wiring; the launchers' refusals. CI also runs this file under ASan.
-//!
-//! Tolerances (what they are made of):
-//! - forward (logp, entropy, lse, mean logit): the kernel multiplies the same bf16 values as the
-//!   reference and keeps every logit and statistic in f32, so only f32 rounding differs (the
-//!   order of the hidden-size dot products, exp2/log2 in base 2): |Δ| ≤ 3e-5 · (1 + |ref|)
-//!   (measured: ≤ 5e-6).
-//! - backward: ∂L/∂logits is rounded to bf16 (relative 2^-9 per element) for the two gradient
-//!   products, as a bf16 training backward does, and d_hidden is returned in bf16 (another 2^-9):
-//!   ‖Δ‖/‖ref‖ ≤ 4e-3 for d_lm_head (f32) and dx (f32), ≤ 6e-3 for the bf16 d_hidden, and every
-//!   element within 2% of the largest.
-//! - GRPO loss: the same f32/f64 expressions as the reference; per-token gradients within
-//!   1e-6 relative (expf may differ by an ulp on a GPU), sums within 1e-9 relative (f64 in another
-//!   order).
+//! per-token loss (kernels/grpo_loss.cu) against their CPU references on every thread schedule,
+//! with results bit-identical across schedules and runs; the CudaOps wiring; the launchers'
+//! refusals. The cases (and their tolerances) live in tests/common/logprob_cases.rs, written for
+//! any `Device` (tests/gpu.rs runs them on a GPU). CI also runs this file under ASan.
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
+#[path = "common/logprob_cases.rs"]
+mod logprob_cases;
 use half::bf16;
 use kernel_cases::{random_bf16, to_f32};
+use logprob_cases::*;
 use scalerl::device::{Buffer, Device, Schedule};
-use scalerl::ops::cpu::grpo::grpo_loss;
-use scalerl::ops::cpu::logprob::{logprobs_backward, logprobs_forward};
-use scalerl::ops::cpu::CpuOps;
-use scalerl::ops::cuda::grpo_loss::{grpo_blocks, grpo_finish, grpo_token_loss, GrpoBuffers, GRPO_SUMS};
-use scalerl::ops::cuda::logprob::{logprob_backward, logprob_forward, LogProbOut, LogProbPlan};
 use scalerl::ops::cuda::CudaOps;
-use scalerl::ops::grpo::{GrpoConfig, GrpoOutput, GrpoTokens, LossAgg};
-use scalerl::ops::{LogProbShape, Ops, TokenLogProbs};
+use scalerl::ops::grpo::{GrpoConfig, GrpoTokens, LossAgg};
+use scalerl::ops::{LogProbShape, Ops};
 
 /// A fixed order hides some missing-barrier races; two random orders expose them.
 const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Schedule::Random(1), Schedule::Random(2)];
 
-/// (rows, hidden, vocab, chunk asked for, temperature)
-type Case = (usize, usize, usize, usize, f32);
-const CASES: [Case; 4] = [
-    // chunks of 256, 256 and 3 columns; 37 rows; hidden = 2 k tiles
-    (37, 64, 515, 256, 1.0),
-    // two row tiles (the second with 2 rows), hidden = 2 k tiles + 8, chunks 384, 384, 233
-    (130, 72, 1001, 384, 0.6),
-    // one chunk (8192 clamps to the vocabulary), hidden 160 = 5 k tiles, 19 rows
-    (19, 160, 300, 8192, 0.6),
-    // chunk 100 rounds up to one 128-column tile: 7 chunks, the last 9 columns wide
-    (64, 136, 777, 100, 1.0),
-];
-
-fn shape(c: &Case) -> LogProbShape {
-    LogProbShape { hidden: c.1, vocab: c.2, temperature: c.4, chunk: c.3 }
-}
-
-/// Random hidden states and lm_head (logits of a few units: peaked and flat rows both occur),
-/// random targets with the kernel plan's chunk and tile edges among them.
-fn inputs(c: &Case, seed: u64) -> (Vec<bf16>, Vec<bf16>, Vec<u32>) {
-    let (t, h, v) = (c.0, c.1, c.2);
-    let x = random_bf16(t * h, seed, 1.0);
-    // logit std ≈ √h · (1/√3) · (s/√3) = 3 at s = 9/√h
-    let w = random_bf16(v * h, seed + 1, 9.0 / (h as f32).sqrt());
-    let plan = LogProbPlan::new(t, shape(c)).unwrap();
-    let mut edges = vec![0, v - 1, 127.min(v - 1), 128.min(v - 1), 129.min(v - 1)];
-    for k in 1..plan.chunks {
-        edges.extend([k * plan.chunk - 1, k * plan.chunk, k * plan.chunk + 1]);
+/// `cases` on every schedule: the same bits on each.
+fn same_bits_on_every_schedule(what: &str, cases: fn(&Device) -> Vec<Vec<u32>>) {
+    let first = cases(&Device::Interpret { schedule: SCHEDULES[0] });
+    for schedule in &SCHEDULES[1..] {
+        let out = cases(&Device::Interpret { schedule: *schedule });
+        for (ci, (a, b)) in first.iter().zip(&out).enumerate() {
+            assert!(a == b, "{what} case {ci}: results differ between schedules (Sequential vs {schedule:?})");
+        }
     }
-    let mut s = seed.wrapping_mul(6364136223846793005) | 1;
-    let targets = (0..t)
-        .map(|i| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            if i < edges.len() { edges[i].min(v - 1) as u32 } else { ((s >> 33) % v as u64) as u32 }
-        })
-        .collect();
-    (x, w, targets)
-}
-
-fn nan_f32(dev: &Device, n: usize) -> Buffer {
-    dev.upload(&vec![f32::NAN; n]).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-/// The forward through the launcher, every output and scratch buffer poisoned.
-fn device_forward(dev: &Device, c: &Case, x: &Buffer, w: &Buffer, y: &Buffer) -> TokenLogProbs {
-    let t = c.0;
-    let plan = LogProbPlan::new(t, shape(c)).unwrap();
-    let partials = nan_f32(dev, plan.partials_bytes() / 4);
-    let target_u = nan_f32(dev, t);
-    let o: Vec<Buffer> = (0..4).map(|_| nan_f32(dev, t)).collect();
-    let out = LogProbOut { logp: &o[0], entropy: &o[1], lse: &o[2], mean_z: &o[3] };
-    logprob_forward(dev, &plan, x, w, y, &partials, &target_u, &out).unwrap();
-    let get = |b: &Buffer| dev.download::<f32>(b).unwrap();
-    TokenLogProbs { logp: get(&o[0]), entropy: get(&o[1]), lse: get(&o[2]), mean_z: get(&o[3]) }
-}
-
-fn check_close(got: &[f32], want: &[f32], what: &str) -> f32 {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0f32;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let d = (g - w).abs();
-        assert!(d <= 3e-5 * (1.0 + w.abs()), "{what}[{i}]: kernel {g} vs reference {w}");
-        worst = worst.max(d);
-    }
-    worst
-}
-
-/// ‖got − want‖ / ‖want‖ ≤ tol and every |got − want| ≤ 2% of max |want| (NaN fails).
-fn check_grad(got: &[f32], want: &[f32], tol: f64, what: &str) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, w| m.max(w.abs()));
-    let (mut num, mut den) = (0f64, 0f64);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let d = (g - w).abs();
-        assert!(d <= 0.02 * scale, "{what}[{i}]: kernel {g} vs reference {w} (max |ref| {scale})");
-        num += (d as f64).powi(2);
-        den += (*w as f64).powi(2);
-    }
-    let rel = (num / den).sqrt();
-    assert!(rel <= tol, "{what}: relative L2 error {rel:.2e} > {tol:.0e}");
-    rel
-}
-
-/// Upstream gradients of logp and entropy: random, of comparable size (a sign error in either
-/// term shows).
-fn upstream(t: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
-    (to_f32(&random_bf16(t, seed + 7, 1.0)), to_f32(&random_bf16(t, seed + 8, 1.0)))
-}
-
-/// One case, forward and backward on `dev`: checked against the CPU reference; returns every
-/// output's bits (for the determinism checks) and prints the errors.
-fn run_case(dev: &Device, ci: usize, c: &Case) -> Vec<u32> {
-    let (t, h, v) = (c.0, c.1, c.2);
-    let seed = 100 + ci as u64;
-    let (x, w, targets) = inputs(c, seed);
-    let (xf, wf) = (to_f32(&x), to_f32(&w));
-    let sh = shape(c);
-    let want = logprobs_forward(&xf, &wf, &targets, sh);
-    let (bx, bw) = (dev.upload(&x).unwrap(), dev.upload(&w).unwrap());
-    let by = dev.upload(&targets.iter().map(|&y| y as i32).collect::<Vec<i32>>()).unwrap();
-    let got = device_forward(dev, c, &bx, &bw, &by);
-    let what = format!("case {ci} {c:?} on {}", dev.name());
-    let e_lp = check_close(&got.logp, &want.logp, &format!("{what}: logp"));
-    let e_en = check_close(&got.entropy, &want.entropy, &format!("{what}: entropy"));
-    let e_lse = check_close(&got.lse, &want.lse, &format!("{what}: lse"));
-    let e_mu = check_close(&got.mean_z, &want.mean_z, &format!("{what}: mean_z"));
-
-    // Backward: d_lm_head accumulates onto a random start; dx and the dz scratch are poisoned.
-    let (gl, ge) = upstream(t, seed);
-    let dw0 = to_f32(&random_bf16(v * h, seed + 9, 0.01));
-    let (mut want_dx, mut want_dw) = (vec![0f32; t * h], dw0.clone());
-    logprobs_backward(&xf, &wf, &targets, &want, &gl, Some(&ge), sh, &mut want_dx, &mut want_dw);
-    let plan = LogProbPlan::new(t, sh).unwrap();
-    let (lse, mu) = (dev.upload(&got.lse).unwrap(), dev.upload(&got.mean_z).unwrap());
-    let (bgl, bge) = (dev.upload(&gl).unwrap(), dev.upload(&ge).unwrap());
-    let dz = dev.upload(&vec![bf16::from_bits(0x7fc1); plan.dz_bytes() / 2]).unwrap();
-    let (dx, dw) = (nan_f32(dev, t * h), dev.upload(&dw0).unwrap());
-    logprob_backward(dev, &plan, &bx, &bw, &by, &lse, &mu, &bgl, Some(&bge), &dz, &dx, &dw).unwrap();
-    let (got_dx, got_dw) = (dev.download::<f32>(&dx).unwrap(), dev.download::<f32>(&dw).unwrap());
-    let e_dx = check_grad(&got_dx, &want_dx, 4e-3, &format!("{what}: dx"));
-    // the lm_head gradient alone (without the random start it was added to)
-    let delta = |a: &[f32]| a.iter().zip(&dw0).map(|(x, y)| x - y).collect::<Vec<f32>>();
-    let e_dw = check_grad(&delta(&got_dw), &delta(&want_dw), 4e-3, &format!("{what}: d_lm_head"));
-    println!(
-        "{what}: {} chunks of {}; max abs err logp {e_lp:.1e} entropy {e_en:.1e} lse {e_lse:.1e} mean_z {e_mu:.1e}; \
-         rel L2 err dx {e_dx:.1e} d_lm_head {e_dw:.1e}",
-        plan.chunks, plan.chunk
-    );
-    [got.logp, got.entropy, got.lse, got.mean_z, got_dx, got_dw].iter().flat_map(|v| bits(v)).collect()
 }
 
 #[test]
@@ -186,171 +45,24 @@ fn logprob_kernels_are_compiled_in() {
     }
 }
 
-/// Forward and backward against the CPU reference on every schedule; the results are the same
-/// bits on every schedule and on a second run.
+/// Forward and backward against the CPU reference, on every schedule.
 #[test]
 fn logprob_forward_and_backward_match_cpu() {
-    let mut first: Option<Vec<Vec<u32>>> = None;
-    for schedule in SCHEDULES {
-        let dev = Device::Interpret { schedule };
-        let out: Vec<Vec<u32>> = CASES.iter().enumerate().map(|(ci, c)| run_case(&dev, ci, c)).collect();
-        match &first {
-            None => first = Some(out),
-            Some(f) => {
-                for (ci, (a, b)) in f.iter().zip(&out).enumerate() {
-                    assert!(a == b, "case {ci}: results differ between schedules (first: Sequential, now {schedule:?})");
-                }
-            }
-        }
-    }
-    let again = run_case(&Device::interpret(), 1, &CASES[1]);
-    assert!(again == first.unwrap()[1], "case 1: a second run gives other bits");
+    same_bits_on_every_schedule("logprob", logprob_cases);
 }
 
-// ---- GRPO per-token loss -----------------------------------------------------------------------
-
-struct GrpoBatch {
-    lens: Vec<usize>,
-    logp: Vec<f32>,
-    entropy: Vec<f32>,
-    old: Vec<f32>,
-    reference: Vec<f32>,
-    adv: Vec<f32>,
-}
-
-/// ~2,500 tokens (3 blocks of the kernel) in sequences of 0–200 tokens; ratios well outside the
-/// clip range both ways, advantages of both signs (and zero), KL terms past the ±10 clamp.
-fn grpo_batch(seed: u64) -> GrpoBatch {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut lens: Vec<usize> = (0..24).map(|_| (next() * 200.0) as usize).collect();
-    lens[3] = 0;
-    lens[10] = 0;
-    let n: usize = lens.iter().sum();
-    let mut adv = Vec::with_capacity(n);
-    for (i, &l) in lens.iter().enumerate() {
-        let a = if i % 7 == 0 { 0.0 } else { (next() * 4.0 - 2.0) as f32 };
-        adv.extend(std::iter::repeat_n(a, l));
-    }
-    let logp: Vec<f32> = (0..n).map(|_| (-next() * 6.0) as f32).collect();
-    let old: Vec<f32> = logp.iter().map(|&l| l + ((next() - 0.5) * 3.0) as f32).collect();
-    let reference: Vec<f32> = logp.iter().map(|&l| l + ((next() - 0.5) * 8.0) as f32).collect();
-    let entropy: Vec<f32> = (0..n).map(|_| (next() * 3.0) as f32).collect();
-    GrpoBatch { lens, logp, entropy, old, reference, adv }
-}
-
-fn grpo_configs() -> Vec<GrpoConfig> {
-    let mut v = Vec::new();
-    for agg in [LossAgg::TokenMean, LossAgg::SeqMeanTokenMean, LossAgg::SeqMeanTokenSum, LossAgg::SeqMeanTokenSumNorm { constant: 160.0 }] {
-        for (clip_low, clip_high) in [(0.2, 0.2), (0.2, 0.28)] {
-            for dual_clip in [None, Some(3.0)] {
-                for (kl_coef, entropy_coef) in [(Some(0.001), 0.001), (None, 0.0), (Some(0.5), 0.3)] {
-                    v.push(GrpoConfig { clip_low, clip_high, dual_clip, entropy_coef, kl_coef, agg });
-                }
-            }
-        }
-    }
-    v
-}
-
-fn grpo_device(dev: &Device, cfg: &GrpoConfig, b: &GrpoBatch) -> GrpoOutput {
-    let n = b.logp.len();
-    let mut offsets = vec![0i32];
-    for &l in &b.lens {
-        offsets.push(offsets.last().unwrap() + l as i32);
-    }
-    let up = |v: &[f32]| dev.upload(v).unwrap();
-    let (lp, en, old, rf, adv) = (up(&b.logp), up(&b.entropy), up(&b.old), up(&b.reference), up(&b.adv));
-    let offs = dev.upload(&offsets).unwrap();
-    let (dl, de) = (nan_f32(dev, n), nan_f32(dev, n));
-    let partials = dev.upload(&vec![f64::NAN; grpo_blocks(n) * GRPO_SUMS]).unwrap();
-    let bufs = GrpoBuffers {
-        logp: &lp,
-        entropy: &en,
-        old_logp: &old,
-        ref_logp: Some(&rf),
-        advantages: &adv,
-        seq_offsets: &offs,
-        d_logp: &dl,
-        d_entropy: &de,
-        partials: &partials,
-    };
-    grpo_token_loss(dev, cfg, b.lens.len(), n, &bufs).unwrap();
-    let mut out = grpo_finish(cfg, &dev.download::<f64>(&partials).unwrap(), n);
-    out.d_logp = dev.download(&dl).unwrap();
-    out.d_entropy = dev.download(&de).unwrap();
-    out
-}
-
-fn grpo_check(got: &GrpoOutput, want: &GrpoOutput, what: &str) {
-    for (name, g, w) in [
-        ("loss", got.loss, want.loss),
-        ("pg_loss", got.pg_loss, want.pg_loss),
-        ("entropy_loss", got.entropy_loss, want.entropy_loss),
-        ("kl_loss", got.kl_loss, want.kl_loss),
-        ("clip_frac", got.clip_frac, want.clip_frac),
-        ("clip_frac_lower", got.clip_frac_lower, want.clip_frac_lower),
-        ("approx_kl", got.approx_kl, want.approx_kl),
-        ("entropy_mean", got.entropy_mean, want.entropy_mean),
-    ] {
-        assert!((g - w).abs() <= 1e-9 * (1e-3 + w.abs()), "{what}: {name} {g} vs reference {w}");
-    }
-    for (name, g, w) in [("d_logp", &got.d_logp, &want.d_logp), ("d_entropy", &got.d_entropy, &want.d_entropy)] {
-        assert_eq!(g.len(), w.len(), "{what}: {name} length");
-        for (i, (a, b)) in g.iter().zip(w.iter()).enumerate() {
-            assert!((a - b).abs() <= 1e-6 * b.abs() + 1e-12, "{what}: {name}[{i}] {a} vs reference {b}");
-        }
-    }
-}
-
-/// Every variant of the objective (4 aggregations × symmetric / clip-higher × dual clip off / on ×
-/// KL and entropy off, DeepScaleR's, strong) against the CPU reference on every schedule, the
-/// same bits on each.
+/// Every variant of the GRPO objective against the CPU reference, on every schedule.
 #[test]
 fn grpo_loss_matches_cpu_for_every_variant() {
-    let b = grpo_batch(3);
-    let cfgs = grpo_configs();
-    let mut first: Option<Vec<Vec<u32>>> = None;
-    let mut seen = (0usize, 0usize, 0usize);
-    for schedule in SCHEDULES {
-        let dev = Device::Interpret { schedule };
-        let mut all = Vec::new();
-        for (i, cfg) in cfgs.iter().enumerate() {
-            let x = GrpoTokens { seq_lens: &b.lens, logp: &b.logp, entropy: &b.entropy, old_logp: &b.old, ref_logp: Some(&b.reference), advantages: &b.adv };
-            let want = grpo_loss(cfg, &x);
-            let got = grpo_device(&dev, cfg, &b);
-            grpo_check(&got, &want, &format!("variant {i} {cfg:?} on {schedule:?}"));
-            seen.0 += (want.clip_frac > 0.0) as usize;
-            seen.1 += (want.clip_frac_lower > 0.0) as usize;
-            seen.2 += (want.kl_loss != 0.0) as usize;
-            let mut v: Vec<u32> = got.d_logp.iter().chain(&got.d_entropy).map(|x| x.to_bits()).collect();
-            v.extend([got.loss, got.pg_loss, got.kl_loss].iter().flat_map(|x| [x.to_bits() as u32, (x.to_bits() >> 32) as u32]));
-            all.push(v);
-        }
-        match &first {
-            None => first = Some(all),
-            Some(f) => assert!(*f == all, "GRPO loss: results differ between schedules ({schedule:?})"),
-        }
-    }
-    // The inputs reach every branch: the ratio clip, the dual clip, the KL clamp.
-    assert!(seen.0 > 0 && seen.1 > 0 && seen.2 > 0, "{seen:?}");
-    let (n, kl_clamped) = (b.logp.len(), b.reference.iter().zip(&b.logp).filter(|(r, l)| (*r - *l).exp() - (*r - *l) - 1.0 > 10.0).count());
-    assert!(n > 2 * 1024 && kl_clamped > 0, "{n} tokens, {kl_clamped} past the KL clamp");
-    println!("GRPO loss: {} variants x {} schedules over {n} tokens in {} sequences match the CPU reference", cfgs.len(), SCHEDULES.len(), b.lens.len());
+    same_bits_on_every_schedule("GRPO loss", grpo_cases);
 }
-
-// ---- the Ops wiring --------------------------------------------------------------------------
 
 /// CudaOps::logprobs / logprobs_backward / grpo_loss against CpuOps on the same bf16 values:
 /// scored rows picked out of a larger packed batch, d_hidden zero on the other rows, the lm_head
 /// gradient accumulated in f32.
 #[test]
 fn cuda_ops_match_cpu_ops() {
+    use scalerl::ops::cpu::CpuOps;
     let cuda = CudaOps::new(Device::interpret());
     let (total, h, v) = (50usize, 64usize, 300usize);
     let sh = LogProbShape { hidden: h, vocab: v, temperature: 0.6, chunk: 128 };
@@ -395,47 +107,12 @@ fn cuda_ops_match_cpu_ops() {
     assert!(format!("{err:#}").contains("logp"), "{err:#}");
 }
 
-// ---- refusals --------------------------------------------------------------------------------
-
-fn expect_err<T>(r: anyhow::Result<T>, needle: &str) {
-    match r {
-        Ok(_) => panic!("expected an error naming {needle}"),
-        Err(e) => {
-            let e = format!("{e:#}");
-            assert!(e.contains(needle), "expected an error naming {needle}: {e}");
-        }
-    }
-}
-
-/// The plan and the launchers name what is wrong instead of launching.
+/// The plan, the launchers and the Ops layer name what is wrong instead of launching.
 #[test]
 fn logprob_launchers_refuse_bad_inputs() {
-    let dev = Device::interpret();
-    let sh = LogProbShape { hidden: 64, vocab: 300, temperature: 1.0, chunk: 128 };
-    expect_err(LogProbPlan::new(4, LogProbShape { hidden: 100, ..sh }), "multiple of 8");
-    expect_err(LogProbPlan::new(4, LogProbShape { temperature: 0.0, ..sh }), "temperature");
-    expect_err(LogProbPlan::new(4, LogProbShape { vocab: 0, ..sh }), "vocabulary");
-    let p = LogProbPlan::new(4, sh).unwrap();
-    assert_eq!((p.chunk, p.chunks), (128, 3));
-    assert_eq!(LogProbPlan::new(4, LogProbShape { chunk: 1 << 20, ..sh }).unwrap().chunks, 1);
-    let f = |n: usize| dev.alloc(n).unwrap();
-    let (x, w, y, part, tu) = (f(4 * 64 * 2), f(300 * 64 * 2), f(16), f(p.partials_bytes()), f(16));
-    let o: Vec<Buffer> = (0..4).map(|_| f(16)).collect();
-    let out = LogProbOut { logp: &o[0], entropy: &o[1], lse: &o[2], mean_z: &o[3] };
-    let short = f(8);
-    expect_err(logprob_forward(&dev, &p, &short, &w, &y, &part, &tu, &out), "`x`");
-    expect_err(logprob_forward(&dev, &p, &x, &short, &y, &part, &tu, &out), "`lm_head`");
-    expect_err(logprob_forward(&dev, &p, &x, &w, &f(12), &part, &tu, &out), "`targets`");
-    expect_err(logprob_forward(&dev, &p, &x, &w, &y, &short, &tu, &out), "`partials`");
-    let short_out = LogProbOut { entropy: &short, ..out };
-    expect_err(logprob_forward(&dev, &p, &x, &w, &y, &part, &tu, &short_out), "`entropy`");
-    let (dz, dx, dw) = (f(p.dz_bytes()), f(4 * 64 * 4), f(300 * 64 * 4));
-    let b = |dz: &Buffer, dx: &Buffer, dw: &Buffer| logprob_backward(&dev, &p, &x, &w, &y, &o[0], &o[1], &o[2], None, dz, dx, dw);
-    expect_err(b(&short, &dx, &dw), "`dz`");
-    expect_err(b(&dz, &short, &dw), "`dx`");
-    expect_err(b(&dz, &dx, &f(300 * 64 * 2)), "`d_lm_head (f32)`");
-
+    logprob_launch_error_cases(&Device::interpret());
     // The Ops layer checks rows and targets on the host.
+    let sh = LogProbShape { hidden: 64, vocab: 300, temperature: 1.0, chunk: 128 };
     let cuda = CudaOps::new(Device::interpret());
     let hid = cuda.upload(&vec![0.5; 3 * 64]).unwrap();
     let lm = cuda.upload(&vec![0.1; 300 * 64]).unwrap();
@@ -443,23 +120,8 @@ fn logprob_launchers_refuse_bad_inputs() {
     expect_err(cuda.logprobs(&hid, &[0, 1], &[1, 300], &lm, sh), "target 300");
     expect_err(cuda.logprobs(&hid, &[0, 1], &[1], &lm, sh), "2 rows with 1 targets");
     let fwd = cuda.logprobs(&hid, &[0, 1], &[1, 2], &lm, sh).unwrap();
-    let (mut dh, mut dw) = (cuda.zeros(3 * 64).unwrap(), dev_f32(&cuda, 300 * 64));
+    let mut dh = cuda.zeros(3 * 64).unwrap();
+    let mut dw: Buffer = cuda.dev.upload(&vec![0f32; 300 * 64]).unwrap();
     expect_err(cuda.logprobs_backward(&hid, &[1, 1], &[1, 2], &lm, &fwd, &[1.0, 1.0], None, sh, &mut dh, &mut dw), "scored twice");
     expect_err(cuda.logprobs_backward(&hid, &[0, 1], &[1, 2], &lm, &fwd, &[1.0], None, sh, &mut dh, &mut dw), "d_logp has 1");
-
-    // GRPO: the KL term needs the reference log-probs; short buffers are named.
-    let g = |n: usize| dev.alloc(n * 4).unwrap();
-    let (a, offs, partials) = (g(10), dev.upload(&[0i32, 10]).unwrap(), dev.alloc(GRPO_SUMS * 8).unwrap());
-    let mut bufs = GrpoBuffers { logp: &a, entropy: &a, old_logp: &a, ref_logp: None, advantages: &a, seq_offsets: &offs, d_logp: &a, d_entropy: &a, partials: &partials };
-    expect_err(grpo_token_loss(&dev, &GrpoConfig::default(), 1, 10, &bufs), "ref_logp");
-    let short4 = g(9);
-    bufs.ref_logp = Some(&a);
-    bufs.advantages = &short4;
-    expect_err(grpo_token_loss(&dev, &GrpoConfig::default(), 1, 10, &bufs), "`advantages`");
-    bufs.advantages = &a;
-    expect_err(grpo_token_loss(&dev, &GrpoConfig::default(), 2, 10, &bufs), "`seq_offsets`");
-}
-
-fn dev_f32(cuda: &CudaOps, n: usize) -> Buffer {
-    cuda.dev.upload(&vec![0f32; n]).unwrap()
 }
