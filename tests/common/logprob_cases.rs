@@ -179,7 +179,28 @@ pub fn logprob_cases(dev: &Device) -> Vec<Vec<u32>> {
     }
     let out: Vec<Vec<u32>> = cases.iter().enumerate().map(|(ci, c)| run_case(dev, ci, c)).collect();
     assert!(run_case(dev, 1, &cases[1]) == out[1], "case 1: a second run on {} gives other bits", dev.name());
+    batch_invariance_case(dev);
     out
+}
+
+/// A row's forward results do not depend on the other rows of the call: rows 100..116 of case 1
+/// alone (warp 0 of a partial tile) give the same bits as in the 130-row call (warp 3 of the first
+/// tile), so the old-policy and the current log-probs of a token agree exactly whatever the
+/// batches were.
+pub fn batch_invariance_case(dev: &Device) {
+    let c = CASES[1];
+    let (x, w, targets) = inputs(&c, 101);
+    let (h, r0, r1) = (c.1, 100, 116);
+    let up_rows = |x: &[bf16], y: &[u32]| (dev.upload(x).unwrap(), dev.upload(&y.iter().map(|&t| t as i32).collect::<Vec<i32>>()).unwrap());
+    let bw = dev.upload(&w).unwrap();
+    let (bx, by) = up_rows(&x, &targets);
+    let all = device_forward(dev, &c, &bx, &bw, &by);
+    let sub_case = (r1 - r0, c.1, c.2, c.3, c.4);
+    let (sx, sy) = up_rows(&x[r0 * h..r1 * h], &targets[r0..r1]);
+    let sub = device_forward(dev, &sub_case, &sx, &bw, &sy);
+    for (name, a, b) in [("logp", &all.logp, &sub.logp), ("entropy", &all.entropy, &sub.entropy), ("lse", &all.lse, &sub.lse)] {
+        assert!(bits(&a[r0..r1]) == bits(b), "{name} of rows {r0}..{r1} alone differs from the 130-row call on {}", dev.name());
+    }
 }
 
 // ---- GRPO per-token loss -----------------------------------------------------------------------

@@ -9,7 +9,12 @@
 //! backward runs the chunks one after the other, three launches each (dlogits → dweight →
 //! dhidden) through one `[rows × chunk]` bf16 buffer. Results are bit-identical from run to run
 //! for a given plan (no atomics; fixed reduction orders); a different chunk size changes the
-//! f32 summation order, nothing else.
+//! f32 summation order, nothing else. The forward is batch-invariant: a row's results depend on
+//! its hidden state, the lm_head and the chunk size, not on the other rows or its position, so
+//! the old-policy and current log-probs of a token agree bit for bit under the same weights.
+//! That is why the forward's split is the caller's chunk and not chosen from the row count (few
+//! rows with chunks of 8192 under-fill a large GPU: 1K rows are 8 x 19 = 152 blocks; pass a
+//! smaller chunk there).
 //!
 //! Dtypes: hidden rows and the lm_head bf16; log-probs, entropies, lse, mean logits f32;
 //! d_logp, d_entropy f32; dx (the gradient of the scored rows) f32 `[rows, hidden]`, overwritten;
