@@ -23,7 +23,7 @@
 #![allow(dead_code)]
 use super::kernel_cases::{random_bf16, to_f32};
 use half::bf16;
-use scalerl::device::{Buffer, Device};
+use scalerl::device::{Buffer, DType, Device};
 use scalerl::ops::cpu::grpo::grpo_loss;
 use scalerl::ops::cpu::logprob::{logprobs_backward, logprobs_forward};
 use scalerl::ops::cuda::grpo_loss::{grpo_blocks, grpo_finish, grpo_token_loss, GrpoBuffers, GRPO_SUMS};
@@ -384,7 +384,11 @@ pub fn logprob_launch_error_cases(dev: &Device) {
     let b = |dz: &Buffer, dx: &Buffer, dw: &Buffer| logprob_backward(dev, &p, &x, &w, &y, &o[0], &o[1], &o[2], None, dz, dx, dw);
     expect_err(b(&short, &dx, &dw), "`dz`");
     expect_err(b(&dz, &short, &dw), "`dx`");
-    expect_err(b(&dz, &dx, &f(300 * 64 * 2)), "`d_lm_head (f32)`");
+    expect_err(b(&dz, &dx, &f(300 * 64 * 2)), "`d_lm_head` holds");
+    // Typed buffers: a bf16 lm_head gradient or an f32 x is refused by name, whatever its size.
+    expect_err(b(&dz, &dx, &f(300 * 64 * 4).typed(DType::Bf16)), "`d_lm_head` holds bf16 elements");
+    let x32 = f(4 * 64 * 4).typed(DType::F32);
+    expect_err(logprob_forward(dev, &p, &x32, &w, &y, &part, &tu, &out), "`x` holds f32 elements");
 
     // GRPO: the KL term needs the reference log-probs; short buffers are named.
     let g = |n: usize| dev.alloc(n * 4).unwrap();

@@ -3,8 +3,8 @@
 //! log-prob backward takes), and the loss parts and metrics from per-block f64 partial sums that
 //! the host adds in block order (deterministic: a fixed token → thread → block assignment and
 //! fixed reduction trees).
-use super::launch::need;
-use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
+use super::launch::{need, need_t};
+use crate::device::{Arg, Buffer, DType, Device, Dim3, LaunchConfig};
 use crate::ops::grpo::{GrpoConfig, GrpoOutput, GrpoTokens, LossAgg};
 use anyhow::{ensure, Result};
 
@@ -42,11 +42,11 @@ pub fn grpo_token_loss(dev: &Device, cfg: &GrpoConfig, num_seqs: usize, n: usize
     let k = "grpo_token_loss";
     ensure!(n <= i32::MAX as usize && num_seqs < i32::MAX as usize, "{k}: {n} tokens in {num_seqs} sequences exceed int32");
     for (buf, what) in [(b.logp, "logp"), (b.entropy, "entropy"), (b.old_logp, "old_logp"), (b.advantages, "advantages"), (b.d_logp, "d_logp"), (b.d_entropy, "d_entropy")] {
-        need(buf, n * F32, k, what)?;
+        need_t(buf, n, DType::F32, k, what)?;
     }
     let ref_logp = match (cfg.kl_coef, b.ref_logp) {
         (Some(_), Some(r)) => {
-            need(r, n * F32, k, "ref_logp")?;
+            need_t(r, n, DType::F32, k, "ref_logp")?;
             Some(r)
         }
         (Some(_), None) => anyhow::bail!("{k}: the KL term needs ref_logp"),

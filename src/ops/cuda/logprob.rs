@@ -31,8 +31,8 @@
 //!   logprob_combine             31 / 31;  logprob_scatter_rows_bf16 24 / 24
 //! (the build's full report: OUT_DIR/ptxas.txt; `device::fatbin`'s test fails on any spill).
 use super::embedding::embedding_gather;
-use super::launch::{need, opt, BF16};
-use crate::device::{Arg, Buffer, Device, Dim3, LaunchConfig};
+use super::launch::{need, need_t, opt, BF16};
+use crate::device::{Arg, Buffer, DType, Device, Dim3, LaunchConfig};
 use crate::ops::{LogProbShape, TokenLogProbs};
 use anyhow::{bail, ensure, Result};
 
@@ -149,13 +149,13 @@ pub fn logprob_forward(
 ) -> Result<()> {
     let k = "logprob_fwd_partials_bf16";
     let (t, h, v) = (plan.rows, plan.hidden, plan.vocab);
-    need(x, t * h * BF16, k, "x")?;
-    need(lm_head, v * h * BF16, k, "lm_head")?;
+    need_t(x, t * h, DType::Bf16, k, "x")?;
+    need_t(lm_head, v * h, DType::Bf16, k, "lm_head")?;
     need(targets, t * 4, k, "targets")?;
-    need(partials, plan.partials_bytes(), k, "partials")?;
-    need(target_u, t * F32, k, "target_u")?;
+    need_t(partials, plan.partials_bytes() / F32, DType::F32, k, "partials")?;
+    need_t(target_u, t, DType::F32, k, "target_u")?;
     for (b, what) in [(out.logp, "logp"), (out.entropy, "entropy"), (out.lse, "lse"), (out.mean_z, "mean_z")] {
-        need(b, t * F32, "logprob_combine", what)?;
+        need_t(b, t, DType::F32, "logprob_combine", what)?;
     }
     if t == 0 {
         return Ok(());
@@ -215,18 +215,18 @@ pub fn logprob_backward(
 ) -> Result<()> {
     let k = "logprob_backward";
     let (t, h, v) = (plan.rows, plan.hidden, plan.vocab);
-    need(x, t * h * BF16, k, "x")?;
-    need(lm_head, v * h * BF16, k, "lm_head")?;
+    need_t(x, t * h, DType::Bf16, k, "x")?;
+    need_t(lm_head, v * h, DType::Bf16, k, "lm_head")?;
     need(targets, t * 4, k, "targets")?;
     for (b, what) in [(lse, "lse"), (mean_z, "mean_z"), (d_logp, "d_logp")] {
-        need(b, t * F32, k, what)?;
+        need_t(b, t, DType::F32, k, what)?;
     }
     if let Some(e) = d_entropy {
-        need(e, t * F32, k, "d_entropy")?;
+        need_t(e, t, DType::F32, k, "d_entropy")?;
     }
-    need(dz, plan.dz_bytes(), k, "dz")?;
-    need(dx, t * h * F32, k, "dx")?;
-    need(d_lm_head, v * h * F32, k, "d_lm_head (f32)")?;
+    need_t(dz, plan.dz_bytes() / BF16, DType::Bf16, k, "dz")?;
+    need_t(dx, t * h, DType::F32, k, "dx")?;
+    need_t(d_lm_head, v * h, DType::F32, k, "d_lm_head")?;
     if t == 0 {
         return Ok(());
     }
@@ -293,9 +293,9 @@ pub fn logprob_backward(
 pub fn logprob_scatter_rows(dev: &Device, dx: &Buffer, rows: &Buffer, n: usize, hidden: usize, d_hidden: &Buffer, total_rows: usize) -> Result<()> {
     let k = "logprob_scatter_rows_bf16";
     ensure!(hidden % 2 == 0, "{k}: hidden {hidden} must be even");
-    need(dx, n * hidden * F32, k, "dx")?;
+    need_t(dx, n * hidden, DType::F32, k, "dx")?;
     need(rows, n * 4, k, "rows")?;
-    need(d_hidden, total_rows * hidden * BF16, k, "d_hidden")?;
+    need_t(d_hidden, total_rows * hidden, DType::Bf16, k, "d_hidden")?;
     ensure!(total_rows <= i32::MAX as usize, "{k}: {total_rows} rows exceed int32");
     if n == 0 {
         return Ok(());
@@ -331,7 +331,7 @@ fn gather(dev: &Device, hidden: &Buffer, rows: &[usize], h: usize, distinct: boo
         })
         .collect::<Result<Vec<i32>>>()?;
     let ids = dev.upload(&ids)?;
-    let x = dev.alloc(rows.len() * h * BF16)?;
+    let x = dev.alloc(rows.len() * h * BF16)?.typed(DType::Bf16);
     embedding_gather(dev, &ids, hidden, &x, rows.len(), h, avail)?;
     Ok((x, ids, avail))
 }
@@ -354,8 +354,9 @@ pub fn ops_logprobs(dev: &Device, hidden: &Buffer, rows: &[usize], targets: &[u3
     }
     let (x, _, _) = gather(dev, hidden, rows, sh.hidden, false)?;
     let y = upload_targets(dev, targets, sh.vocab)?;
-    let (partials, target_u) = (dev.alloc(plan.partials_bytes())?, dev.alloc(t * F32)?);
-    let outs: Vec<Buffer> = (0..4).map(|_| dev.alloc(t * F32)).collect::<Result<_>>()?;
+    let f32s = |n: usize| -> Result<Buffer> { Ok(dev.alloc(n * F32)?.typed(DType::F32)) };
+    let (partials, target_u) = (f32s(plan.partials_bytes() / F32)?, f32s(t)?);
+    let outs: Vec<Buffer> = (0..4).map(|_| f32s(t)).collect::<Result<_>>()?;
     let out = LogProbOut { logp: &outs[0], entropy: &outs[1], lse: &outs[2], mean_z: &outs[3] };
     logprob_forward(dev, &plan, &x, lm_head, &y, &partials, &target_u, &out)?;
     let get = |b: &Buffer| -> Result<Vec<f32>> {
@@ -367,8 +368,8 @@ pub fn ops_logprobs(dev: &Device, hidden: &Buffer, rows: &[usize], targets: &[u3
 }
 
 /// `Ops::logprobs_backward` on the device. `d_lm_head` must be an f32 `[vocab, hidden]` buffer
-/// (the gradient accumulates in f32); `d_hidden` (bf16, `hidden`'s shape) is overwritten: zero,
-/// then each scored row.
+/// (the lm_head's view of an f32 gradient set: the gradient accumulates in f32); `d_hidden` (bf16,
+/// `hidden`'s shape) is overwritten: zero, then each scored row.
 #[allow(clippy::too_many_arguments)]
 pub fn ops_logprobs_backward(
     dev: &Device,
@@ -392,11 +393,12 @@ pub fn ops_logprobs_backward(
         ensure!(e.len() == t, "logprobs_backward: d_entropy has {} entries for {t} rows", e.len());
     }
     let (h, v) = (sh.hidden, sh.vocab);
-    if d_lm_head.len_bytes() != v * h * F32 {
+    if d_lm_head.dtype() == Some(DType::Bf16) || d_lm_head.len_bytes() != v * h * F32 {
         bail!(
-            "logprobs_backward: d_lm_head holds {} bytes; the lm_head gradient accumulates in f32 ([{v}, {h}] = {} bytes). \
-             A bf16 parameter view cannot take it: f32 gradient sets on the CUDA backend (`zeros_params`) are not there yet",
+            "logprobs_backward: d_lm_head holds {} bytes{}; the lm_head gradient accumulates in f32 ([{v}, {h}] = {} bytes): \
+             pass the lm_head's view of an f32 gradient set (`zeros_params`), not a bf16 weight",
             d_lm_head.len_bytes(),
+            d_lm_head.dtype().map_or(String::new(), |d| format!(" of {d}")),
             v * h * F32
         );
     }
@@ -413,9 +415,10 @@ pub fn ops_logprobs_backward(
     }
     let (x, ids, total_rows) = gather(dev, hidden, rows, h, true)?;
     let y = upload_targets(dev, targets, v)?;
-    let (lse, mean_z, dl) = (dev.upload(&fwd.lse)?, dev.upload(&fwd.mean_z)?, dev.upload(d_logp)?);
-    let de = d_entropy.map(|e| dev.upload(e)).transpose()?;
-    let (dz, dx) = (dev.alloc(plan.dz_bytes())?, dev.alloc(t * h * F32)?);
+    let up = |v: &[f32]| -> Result<Buffer> { Ok(dev.upload(v)?.typed(DType::F32)) };
+    let (lse, mean_z, dl) = (up(&fwd.lse)?, up(&fwd.mean_z)?, up(d_logp)?);
+    let de = d_entropy.map(up).transpose()?;
+    let (dz, dx) = (dev.alloc(plan.dz_bytes())?.typed(DType::Bf16), dev.alloc(t * h * F32)?.typed(DType::F32));
     logprob_backward(dev, &plan, &x, lm_head, &y, &lse, &mean_z, &dl, de.as_ref(), &dz, &dx, d_lm_head)?;
     logprob_scatter_rows(dev, &dx, &ids, t, h, d_hidden, total_rows)
 }
