@@ -376,8 +376,8 @@ impl Ops for CudaOps {
         logprob::ops_logprobs(&self.dev, hidden, rows, targets, lm_head, sh)
     }
 
-    /// `d_lm_head` must be an f32 `[vocab, hidden]` buffer (the gradient accumulates in f32; the
-    /// bf16 parameter views of `DeviceParams` are refused until f32 gradient sets exist).
+    /// `d_lm_head` must be an f32 `[vocab, hidden]` buffer: the lm_head's view of an f32 gradient
+    /// set (`zeros_params`); a bf16 weight view is refused.
     fn logprobs_backward(
         &self,
         hidden: &Buffer,
