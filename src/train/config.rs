@@ -114,6 +114,9 @@ pub struct LossConfig {
     pub clip_ratio: f32,
     /// ε_high (DAPO clip-higher, e.g. 0.28); absent: `clip_ratio`.
     pub clip_ratio_high: Option<f32>,
+    /// Dual clip (verl's `clip_ratio_c`, e.g. 3.0): for a negative advantage the per-token loss
+    /// is capped at −A·c; absent: off (DeepScaleR's run).
+    pub clip_ratio_c: Option<f32>,
     /// Low-variance KL penalty against the frozen reference model, on or off.
     pub use_kl: bool,
     /// Its coefficient.
@@ -281,6 +284,7 @@ impl Default for LossConfig {
         LossConfig {
             clip_ratio: 0.2,
             clip_ratio_high: None,
+            clip_ratio_c: None,
             use_kl: true,
             kl_coef: 0.001,
             reference: RefPlacement::Device,
@@ -390,6 +394,11 @@ impl RunConfig {
         if let Some(h) = l.clip_ratio_high {
             if !positive(h) {
                 bail!("loss.clip_ratio_high must be > 0 (got {h})");
+            }
+        }
+        if let Some(c) = l.clip_ratio_c {
+            if !(c > 1.0) {
+                bail!("loss.clip_ratio_c must be > 1 (got {c})");
             }
         }
         if !non_negative(l.kl_coef) || !non_negative(l.entropy_coef) {
@@ -563,6 +572,7 @@ impl RunConfig {
         GrpoConfig {
             clip_low: l.clip_ratio,
             clip_high: l.clip_ratio_high.unwrap_or(l.clip_ratio),
+            dual_clip: l.clip_ratio_c,
             entropy_coef: l.entropy_coef,
             kl_coef: l.use_kl.then_some(l.kl_coef),
             agg: self.loss_agg(stage.max_response_len),
