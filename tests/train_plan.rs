@@ -70,10 +70,11 @@ fn a_host_reference_is_on_the_device_only_for_its_pass() {
     assert!(h.logprobs_peak < h.update_peak, "{} vs {}", h.logprobs_peak, h.update_peak);
     // The key reads from the config file, and a wrong value names it.
     let text = std::fs::read_to_string("configs/deepscaler-1.5b-8k-16k-24k.toml").unwrap();
-    let with = text.replace("[loss]\n", "[loss]\nreference = \"host\"\n");
-    assert_ne!(with, text, "the config has a [loss] table");
+    assert_eq!(RunConfig::from_toml_str(&text).unwrap().loss.reference, cfg.loss.reference);
+    let with = text.replace("reference = \"device\"", "reference = \"host\"");
+    assert_ne!(with, text, "the config documents loss.reference");
     assert_eq!(RunConfig::from_toml_str(&with).unwrap().loss.reference, host.loss.reference);
-    let e = RunConfig::from_toml_str(&text.replace("[loss]\n", "[loss]\nreference = \"disk\"\n")).unwrap_err();
+    let e = RunConfig::from_toml_str(&text.replace("reference = \"device\"", "reference = \"disk\"")).unwrap_err();
     assert!(format!("{e:#}").contains("loss.reference: unknown `disk` (expected device or host)"), "{e:#}");
 }
 
