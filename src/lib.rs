@@ -3,6 +3,7 @@
 //!
 //! Map, lower layers first (a module imports only those above it in this list):
 //! - `util` — the seeded RNG;
+//! - `dist` — data-parallel ranks: launcher environment, TCP rendezvous, collectives;
 //! - `device` — memory, copies, kernel launch by name, GEMM, CUDA graphs: a GPU (cudarc) or
 //!   interpret mode (the kernels run on the CPU with CUDA semantics);
 //! - `params` — the tensor table (names, shapes, roles) and flat parameter buffers;
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod engine;
 pub mod eval;
 pub mod kv;

@@ -148,3 +148,18 @@ fn cuda_device_without_gpu_is_a_clear_error() {
         assert!(err.starts_with("error: ") && err.contains("GPU"), "{err}");
     }
 }
+
+/// Under a launcher with several processes, `train` refuses (each would train alone and write
+/// the same run directory) until data-parallel training is wired; a bad launcher variable is
+/// named.
+#[test]
+fn train_under_a_multi_process_launcher_refuses() {
+    let run = |vars: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_scalerl")).args(["train", "--config", "configs/tiny-test.toml"]).envs(vars.iter().copied()).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&[("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "localhost")]);
+    assert!(code != 0 && err.contains("Torchrun launched 2 processes (this is rank 1)"), "{err}");
+    let (code, err) = run(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "0")]);
+    assert!(code != 0 && err.contains("MASTER_ADDR is not set"), "{err}");
+}

@@ -565,7 +565,7 @@ fn property_linear_inequality_direction() {
 #[test]
 fn property_matrix_arithmetic() {
     let mut seed = 0xdeadbeefcafef00du64;
-    let mut mat = |seed: &mut u64| -> [[i64; 2]; 2] {
+    let mat = |seed: &mut u64| -> [[i64; 2]; 2] {
         let mut v = || (rng(seed) % 11) as i64 - 5;
         [[v(), v()], [v(), v()]]
     };

@@ -48,6 +48,17 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    // Under a launcher with several processes, each would train alone on the whole batch and
+    // write the same run directory: refuse until the step is data-parallel (src/dist).
+    let topo = crate::dist::Topology::from_env()?;
+    if topo.world_size > 1 {
+        anyhow::bail!(
+            "{:?} launched {} processes (this is rank {}), but data-parallel training is not wired into the trainer yet: run one process per job",
+            topo.launcher,
+            topo.world_size,
+            topo.rank
+        );
+    }
     let Some(config) = &a.config else {
         if a.resume.is_some() {
             anyhow::bail!("--resume needs the run's --config (a default run writes RUN_DIR/config.toml)");
