@@ -49,11 +49,12 @@ pub struct TrainArgs {
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     // Under a launcher with several processes, each would train alone on the whole batch and
-    // write the same run directory: refuse until the step is data-parallel (src/dist).
+    // write the same run directory: refuse until the NCCL backend joins the processes (the
+    // data-parallel step itself, `train::data_parallel`, runs and is tested with ranks as threads).
     let topo = crate::dist::Topology::from_env()?;
     if topo.world_size > 1 {
         anyhow::bail!(
-            "{:?} launched {} processes (this is rank {}), but data-parallel training is not wired into the trainer yet: run one process per job",
+            "{:?} launched {} processes (this is rank {}), but multi-process training needs the NCCL backend, which is not in this build yet: run one process per job",
             topo.launcher,
             topo.world_size,
             topo.rank

@@ -24,6 +24,27 @@ pub trait Collective {
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()>;
 }
 
+/// Every rank's `mine`, in rank order, on every rank (lengths may differ): two sum-all-reduces,
+/// the lengths then the values placed at each rank's offset (x + 0 = x, so the sum is exact).
+pub fn all_gather_f64(c: &mut dyn Collective, mine: &[f64]) -> Result<Vec<Vec<f64>>> {
+    let (w, r) = (c.world_size(), c.rank());
+    let mut lens = vec![0.0; w];
+    lens[r] = mine.len() as f64;
+    c.all_reduce_sum_f64(&mut lens)?;
+    let lens: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
+    let off: usize = lens[..r].iter().sum();
+    let mut all = vec![0.0; lens.iter().sum()];
+    all[off..off + mine.len()].copy_from_slice(mine);
+    c.all_reduce_sum_f64(&mut all)?;
+    let mut out = Vec::with_capacity(w);
+    let mut at = 0;
+    for l in lens {
+        out.push(all[at..at + l].to_vec());
+        at += l;
+    }
+    Ok(out)
+}
+
 /// One process: every collective is the identity.
 pub struct SingleRank;
 
@@ -326,6 +347,18 @@ mod tests {
         assert!(out[0].is_err());
         let e = out.into_iter().nth(1).unwrap().unwrap().unwrap_err();
         assert!(e.contains("rank 0 left the group"), "{e}");
+    }
+
+    #[test]
+    fn gathers_every_ranks_values_in_rank_order() {
+        let out = run(3, 10_000, |mut g| {
+            let mine: Vec<f64> = (0..g.rank()).map(|i| (10 * g.rank() + i) as f64).collect();
+            all_gather_f64(&mut g, &mine).unwrap()
+        });
+        for o in out {
+            assert_eq!(o.unwrap(), vec![vec![], vec![10.0], vec![20.0, 21.0]]);
+        }
+        assert_eq!(all_gather_f64(&mut SingleRank, &[1.0, f64::NAN]).unwrap()[0][0], 1.0);
     }
 
     #[test]

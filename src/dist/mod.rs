@@ -14,5 +14,5 @@ pub mod collective;
 pub mod launch;
 pub mod rendezvous;
 
-pub use collective::{Collective, SingleRank, ThreadGroup};
+pub use collective::{all_gather_f64, Collective, SingleRank, ThreadGroup};
 pub use launch::{Launcher, Topology};

@@ -133,6 +133,12 @@ pub struct LogProbGap {
 impl LogProbGap {
     /// Over every token of every sample (`a[i]` and `b[i]` for sample i, the same lengths).
     pub fn between(a: &[Vec<f32>], b: &[Vec<f32>]) -> LogProbGap {
+        let (sum, n, max) = Self::parts(a, b);
+        LogProbGap { mean: if n == 0 { 0.0 } else { sum / n as f64 }, max }
+    }
+
+    /// Σ|a − b|, the token count and max|a − b| (what ranks combine).
+    pub fn parts(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, usize, f64) {
         let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
         for (x, y) in a.iter().zip(b) {
             for (p, q) in x.iter().zip(y) {
@@ -143,7 +149,7 @@ impl LogProbGap {
                 n += 1;
             }
         }
-        LogProbGap { mean: if n == 0 { 0.0 } else { sum / n as f64 }, max }
+        (sum, n, max)
     }
 }
 

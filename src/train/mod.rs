@@ -9,6 +9,7 @@
 //!   `validation` → metrics and checkpoints), with context `config` stages;
 //! - io: `data` (training set with a resumable cursor), `checkpoint` (atomic Hugging Face
 //!   directories), `metrics` (the JSONL log), `plot` (charts);
+//! - `data_parallel`: the step across ranks (shares of the batch, the gradient all-reduce);
 //! - `default_run`: the embedded default of `scalerl train` (a tiny model from scratch).
 //!
 //! Proven against PyTorch by `tests/train_grads.rs` (fixtures from
@@ -17,6 +18,7 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod data_parallel;
 pub mod default_run;
 pub mod grpo;
 pub mod metrics;

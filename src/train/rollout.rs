@@ -22,6 +22,9 @@ pub fn rollout_seed(seed: u64, step: usize, prompt: usize, sample: usize) -> u64
 pub struct RolloutParams<'a> {
     pub seed: u64,
     pub step: usize,
+    /// The batch index of `prompts[0]` (a rank's share starts there), so that a prompt's samples
+    /// are seeded by its place in the whole batch, whichever rank rolls it out.
+    pub first_prompt: usize,
     /// Samples per prompt.
     pub n: usize,
     pub max_response_len: usize,
@@ -88,7 +91,7 @@ pub fn roll_out<M: StepModel>(
                     temperature: p.temperature,
                     top_p: p.top_p,
                     top_k: 0,
-                    seed: rollout_seed(p.seed, p.step, pi, si),
+                    seed: rollout_seed(p.seed, p.step, p.first_prompt + pi, si),
                     max_new_tokens: p.max_response_len,
                     stop_token_ids: p.stop_token_ids.to_vec(),
                 },

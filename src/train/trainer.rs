@@ -29,9 +29,11 @@ use super::data::Dataset;
 use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_FILE};
 use super::rollout::{roll_out, RolloutParams};
 use super::step::{response_logprobs, PassOptions};
-use super::update::{ppo_updates, UpdateBatch, UpdatePlan};
+use super::update::{ppo_updates_on, UpdateBatch, UpdatePlan};
+use super::data_parallel::{gather_gap, sum_count, Gathered, Share};
+use crate::dist::{Collective, SingleRank};
 use super::validation::Validator;
-use super::metrics::{LogProbGap, PhaseMemory};
+use super::metrics::PhaseMemory;
 use super::policy::Policy;
 use crate::model::{GenerationConfig, Model, ModelConfig, TextTokenizer, Transformer};
 use crate::ops::cpu::CpuOps;
@@ -102,6 +104,14 @@ fn finite(x: f64) -> f64 {
 /// Runs (or resumes) a training run on `cfg.device`. Config, data set, model and device are all
 /// checked before the run directory is touched.
 pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    train_rank(cfg, opts, &mut SingleRank)
+}
+
+/// `train` as one rank of a data-parallel group (`crate::dist`; `train::data_parallel` for how
+/// the step is shared). Every rank runs this with the same config; rank 0 writes the run
+/// directory (config, metrics, checkpoints) and runs the validation, and the others read it
+/// only to resume.
+pub fn train_rank(cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Collective) -> Result<TrainSummary> {
     let owned;
     let cfg = match opts.device {
         Some(d) => {
@@ -114,24 +124,27 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     check_supported(cfg)?;
     // Opened now, so a missing GPU fails before any work.
     match cfg.device.device().with_context(|| format!("device = {:?}", cfg.device.to_string()))? {
-        None => run(CpuOps, cfg, opts),
+        None => run(CpuOps, cfg, opts, comm),
         Some(dev) => {
             // On a GPU, the memory plan first: a stage that cannot fit is refused with the plan.
             if let Some(total) = dev.total_memory()? {
                 let model = ModelConfig::from_file(&cfg.model.join("config.json"))?;
                 super::plan::check(&model, cfg, total as u64).with_context(|| format!("the memory plan on {}", dev.name()))?;
             }
-            run(CudaOps::new(dev), cfg, opts)
+            run(CudaOps::new(dev), cfg, opts, comm)
         }
     }
 }
 
 /// The loop on one backend: rollouts, log-probs, updates and validation all run there.
-fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Collective) -> Result<TrainSummary> {
     let run_dir = opts.resume.clone().unwrap_or_else(|| cfg.run_dir.clone());
+    let writer = comm.rank() == 0;
 
     // Everything that can fail on bad input, before any write.
-    let model = Model::load(&cfg.model).with_context(|| format!("model {}", cfg.model.display()))?;
+    let mut model = Model::load(&cfg.model).with_context(|| format!("model {}", cfg.model.display()))?;
+    // Every rank starts from rank 0's weights (the same files, but a rank must never drift).
+    comm.broadcast(model.weights.flat_mut(), 0)?;
     let tokenizer = TextTokenizer::load(&cfg.model)?;
     let generation = GenerationConfig::load(&cfg.model)?;
     let stop_ids = generation.stop_token_ids(&model.config.eos_token_ids, &tokenizer);
@@ -178,7 +191,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
     // Fresh run or resume.
     let (mut policy, mut step, mut clip_history) = match &opts.resume {
         Some(dir) => {
-            let loaded = checkpoint::load_latest(dir)?.with_context(|| {
+            let mut loaded = checkpoint::load_latest(dir)?.with_context(|| {
                 format!(
                     "--resume {}: no checkpoint (no `latest`) in it",
                     dir.display()
@@ -192,12 +205,13 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
                 );
             }
             loaded.model.weights.check_same_table(&model.weights, "the checkpoint's weights")?;
+            comm.broadcast(loaded.model.weights.flat_mut(), 0)?;
             let policy = Policy::new(ops, model.config.clone(), &loaded.model.weights, cfg.adamw(), loaded.optimizer)?;
             data.set_cursor(loaded.state.cursor)?;
             (policy, loaded.state.step, loaded.state.clip_history)
         }
         None => {
-            if checkpoint::latest(&run_dir)?.is_some() {
+            if writer && checkpoint::latest(&run_dir)?.is_some() {
                 bail!("{} already holds a run (resume it with --resume {0}, or choose another run_dir)", run_dir.display());
             }
             (Policy::new(ops, model.config.clone(), &model.weights, cfg.adamw(), None)?, 0, Vec::new())
@@ -212,17 +226,17 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
 
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    if opts.resume.is_none() {
+    if writer && opts.resume.is_none() {
         std::fs::write(run_dir.join("config.toml"), toml::to_string(cfg)?)
             .context("cannot write config.toml")?;
     }
-    let mut log = MetricsLog::open_for_resume(&run_dir.join(METRICS_FILE), step)?;
+    let mut log = writer.then(|| MetricsLog::open_for_resume(&run_dir.join(METRICS_FILE), step)).transpose()?;
     let reward_cfg = RewardConfig::default();
     let pass = PassOptions {
         temperature: cfg.rollout.temperature,
         ..PassOptions::default()
     };
-    let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| {
+    let bar = (writer && opts.progress && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total_steps as u64);
         b.set_position(step as u64);
         b.set_style(
@@ -236,7 +250,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
 
     // Validation before the first update, logged with step 0.
     let mut pending_validation = match &validator {
-        Some(v) if v.at_start() && step == 0 && total_steps > 0 => {
+        Some(v) if writer && v.at_start() && step == 0 && total_steps > 0 => {
             let budget = stages[cfg.stage_index_at(0, &clip_history)].max_response_len;
             v.run(&policy.model, &tokenizer, &stop_ids, budget, 0)?
         }
@@ -251,13 +265,17 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
         let data_epoch = data.cursor().epoch;
         let batch = data.next_batch(cfg.rollout.batch_prompts);
         let n = stage.n;
+        let share = Share::of(batch.len(), comm.rank(), comm.world_size());
 
-        // Rollouts and rewards.
-        let batch_prompts: Vec<(&[u32], &Gold)> =
-            batch.iter().map(|rec| (prompts[rec.id].tokens.as_slice(), &rec.gold)).collect();
+        // Rollouts and rewards, of this rank's share of the prompts.
+        let batch_prompts: Vec<(&[u32], &Gold)> = batch[share.first..share.first + share.len]
+            .iter()
+            .map(|rec| (prompts[rec.id].tokens.as_slice(), &rec.gold))
+            .collect();
         let params = RolloutParams {
             seed: cfg.seed,
             step,
+            first_prompt: share.first,
             n,
             max_response_len: stage.max_response_len,
             temperature: cfg.rollout.temperature,
@@ -276,7 +294,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
         let rollout_peak = phase_peak(&ops);
         let rewards = &ro.rewards;
         let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
-        let zero_var = ro.zero_variance_groups(n);
+        let zero_var = sum_count(comm, ro.zero_variance_groups(n))?;
         let samples = ro.samples();
         let seq_tokens: u64 = ro.seqs.iter().map(|s| s.len() as u64).sum();
 
@@ -292,7 +310,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
             out
         };
         let old = per_sample(response_logprobs(&policy.model, &samples, &pass)?.logp);
-        let mismatch = LogProbGap::between(&ro.logprobs, &old);
+        let mismatch = gather_gap(comm, &ro.logprobs, &old)?;
         let refs = match &reference {
             Some(Reference::Resident(r)) => Some(per_sample(response_logprobs(r, &samples, &pass)?.logp)),
             Some(Reference::Host(w)) => {
@@ -319,15 +337,18 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
             grpo: &grpo_cfg,
             pass: &pass,
         };
-        let u = ppo_updates(&mut policy, &batch_in, &plan)?;
+        let u = ppo_updates_on(&mut policy, &batch_in, &plan, share, comm)?;
         let update_time = PhaseTime::new(t.elapsed().as_secs_f64(), seq_tokens * cfg.optim.ppo_epochs as u64);
         let peak_memory = ops.memory().map(|_| PhaseMemory { rollout: rollout_peak, logprobs: logprobs_peak, update: phase_peak(&ops) });
 
-        let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
-        let clip_ratio = ro.cut.iter().filter(|&&c| c).count() as f64 / ro.cut.len() as f64;
+        // The whole batch's per-sample facts (every rank's), so all take the same stage decisions.
+        let resp_lens: Vec<usize> = (0..ro.seqs.len()).map(|i| ro.response_len(i)).collect();
+        let all = Gathered::new(comm, rewards, &resp_lens, &ro.correct, &ro.cut)?;
+        let lens: Vec<(usize, bool)> = all.response_lens.iter().copied().zip(all.correct.iter().copied()).collect();
+        let clip_ratio = all.cut.iter().filter(|&&c| c).count() as f64 / all.cut.len() as f64;
         // The step's time, without the validation (which reports its own).
         let step_secs = t_step.elapsed().as_secs_f64();
-        if let Some(v) = validator.as_ref().filter(|v| v.due_after(step + 1, total_steps)) {
+        if let Some(v) = validator.as_ref().filter(|v| writer && v.due_after(step + 1, total_steps)) {
             let budget = stage.max_response_len;
             pending_validation.extend(v.run(&policy.model, &tokenizer, &stop_ids, budget, step + 1)?);
         }
@@ -337,8 +358,8 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
             max_response_len: stage.max_response_len,
             n,
             epoch: data_epoch,
-            reward_mean: rewards.iter().map(|&r| r as f64).sum::<f64>() / rewards.len() as f64,
-            accuracy: ro.correct.iter().filter(|&&c| c).count() as f64 / ro.correct.len() as f64,
+            reward_mean: all.rewards.iter().map(|&r| r as f64).sum::<f64>() / all.rewards.len() as f64,
+            accuracy: all.correct.iter().filter(|&&c| c).count() as f64 / all.correct.len() as f64,
             response_len: ResponseLens::from_samples(&lens),
             clip_ratio,
             prompts_dropped: dropped,
@@ -360,7 +381,9 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
             step_secs,
             validation: std::mem::take(&mut pending_validation),
         };
-        log.append(&metrics)?;
+        if let Some(log) = &mut log {
+            log.append(&metrics)?;
+        }
         clip_history.truncate(step);
         clip_history.resize(step, 0.0);
         clip_history.push(clip_ratio);
@@ -386,12 +409,12 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
                 b.set_position(step as u64);
                 b.set_message(line);
             }
-            None if opts.progress => eprintln!("{line}"),
+            None if writer && opts.progress => eprintln!("{line}"),
             None => {}
         }
 
         let every = cfg.checkpoint.every;
-        if (every > 0 && step % every == 0) || step == total_steps {
+        if writer && ((every > 0 && step % every == 0) || step == total_steps) {
             let state = TrainerState {
                 step,
                 cursor: data.cursor(),

@@ -10,9 +10,11 @@
 
 use super::adamw::StepReport;
 use super::data::epoch_order;
+use super::data_parallel::{all_reduce_grads, Share};
 use super::grpo::{GrpoConfig, LossAgg};
 use super::policy::Policy;
 use super::step::{broadcast_advantages, grpo_backward_scaled, GrpoInputs, PassOptions, Sample};
+use crate::dist::{Collective, SingleRank};
 use crate::model::Transformer;
 use crate::ops::Ops;
 use crate::util::mix;
@@ -79,13 +81,27 @@ pub struct UpdatePlan<'a> {
 
 /// Runs the step's PPO epochs of mini-batch updates on `model`.
 pub fn ppo_updates<O: Ops>(policy: &mut Policy<O>, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
-    let prompts = b.samples.len() / b.n;
+    let share = Share::whole(b.samples.len() / b.n);
+    ppo_updates_on(policy, b, plan, share, &mut SingleRank)
+}
+
+/// `ppo_updates` on one rank of a data-parallel group: `b` holds this rank's `share` of the
+/// batch's prompts; the mini-batches are cut from the whole batch's prompts (every rank cuts the
+/// same), each rank computes its part of a mini-batch's gradient with the whole mini-batch's
+/// aggregation weights, and the parts and the loss are summed across ranks before the update.
+pub fn ppo_updates_on<O: Ops>(
+    policy: &mut Policy<O>,
+    b: &UpdateBatch,
+    plan: &UpdatePlan,
+    share: Share,
+    comm: &mut dyn Collective,
+) -> Result<UpdateStats> {
     let mut grads = policy.model.ops.zeros_params(policy.model.table())?;
     let mut s = UpdateStats::default();
     for epoch in 0..plan.ppo_epochs {
-        let order = epoch_order(prompts, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
+        let order = epoch_order(share.total, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
         for chunk in order.chunks(plan.mini_batch_prompts) {
-            let idx: Vec<usize> = chunk.iter().flat_map(|&p| p * b.n..(p + 1) * b.n).collect();
+            let idx: Vec<usize> = chunk.iter().filter_map(|&p| share.local(p)).flat_map(|p| p * b.n..(p + 1) * b.n).collect();
             let mb: Vec<Sample> = idx.iter().map(|&i| b.samples[i]).collect();
             let mb_adv: Vec<f32> = idx.iter().map(|&i| b.advantages[i]).collect();
             let advantages = broadcast_advantages(&mb, &mb_adv);
@@ -93,8 +109,23 @@ pub fn ppo_updates<O: Ops>(policy: &mut Policy<O>, b: &UpdateBatch, plan: &Updat
             let ref_logp: Option<Vec<f32>> =
                 b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
             policy.model.ops.zero_params(&mut grads)?;
+            // The whole mini-batch's response tokens and sequences, over every rank.
+            let mut totals = [mb.iter().map(|s| s.response_len()).sum::<usize>() as f64, mb.len() as f64];
+            comm.all_reduce_sum_f64(&mut totals)?;
             let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
-            let out = minibatch_backward(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, &mut grads)?;
+            let mut out = if mb.is_empty() {
+                MiniBatchLoss::default()
+            } else {
+                let totals = (totals[0] as usize, totals[1] as usize);
+                minibatch_backward_of(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, totals, &mut grads)?
+            };
+            if comm.world_size() > 1 {
+                all_reduce_grads(comm, &policy.model.ops, &mut grads)?;
+                let mut parts = [out.loss, out.pg_loss, out.kl_loss, out.entropy_mean, out.clip_frac, out.approx_kl];
+                comm.all_reduce_sum_f64(&mut parts)?;
+                let [loss, pg_loss, kl_loss, entropy_mean, clip_frac, approx_kl] = parts;
+                out = MiniBatchLoss { loss, pg_loss, kl_loss, entropy_mean, clip_frac, approx_kl };
+            }
             let r = apply_update(policy, &mut grads, out.loss)?;
             s.lr = r.lr as f64;
             if r.skipped {
@@ -170,8 +201,24 @@ pub fn minibatch_backward<O: Ops>(
     cut: MicroBatch,
     grads: &mut O::Params,
 ) -> Result<MiniBatchLoss> {
-    let total_tokens: usize = mb.iter().map(|s| s.response_len()).sum();
-    let total_seqs = mb.len();
+    let totals = (mb.iter().map(|s| s.response_len()).sum(), mb.len());
+    minibatch_backward_of(model, mb, inputs, cfg, pass, cut, totals, grads)
+}
+
+/// `minibatch_backward` of the part `mb` of a mini-batch whose response tokens and sequences
+/// number `(total_tokens, total_seqs)` over all ranks: the part's gradient and loss with the
+/// whole mini-batch's aggregation weights (the parts sum to the whole's).
+#[allow(clippy::too_many_arguments)]
+pub fn minibatch_backward_of<O: Ops>(
+    model: &Transformer<O>,
+    mb: &[Sample],
+    inputs: &GrpoInputs,
+    cfg: &GrpoConfig,
+    pass: &PassOptions,
+    cut: MicroBatch,
+    (total_tokens, total_seqs): (usize, usize),
+    grads: &mut O::Params,
+) -> Result<MiniBatchLoss> {
     // Where each sample's response tokens start in the per-token inputs.
     let starts: Vec<usize> = mb.iter().scan(0, |off, s| {
         let start = *off;
