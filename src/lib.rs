@@ -3,9 +3,10 @@
 //!
 //! Map, lower layers first (a module imports only those above it in this list):
 //! - `util` — the seeded RNG;
-//! - `dist` — data-parallel ranks: launcher environment, TCP rendezvous, collectives;
 //! - `device` — memory, copies, kernel launch by name, GEMM, CUDA graphs: a GPU (cudarc) or
 //!   interpret mode (the kernels run on the CPU with CUDA semantics);
+//! - `dist` — data-parallel ranks: launcher environment, TCP rendezvous, collectives (NCCL
+//!   through the device layer's `device::nccl`, or in-process for tests);
 //! - `params` — the tensor table (names, shapes, roles) and flat parameter buffers;
 //! - `ops` — the numerics, forward and backward: `cpu` (the f32 reference) and `cuda` (the
 //!   kernels, on the device layer), behind one `Ops` interface;

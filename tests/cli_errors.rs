@@ -149,9 +149,9 @@ fn cuda_device_without_gpu_is_a_clear_error() {
     }
 }
 
-/// Under a launcher with several processes, `train` refuses (each would train alone and write
-/// the same run directory) until data-parallel training is wired; a bad launcher variable is
-/// named.
+/// Under a launcher with several processes, `train` is one rank of a multi-GPU run: on a CPU
+/// config it refuses by name (ranks of CPU processes are not joined); a bad launcher variable
+/// is named; on a GPU config without a GPU, the GPU is named.
 #[test]
 fn train_under_a_multi_process_launcher_refuses() {
     let run = |vars: &[(&str, &str)]| {
@@ -159,7 +159,18 @@ fn train_under_a_multi_process_launcher_refuses() {
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (code, err) = run(&[("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "localhost")]);
-    assert!(code != 0 && err.contains("Torchrun launched 2 processes (this is rank 1)"), "{err}");
+    assert!(code != 0 && err.contains("Torchrun launched 2 processes (this is rank 1): a multi-process run trains on GPUs"), "{err}");
+    let (code, err) = run(&[("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_SIZE", "2"), ("OMPI_COMM_WORLD_LOCAL_RANK", "1"), ("MASTER_ADDR", "localhost")]);
+    assert!(code != 0 && err.contains("OpenMpi launched 2 processes"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_scalerl"))
+        .args(["train", "--config", "configs/tiny-test.toml", "--device", "cuda"])
+        .envs([("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "localhost")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !scalerl::device::cuda::driver_present() {
+        assert!(!out.status.success() && err.contains("rank 1: GPU 1 (LOCAL_RANK)") && err.contains("no GPU"), "{err}");
+    }
     let (code, err) = run(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "0")]);
     assert!(code != 0 && err.contains("MASTER_ADDR is not set"), "{err}");
 }

@@ -348,3 +348,31 @@ fn gpu_backward_gemms_match_cpu() {
         backward_cases::backward_launch_error_cases(&d);
     }
 }
+
+/// NCCL with one rank on GPU 0 (a group of one is valid NCCL): the plumbing — id, init,
+/// in-place all-reduce and broadcast on the device's stream, f32 and f64, the async error
+/// check. The multi-rank arithmetic of the step is checked in-process by tests/train_dist.rs.
+/// Skipped without libnccl unless SCALERL_REQUIRE_NCCL=1.
+#[test]
+fn nccl_one_rank_collectives() {
+    use scalerl::device::nccl::{nccl_present, unique_id, NcclComm};
+    use scalerl::device::DType;
+    let Some(dev) = gpu() else { return };
+    if !nccl_present() {
+        assert!(std::env::var("SCALERL_REQUIRE_NCCL").as_deref() != Ok("1"), "SCALERL_REQUIRE_NCCL=1 but libnccl.so is not on the loader path");
+        println!("skipped: no libnccl.so on the loader path");
+        return;
+    }
+    let id = unique_id().unwrap();
+    let mut comm = NcclComm::new(&dev, &id, 0, 1).unwrap();
+    let v: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let b = dev.upload(&v).unwrap().typed(DType::F32);
+    comm.all_reduce_sum_f32(&dev, &b).unwrap();
+    comm.broadcast_f32(&dev, &b, 0).unwrap();
+    assert_eq!(dev.download::<f32>(&b).unwrap(), v);
+    let w = vec![1e15f64 + 1.0, -3.25];
+    let c = dev.upload(&w).unwrap();
+    comm.all_reduce_sum_f64(&dev, &c).unwrap();
+    assert_eq!(dev.download::<f64>(&c).unwrap(), w);
+    comm.check().unwrap();
+}

@@ -4,10 +4,12 @@
 //! the embedded default run (`train::default_run`), a tiny model trained from scratch on a
 //! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
 use crate::train::default_run::{run_default, DefaultRunOptions};
-use crate::train::trainer::{train_from_file, TrainOptions};
+use crate::engine::Backend;
+use crate::train::config::RunConfig;
+use crate::train::trainer::{train_from_file, train_rank, TrainOptions};
 use crate::train::metrics::{phase_summary, read_metrics, METRICS_FILE};
 use crate::train::plot::plot_run;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Mean phase times and the charts of the finished run (RUN_DIR/plots). A failure here is
@@ -48,17 +50,10 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    // Under a launcher with several processes, each would train alone on the whole batch and
-    // write the same run directory: refuse until the NCCL backend joins the processes (the
-    // data-parallel step itself, `train::data_parallel`, runs and is tested with ranks as threads).
+    // Under a launcher with several processes: one rank of a data-parallel run over NCCL.
     let topo = crate::dist::Topology::from_env()?;
     if topo.world_size > 1 {
-        anyhow::bail!(
-            "{:?} launched {} processes (this is rank {}), but multi-process training needs the NCCL backend, which is not in this build yet: run one process per job",
-            topo.launcher,
-            topo.world_size,
-            topo.rank
-        );
+        return run_rank(a, &topo);
     }
     let Some(config) = &a.config else {
         if a.resume.is_some() {
@@ -103,5 +98,42 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         summary.prompts_dropped
     );
     write_plots(&summary.run_dir);
+    Ok(())
+}
+
+/// How long a rank waits in one collective (and for the rendezvous) before it stops the run:
+/// `SCALERL_COLLECTIVE_TIMEOUT` seconds, 1800 by default — longer than rank 0's validation
+/// passes, during which the other ranks wait at the next step's first collective.
+fn collective_timeout() -> Result<std::time::Duration> {
+    let secs = match std::env::var("SCALERL_COLLECTIVE_TIMEOUT") {
+        Ok(v) => v.trim().parse::<f64>().ok().filter(|s| *s > 0.0).with_context(|| format!("SCALERL_COLLECTIVE_TIMEOUT={v:?} is not a positive number of seconds"))?,
+        Err(_) => 1800.0,
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// One process of a multi-GPU run: GPU LOCAL_RANK, joined to the others by NCCL.
+fn run_rank(a: &TrainArgs, topo: &crate::dist::Topology) -> Result<()> {
+    let config = a.config.as_ref().with_context(|| {
+        format!("{:?} launched {} processes: a multi-GPU run needs --config (the embedded default runs on the CPU, in one process)", topo.launcher, topo.world_size)
+    })?;
+    let cfg = RunConfig::load(config)?;
+    let device = a.device.unwrap_or(cfg.device);
+    if !matches!(device, Backend::Cuda(_)) {
+        bail!(
+            "{:?} launched {} processes (this is rank {}): a multi-process run trains on GPUs (device = \"cuda\"), not on `{device}`; run one process for the CPU",
+            topo.launcher,
+            topo.world_size,
+            topo.rank
+        );
+    }
+    let dev = std::sync::Arc::new(crate::device::Device::cuda(topo.local_rank).with_context(|| format!("rank {}: GPU {} (LOCAL_RANK)", topo.rank, topo.local_rank))?);
+    let mut group = crate::dist::nccl::NcclGroup::new(topo, dev, collective_timeout()?).with_context(|| format!("rank {} of {}", topo.rank, topo.world_size))?;
+    let opts = TrainOptions { resume: a.resume.clone(), progress: !a.quiet, device: Some(Backend::Cuda(topo.local_rank)) };
+    let summary = train_rank(&cfg, &opts, &mut group)?;
+    if topo.rank == 0 {
+        eprintln!("trained {} steps on {} GPUs; last checkpoint: {}", summary.steps, topo.world_size, summary.last_checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string()));
+        write_plots(&summary.run_dir);
+    }
     Ok(())
 }

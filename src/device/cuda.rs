@@ -298,7 +298,7 @@ impl CudaDevice {
         self.ctx.mem_get_info().map_err(driver_err)
     }
 
-    fn bind(&self) -> Result<()> {
+    pub(super) fn bind(&self) -> Result<()> {
         self.ctx.bind_to_thread().map_err(|e| anyhow!("CUDA context error (a previous operation failed): {e:?}"))
     }
 
@@ -307,6 +307,11 @@ impl CudaDevice {
             bail!("{what} is not allowed while a CUDA graph is being captured (allocate and upload before Device::capture)");
         }
         Ok(())
+    }
+
+    /// The stream all of this device's work goes to (NCCL enqueues its collectives on it).
+    pub(super) fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
     }
 
     /// The device pointer of `b`, which must come from this device.

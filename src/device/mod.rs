@@ -12,6 +12,7 @@ pub mod cuda;
 pub mod fatbin;
 mod host_gemm;
 pub mod memory;
+pub mod nccl;
 
 pub use memory::MemStats;
 pub mod interpret;

@@ -9,6 +9,7 @@
 //! first: 2 ranks give the same bits on every run. (NCCL's ring sums in the buffer's type in ring
 //! order; its result is deterministic for a fixed topology too, but not the same bits as this.)
 
+use crate::device::{Buffer, Device};
 use anyhow::{bail, Result};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,16 @@ pub trait Collective {
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
     /// buf ← root's buf on every rank.
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()>;
+    /// `buf` (f32 elements on `dev`) ← Σ over ranks. By default through the host (the
+    /// in-process group, interpret mode); NCCL reduces GPU memory in place.
+    fn all_reduce_sum_buffer(&mut self, dev: &Device, buf: &Buffer) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        let mut v: Vec<f32> = dev.download(buf)?;
+        self.all_reduce_sum(&mut v)?;
+        dev.write(buf, &v)
+    }
 }
 
 /// Every rank's `mine`, in rank order, on every rank (lengths may differ): two sum-all-reduces,

@@ -5,6 +5,9 @@
 //! the port or the ranks concerned: a typo in MASTER_ADDR or a rank that never started is a
 //! clear message within the timeout, not a hang.
 //!
+//! The connections stay open after the handshake: `heartbeat` watches them, so that a rank
+//! that dies is named to every other rank (NCCL itself would only time out).
+//!
 //! Wire format (little-endian): a rank sends `b"SCRL"`, version, rank, world size (u32 each);
 //! rank 0 answers a status byte (0: ok, 1: error) then a u32 length and the payload or message.
 
@@ -20,14 +23,15 @@ const MAX_PAYLOAD: u32 = 1 << 16;
 /// Pause between connection attempts while rank 0 is not listening yet.
 const RETRY: Duration = Duration::from_millis(100);
 
-/// Rank 0: listen on `port`, wait for the other `world - 1` ranks, send each `payload`.
-pub fn serve(port: u16, world: usize, payload: &[u8], timeout: Duration) -> Result<()> {
+/// Rank 0: listen on `port`, wait for the other `world - 1` ranks, send each `payload`. Returns
+/// the open connections, by rank (None for rank 0), for `heartbeat::Watch`.
+pub fn serve(port: u16, world: usize, payload: &[u8], timeout: Duration) -> Result<Vec<Option<TcpStream>>> {
     let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("rendezvous: rank 0 cannot listen on port {port} (MASTER_PORT)"))?;
     serve_on(listener, world, payload, timeout)
 }
 
 /// `serve` on a listener already bound (tests bind port 0 and read the port back).
-pub fn serve_on(listener: TcpListener, world: usize, payload: &[u8], timeout: Duration) -> Result<()> {
+pub fn serve_on(listener: TcpListener, world: usize, payload: &[u8], timeout: Duration) -> Result<Vec<Option<TcpStream>>> {
     let port = listener.local_addr()?.port();
     let deadline = Instant::now() + timeout;
     listener.set_nonblocking(true)?;
@@ -70,12 +74,12 @@ pub fn serve_on(listener: TcpListener, world: usize, payload: &[u8], timeout: Du
             answer(s, 0, payload).with_context(|| format!("rendezvous: sending the id to rank {rank}"))?;
         }
     }
-    Ok(())
+    Ok(peers)
 }
 
 /// Rank `rank` > 0: connect to rank 0 at `host:port` (retrying until the deadline), return its
-/// payload.
-pub fn join(host: &str, port: u16, rank: usize, world: usize, timeout: Duration) -> Result<Vec<u8>> {
+/// payload and the open connection (for `heartbeat::Watch`).
+pub fn join(host: &str, port: u16, rank: usize, world: usize, timeout: Duration) -> Result<(Vec<u8>, TcpStream)> {
     let deadline = Instant::now() + timeout;
     let addr = format!("{host}:{port}");
     let mut s = loop {
@@ -108,7 +112,8 @@ pub fn join(host: &str, port: u16, rank: usize, world: usize, timeout: Duration)
     if status != 0 {
         bail!("rendezvous: rank 0 at {addr} refused rank {rank}: {}", String::from_utf8_lossy(&body));
     }
-    Ok(body)
+    s.set_read_timeout(None)?;
+    Ok((body, s))
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -168,9 +173,10 @@ mod tests {
         let (l, port) = listener();
         let id: Vec<u8> = (0..128).collect();
         let joins: Vec<_> = (1..4).map(|r| std::thread::spawn(move || join("127.0.0.1", port, r, 4, Duration::from_secs(20)))).collect();
-        serve_on(l, 4, &id, Duration::from_secs(20)).unwrap();
+        let peers = serve_on(l, 4, &id, Duration::from_secs(20)).unwrap();
+        assert!(peers[0].is_none() && peers[1..].iter().all(|p| p.is_some()));
         for j in joins {
-            assert_eq!(j.join().unwrap().unwrap(), id);
+            assert_eq!(j.join().unwrap().unwrap().0, id);
         }
     }
 
@@ -182,7 +188,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
         serve_on(l, 2, b"id", Duration::from_secs(20)).unwrap();
-        assert_eq!(j.join().unwrap().unwrap(), b"id");
+        assert_eq!(j.join().unwrap().unwrap().0, b"id");
     }
 
     #[test]

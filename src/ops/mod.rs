@@ -41,6 +41,7 @@ pub mod grpo;
 
 use crate::model::{ModelConfig, SeqChunk};
 use crate::params::{HostParams, ParamId, ParamTable};
+use crate::dist::Collective;
 use anyhow::Result;
 use grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use std::sync::Arc;
@@ -240,6 +241,14 @@ pub trait Ops: Clone {
     fn sum_squares(&self, g: &Self::Params) -> Result<f64>;
     fn scale_params(&self, g: &mut Self::Params, s: f32) -> Result<()>;
     fn zero_params(&self, g: &mut Self::Params) -> Result<()>;
+    /// g ← Σ over the ranks of `comm` of g (a data-parallel gradient). By default through the
+    /// host; the backends reduce their flat buffer in place (NCCL on a GPU).
+    fn all_reduce_params(&self, comm: &mut dyn Collective, g: &mut Self::Params) -> Result<()> {
+        let mut h = self.params_to_host(g)?;
+        comm.all_reduce_sum(h.flat_mut())?;
+        *g = self.params_from_host(&h, true)?;
+        Ok(())
+    }
     /// One AdamW step of every parameter (see `cpu::adamw`).
     fn adamw_update(&self, w: &mut Self::Params, g: &Self::Params, m: &mut Self::Params, v: &mut Self::Params, s: &AdamWStep) -> Result<()>;
 

@@ -40,16 +40,13 @@ impl Share {
     }
 }
 
-/// `g` ← Σ over ranks of `g`. Through the host for now (the collectives take host slices);
-/// the NCCL backend will reduce the flat device buffer in place.
+/// `g` ← Σ over ranks of `g`: one collective over the flat gradient buffer (in place on the
+/// device with NCCL).
 pub fn all_reduce_grads<O: Ops>(comm: &mut dyn Collective, ops: &O, g: &mut O::Params) -> Result<()> {
     if comm.world_size() == 1 {
         return Ok(());
     }
-    let mut host = ops.params_to_host(g)?;
-    comm.all_reduce_sum(host.flat_mut())?;
-    *g = ops.params_from_host(&host, true)?;
-    Ok(())
+    ops.all_reduce_params(comm, g)
 }
 
 /// A batch's per-sample facts, every rank's concatenated in rank order.

@@ -343,6 +343,10 @@ impl Ops for CpuOps {
         Ok(())
     }
 
+    fn all_reduce_params(&self, comm: &mut dyn crate::dist::Collective, g: &mut HostParams) -> Result<()> {
+        comm.all_reduce_sum(g.flat_mut())
+    }
+
     fn adamw_update(&self, w: &mut HostParams, g: &HostParams, m: &mut HostParams, v: &mut HostParams, s: &AdamWStep) -> Result<()> {
         for (other, what) in [(g, "gradients"), (&*m, "first moments"), (&*v, "second moments")] {
             w.check_same_table(other, what)?;

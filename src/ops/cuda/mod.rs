@@ -414,6 +414,13 @@ impl Ops for CudaOps {
         self.dev.zero(g.flat())
     }
 
+    /// The flat f32 gradient buffer in one collective: NCCL's in-place all-reduce on a GPU, through
+    /// the host for the in-process group of interpret mode.
+    fn all_reduce_params(&self, comm: &mut dyn crate::dist::Collective, g: &mut DeviceParams) -> Result<()> {
+        f32_set(g, "all_reduce_params", "gradients")?;
+        comm.all_reduce_sum_buffer(&self.dev, g.flat())
+    }
+
     /// `w` is the f32 master copy (`DeviceParams::upload_f32`); the bf16 copy the forward reads
     /// is refreshed with `DeviceParams::cast_from` (or in the same pass through
     /// `adamw::adamw_update` with `w_bf16`).
