@@ -10,6 +10,7 @@
 //! - the whole training backward of the head_dim-64 fixture model on `CudaOps` (packed attention
 //!   and its backward, the fused log-prob head and its backward, every layer): every parameter's
 //!   gradient within a bf16 tolerance of the CPU backend, and two runs bit-identical.
+//!
 //! CI also runs this file under AddressSanitizer (scripts/test.sh).
 #[path = "common/backward_cases.rs"]
 mod backward_cases;
@@ -228,6 +229,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// The MLP half of layer `l`'s forward and backward, as `Transformer::layer_forward` and
 /// `layer_backward` run it, on any backend: from the mid-layer residual `x_mid` and the
 /// gradient `dout` of the layer output, returns ∂L/∂x_mid and the four weight gradients.
+#[allow(clippy::too_many_arguments)]
 fn mlp_chain<O: Ops>(o: &O, w: &O::Params, table: &Arc<ParamTable>, c: &ModelConfig, l: usize, x_mid: &[f32], dout: &[f32], t: usize) -> Result<(Vec<f32>, HostParams)>
 where
     O::Params: GradsToHost<O>,
