@@ -34,8 +34,8 @@ const MODEL: &str = "tiny-qwen2-d64";
 /// tests/train_loop.rs's tiny run on the head_dim-64 fixture: 2 prompts a step, one prompt a
 /// mini-batch (two updates a step), stage 0 (budget 4, n 2) then stage 1 from step 2 (budget 8,
 /// n 4), the KL term on, a checkpoint after every step (f32, so resuming is exact).
-fn config(run_dir: &Path, total_steps: usize, device: &str) -> RunConfig {
-    let text = format!(
+fn config_text(run_dir: &Path, total_steps: usize, device: &str) -> String {
+    format!(
         r#"
 model = "{}"
 run_dir = "{}"
@@ -74,8 +74,11 @@ n = 4
 "#,
         common::fixture(MODEL).display(),
         run_dir.display()
-    );
-    let cfg = RunConfig::from_toml_str(&text).unwrap();
+    )
+}
+
+fn config(run_dir: &Path, total_steps: usize, device: &str) -> RunConfig {
+    let cfg = RunConfig::from_toml_str(&config_text(run_dir, total_steps, device)).unwrap();
     assert!(cfg.loss.use_kl, "the KL term must be on for the KL to be compared");
     cfg
 }
@@ -340,6 +343,33 @@ fn replayed_rollouts_must_fit_the_run() {
     std::fs::write(tampered.join("rollouts.jsonl"), format!("{v}\n")).unwrap();
     let e = err(train(&config(other, 1, "cpu"), &replay(tampered)).unwrap_err());
     assert!(e.contains("the rollouts of step 0 were not sampled for this step's 2 prompts × 2"), "{e}");
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+/// The seam from the shell: `--record-rollouts` on the CPU, then `--device interpret
+/// --replay-rollouts RUN_DIR` trains on the same rollouts; both flags need `--config`.
+#[test]
+fn cli_records_and_replays_rollouts() {
+    let dirs = ["cli-rec", "cli-replay"].map(tmp);
+    let [rec, rep] = &dirs;
+    let cli = |dir: &Path, args: &[&str]| {
+        let cfg = dir.with_extension("toml");
+        std::fs::write(&cfg, config_text(dir, 1, "cpu")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scalerl")).args(["train", "--quiet", "--config"]).arg(&cfg).args(args).output().unwrap();
+        let _ = std::fs::remove_file(&cfg);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    cli(rec, &["--record-rollouts"]);
+    assert_eq!(std::fs::read_to_string(rec.join("rollouts.jsonl")).unwrap().lines().count(), 1);
+    cli(rep, &["--device", "interpret", "--replay-rollouts", rec.to_str().unwrap()]);
+    assert!(!rep.join("rollouts.jsonl").exists(), "recorded without --record-rollouts");
+    let (a, b) = (read_metrics(&rec.join("metrics.jsonl")).unwrap().0, read_metrics(&rep.join("metrics.jsonl")).unwrap().0);
+    assert_eq!((a[0].reward_mean.to_bits(), a[0].response_len, a[0].rollout.tokens), (b[0].reward_mean.to_bits(), b[0].response_len, b[0].rollout.tokens));
+    assert!(b[0].peak_memory.is_some(), "the replay did not run on the device");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scalerl")).args(["train", "--replay-rollouts"]).arg(rec).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--config"), "{}", String::from_utf8_lossy(&out.stderr));
     for d in dirs {
         let _ = std::fs::remove_dir_all(&d);
     }
