@@ -199,11 +199,7 @@ fn resume_is_bit_exact() {
     // The resumed run gets the 4-step config; its own run_dir key is ignored for --resume.
     let s = train(
         &config(Path::new("/nonexistent/ignored"), 4),
-        &TrainOptions {
-            resume: Some(split.clone()),
-            progress: false,
-            device: None,
-        },
+        &TrainOptions { resume: Some(split.clone()), ..TrainOptions::default() },
     )
     .unwrap();
     assert_eq!((s.steps, s.steps_run), (4, 2));
@@ -233,11 +229,7 @@ fn resume_is_bit_exact() {
     std::fs::create_dir_all(&empty).unwrap();
     let e = train(
         &config(&empty, 4),
-        &TrainOptions {
-            resume: Some(empty.clone()),
-            progress: false,
-            device: None,
-        },
+        &TrainOptions { resume: Some(empty.clone()), ..TrainOptions::default() },
     )
     .unwrap_err();
     assert!(format!("{e:#}").contains("no checkpoint"), "{e:#}");
@@ -438,7 +430,7 @@ fn auto_stage_switches_when_responses_are_cut_and_resumes_there() {
     // Resumed from the step-2 checkpoint, the clip history comes back and stage 1 continues.
     let split = tmp("auto-split");
     train(&cfg(&split, 2), &TrainOptions::default()).unwrap();
-    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false, device: None }).unwrap();
+    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), ..TrainOptions::default() }).unwrap();
     let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
     assert_eq!(recs.iter().map(untimed).collect::<Vec<_>>(), rb.iter().map(untimed).collect::<Vec<_>>());
     for d in [straight, split] {
@@ -476,7 +468,7 @@ fn validation_runs_at_start_and_every_k_steps() {
     // same weights to the same numbers.
     let split = tmp("validation-split");
     train(&cfg(&split, 2), &TrainOptions::default()).unwrap();
-    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), progress: false, device: None }).unwrap();
+    train(&cfg(Path::new("/nonexistent"), 4), &TrainOptions { resume: Some(split.clone()), ..TrainOptions::default() }).unwrap();
     let (rb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
     let strip = |r: &StepMetrics| -> Vec<(String, usize, u64, u64, u64)> {
         r.validation

@@ -1,5 +1,6 @@
 //! `scalerl train`: GRPO training from a TOML run config (see `train::config`), the whole step on
-//! its `device` (or `--device`); `--resume RUN_DIR` continues a run from its latest checkpoint.
+//! its `device` (or `--device`); `--resume RUN_DIR` continues a run from its latest checkpoint;
+//! `--record-rollouts` and `--replay-rollouts RUN_DIR` feed two runs (two devices) the same rollouts.
 //! Without `--config`:
 //! the embedded default run (`train::default_run`), a tiny model trained from scratch on a
 //! synthetic addition task (SFT warm start, then GRPO) into `runs/default`.
@@ -41,6 +42,13 @@ pub struct TrainArgs {
     /// Where the whole step runs, over the config's `device`: cpu, cuda, cuda:N or interpret.
     #[arg(long, requires = "config")]
     pub device: Option<crate::engine::Backend>,
+    /// Append each step's graded rollouts to RUN_DIR/rollouts.jsonl.
+    #[arg(long, requires = "config")]
+    pub record_rollouts: bool,
+    /// Replay the rollouts recorded (--record-rollouts) in this run directory instead of
+    /// sampling: another device's updates on the same rollouts, to compare two devices.
+    #[arg(long, requires = "config", value_name = "RUN_DIR")]
+    pub replay_rollouts: Option<PathBuf>,
     /// The default run only (no --config): its run directory.
     #[arg(long, conflicts_with = "config")]
     pub run_dir: Option<PathBuf>,
@@ -87,6 +95,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             resume: a.resume.clone(),
             progress: !a.quiet,
             device: a.device,
+            record_rollouts: a.record_rollouts,
+            replay_rollouts: a.replay_rollouts.clone(),
         },
     )?;
     eprintln!(

@@ -395,7 +395,7 @@ pub fn run_default(o: &DefaultRunOptions) -> Result<DefaultRunSummary> {
     let heldout_path = write_problems("heldout.json", &eval_set)?;
     let cfg = grpo_config(o, &model_dir, &data_path, &heldout_path)?;
     let t = Instant::now();
-    let summary = train(&cfg, &TrainOptions { resume: None, progress: o.progress, device: None })?;
+    let summary = train(&cfg, &TrainOptions { progress: o.progress, ..TrainOptions::default() })?;
     let grpo_secs = t.elapsed().as_secs_f64();
     let (m, _) = super::metrics::read_metrics(&o.run_dir.join(super::metrics::METRICS_FILE))?;
     let k = (m.len() / 10).max(1).min(m.len().max(1));

@@ -2,6 +2,11 @@
 //! budget and grade them with the math reward (in parallel). A response cut at the budget is
 //! wrong whatever it holds, as in DeepScaleR. Every sample is seeded from (seed, step, prompt in
 //! batch, sample), so a resumed run draws the same rollouts as an uninterrupted one.
+//!
+//! A run can also record each step's graded rollouts (`record`, `ROLLOUTS_FILE`) and another run
+//! replay them instead of sampling (`Replay`): the seam that feeds two devices the same rollouts,
+//! so that their updates can be compared on their own (sampling from bf16 and f32 weights soon
+//! draws different tokens, after which two runs have nothing left to compare).
 
 use super::grpo::grpo_advantages;
 use super::metrics::PhaseTime;
@@ -10,7 +15,11 @@ use crate::engine::{generate, Completion, FinishReason, GenerateOptions, Request
 use crate::util::hash_parts;
 use crate::model::TextTokenizer;
 use crate::reward::{grade_batch, Gold, RewardConfig};
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The sampling seed of one rollout: a hash of (seed, step, prompt in batch, sample).
@@ -36,6 +45,7 @@ pub struct RolloutParams<'a> {
 }
 
 /// The graded responses of one step, sample `i` answering prompt `i / n`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rollouts {
     /// Prompt + response tokens (generation stops at the first EOS, which is kept).
     pub seqs: Vec<Vec<u32>>,
@@ -46,7 +56,10 @@ pub struct Rollouts {
     pub correct: Vec<bool>,
     /// Cut at the budget (no EOS within it).
     pub cut: Vec<bool>,
+    /// Timings are not recorded: a replayed step took none.
+    #[serde(skip)]
     pub rollout_time: PhaseTime,
+    #[serde(skip)]
     pub verify_time: PhaseTime,
 }
 
@@ -132,4 +145,72 @@ pub fn grade(
     let seqs = completions.into_iter().enumerate().map(|(i, c)| [prompts[i / n].0, &c.tokens].concat()).collect();
     let zero = PhaseTime::new(0.0, 0);
     Ok(Rollouts { seqs, prompt_lens, logprobs, rewards, correct, cut, rollout_time: zero, verify_time: zero })
+}
+
+/// The file in a run directory that `record` appends to: one JSON line per step,
+/// `{"step": N, "rollouts": {...}}`.
+pub const ROLLOUTS_FILE: &str = "rollouts.jsonl";
+
+#[derive(Serialize, Deserialize)]
+struct RolloutRecord<R> {
+    step: usize,
+    rollouts: R,
+}
+
+/// Appends step `step`'s rollouts to `run_dir/ROLLOUTS_FILE`.
+pub fn record(run_dir: &Path, step: usize, ro: &Rollouts) -> Result<()> {
+    let path = run_dir.join(ROLLOUTS_FILE);
+    let mut line = serde_json::to_string(&RolloutRecord { step, rollouts: ro })?;
+    line.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .with_context(|| format!("cannot append to {}", path.display()))
+}
+
+/// Rollouts recorded by another run (`record`), handed out step by step instead of sampling.
+pub struct Replay {
+    path: PathBuf,
+    steps: HashMap<usize, Rollouts>,
+}
+
+impl Replay {
+    /// Loads `run_dir/ROLLOUTS_FILE`. A step recorded twice (a run resumed after a kill redoes
+    /// the steps after its checkpoint) keeps its last record: rollouts are deterministic, so the
+    /// two are the same.
+    pub fn load(run_dir: &Path) -> Result<Replay> {
+        let path = run_dir.join(ROLLOUTS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read recorded rollouts {}", path.display()))?;
+        let mut steps = HashMap::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let r: RolloutRecord<Rollouts> = serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+            steps.insert(r.step, r.rollouts);
+        }
+        Ok(Replay { path, steps })
+    }
+
+    /// Step `step`'s recorded rollouts, checked against what this run would sample: `n`
+    /// responses to each of `prompts`, in order, within `max_response_len` tokens.
+    pub fn take(&mut self, step: usize, prompts: &[(&[u32], &Gold)], n: usize, max_response_len: usize) -> Result<Rollouts> {
+        let Some(ro) = self.steps.remove(&step) else {
+            bail!("{}: no rollouts recorded for step {step}", self.path.display());
+        };
+        let fits = ro.seqs.len() == prompts.len() * n
+            && [ro.prompt_lens.len(), ro.logprobs.len(), ro.rewards.len(), ro.correct.len(), ro.cut.len()].iter().all(|&l| l == ro.seqs.len())
+            && ro.seqs.iter().enumerate().all(|(i, s)| {
+                let (p, len) = (prompts[i / n].0, ro.prompt_lens[i]);
+                len == p.len() && s.starts_with(p) && s.len() - len <= max_response_len && ro.logprobs[i].len() == s.len() - len
+            });
+        if !fits {
+            bail!(
+                "{}: the rollouts of step {step} were not sampled for this step's {} prompts × {n} at a budget of {max_response_len} tokens (another config, data set or seed?)",
+                self.path.display(),
+                prompts.len()
+            );
+        }
+        let tokens = ro.seqs.iter().zip(&ro.prompt_lens).map(|(s, &p)| (s.len() - p) as u64).sum();
+        Ok(Rollouts { rollout_time: PhaseTime::new(0.0, tokens), ..ro })
+    }
 }

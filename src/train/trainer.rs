@@ -4,7 +4,8 @@
 //! 2. the next `batch_prompts` prompts from the data set (prompts rendered with the config's
 //!    template and chat template; prompts over the length limit were dropped at load);
 //! 3. rollouts and rewards (`rollout.rs`): `n` samples per prompt at the stage's budget, graded
-//!    by the math reward in parallel, a response cut at the budget wrong;
+//!    by the math reward in parallel, a response cut at the budget wrong (or, with
+//!    `TrainOptions::replay_rollouts`, the ones another run recorded with `record_rollouts`);
 //! 4. group advantages; old log-probs (the policy before the update) and reference log-probs
 //!    (the frozen initial model, kept in memory; skipped when the KL term is off);
 //! 5. PPO mini-batch updates with AdamW (`update.rs`; a non-finite loss or gradient skips the
@@ -27,7 +28,7 @@ use super::checkpoint::{self, SaveRequest, TrainerState};
 use super::config::{RefPlacement, RunConfig};
 use super::data::Dataset;
 use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_FILE};
-use super::rollout::{roll_out, RolloutParams};
+use super::rollout::{self, roll_out, Replay, RolloutParams};
 use super::step::{response_logprobs, PassOptions};
 use super::update::{ppo_updates_on, UpdateBatch, UpdatePlan};
 use super::data_parallel::{gather_gap, sum_count, Gathered, Share};
@@ -55,6 +56,11 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Run on this device instead of the config's `device`.
     pub device: Option<crate::engine::Backend>,
+    /// Append each step's graded rollouts to `RUN_DIR/rollouts.jsonl` (`rollout::record`).
+    pub record_rollouts: bool,
+    /// Replay the rollouts another run recorded in this run directory instead of sampling
+    /// (`rollout::Replay`): two devices fed the same rollouts, their updates compared.
+    pub replay_rollouts: Option<PathBuf>,
 }
 
 /// What a finished `train` call reports.
@@ -183,6 +189,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
         )?)),
         (true, RefPlacement::Host) => Some(Reference::Host(model.weights.clone())),
     };
+    let mut replay = opts.replay_rollouts.as_deref().map(Replay::load).transpose()?;
     let validator = Validator::load(cfg)?;
     if let Some(v) = &validator {
         v.check(&tokenizer, ctx, max_budget)?;
@@ -290,7 +297,13 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
             p
         };
         ops.reset_peak_memory();
-        let ro = roll_out(&policy.model, &tokenizer, &batch_prompts, &params, &reward_cfg)?;
+        let ro = match &mut replay {
+            Some(r) => r.take(step, &batch_prompts, n, stage.max_response_len)?,
+            None => roll_out(&policy.model, &tokenizer, &batch_prompts, &params, &reward_cfg)?,
+        };
+        if opts.record_rollouts {
+            rollout::record(&run_dir, step, &ro)?;
+        }
         let rollout_peak = phase_peak(&ops);
         let rewards = &ro.rewards;
         let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
