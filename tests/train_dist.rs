@@ -21,12 +21,17 @@ fn tmp(name: &str) -> PathBuf {
 /// 4 prompts a step in mini-batches of 2 (shuffled, so a mini-batch may lie on one rank and the
 /// other contributes nothing to it), stage 1 from step 2 (budget 8, n 4).
 fn config(run_dir: &Path, total_steps: usize, every: usize) -> RunConfig {
+    config_on(run_dir, total_steps, every, "tiny-qwen2", "cpu")
+}
+
+fn config_on(run_dir: &Path, total_steps: usize, every: usize, model: &str, device: &str) -> RunConfig {
     RunConfig::from_toml_str(&format!(
         r#"
-model = "tests/fixtures/tiny-qwen2"
+model = "tests/fixtures/{model}"
 run_dir = "{}"
 seed = 11
 total_steps = {total_steps}
+device = "{device}"
 
 [data]
 train = ["tests/fixtures/train/small.json"]
@@ -114,6 +119,35 @@ fn two_ranks_on_half_the_groups_train_like_one_rank_on_all() {
         worst = worst.max(d);
     }
     eprintln!("two ranks vs one after 3 steps: max weight difference {worst:e} (max move from the start {moved:e})");
+    for d in [one, two] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The same on the CUDA backend in interpret mode (the head_dim-64 fixture; the gradient set is
+/// reduced through `Ops::all_reduce_params`, which NCCL does in place on a GPU).
+#[test]
+fn two_ranks_match_one_on_the_interpret_device() {
+    let (one, two) = (tmp("one-interpret"), tmp("two-interpret"));
+    let cfg = |d: &Path| config_on(d, 2, 2, "tiny-qwen2-d64", "interpret");
+    train(&cfg(&one), &TrainOptions::default()).unwrap();
+    for r in ranks(vec![cfg(&two), cfg(&two)], Duration::from_secs(300)) {
+        assert_eq!(r.unwrap().steps, 2);
+    }
+    let (a, _) = read_metrics(&one.join("metrics.jsonl")).unwrap();
+    let (b, _) = read_metrics(&two.join("metrics.jsonl")).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.reward_mean, x.response_len.clone(), x.clip_ratio), (y.reward_mean, y.response_len.clone(), y.clip_ratio), "step {}", x.step);
+        let rel = (x.grad_norm - y.grad_norm).abs() / x.grad_norm.abs().max(1e-12);
+        assert!(rel <= 1e-4, "step {} grad_norm: one rank {}, two ranks {}", x.step, x.grad_norm, y.grad_norm);
+    }
+    let (wa, wb) = (weights_of(&one.join("step-2")), weights_of(&two.join("step-2")));
+    let worst = wa.iter().zip(&wb).map(|(x, y)| (x - y).abs()).fold(0.0f32, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) });
+    let start = Model::load(&Path::new("tests/fixtures").join("tiny-qwen2-d64")).unwrap().weights.into_flat();
+    let moved = wa.iter().zip(&start).map(|(x, y)| (x - y).abs()).fold(0.0f32, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) });
+    assert!(moved > 1e-4, "the run trains (max move {moved})");
+    eprintln!("interpret device, two ranks vs one after 2 steps: max weight difference {worst:e} (max move {moved:e})");
+    assert!(worst <= 2e-6, "max weight difference {worst}");
     for d in [one, two] {
         let _ = std::fs::remove_dir_all(d);
     }

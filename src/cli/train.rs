@@ -139,7 +139,10 @@ fn run_rank(a: &TrainArgs, topo: &crate::dist::Topology) -> Result<()> {
     }
     let dev = std::sync::Arc::new(crate::device::Device::cuda(topo.local_rank).with_context(|| format!("rank {}: GPU {} (LOCAL_RANK)", topo.rank, topo.local_rank))?);
     let mut group = crate::dist::nccl::NcclGroup::new(topo, dev, collective_timeout()?).with_context(|| format!("rank {} of {}", topo.rank, topo.world_size))?;
-    let opts = TrainOptions { resume: a.resume.clone(), progress: !a.quiet, device: Some(Backend::Cuda(topo.local_rank)) };
+    if a.record_rollouts || a.replay_rollouts.is_some() {
+        bail!("--record-rollouts and --replay-rollouts are for single-process runs (each rank holds only its share of a step's rollouts)");
+    }
+    let opts = TrainOptions { resume: a.resume.clone(), progress: !a.quiet, device: Some(Backend::Cuda(topo.local_rank)), ..TrainOptions::default() };
     let summary = train_rank(&cfg, &opts, &mut group)?;
     if topo.rank == 0 {
         eprintln!("trained {} steps on {} GPUs; last checkpoint: {}", summary.steps, topo.world_size, summary.last_checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string()));

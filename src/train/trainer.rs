@@ -189,6 +189,9 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
         )?)),
         (true, RefPlacement::Host) => Some(Reference::Host(model.weights.clone())),
     };
+    if comm.world_size() > 1 && (opts.record_rollouts || opts.replay_rollouts.is_some()) {
+        bail!("recording or replaying rollouts is for one rank (each rank holds only its share of a step's rollouts)");
+    }
     let mut replay = opts.replay_rollouts.as_deref().map(Replay::load).transpose()?;
     let validator = Validator::load(cfg)?;
     if let Some(v) = &validator {
