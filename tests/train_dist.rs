@@ -1,7 +1,8 @@
 //! Data-parallel GRPO without GPUs: ranks as threads joined by `ThreadGroup` (NCCL's semantics),
 //! each running the trainer on its share of every step's prompt groups (CPU backend, tiny
 //! fixture). Two ranks must give one rank's run — the same samples and rewards, the same stage
-//! decisions, and weights equal up to the order of the gradient sums — and a rank that stops
+//! decisions, and weights equal up to the order of the gradient sums (on the CPU and on the
+//! interpret device); two ranks resumed after a checkpoint continue exactly; and a rank that stops
 //! early must stop the other with an error naming it, leaving the last checkpoint intact.
 use scalerl::dist::ThreadGroup;
 use scalerl::model::Model;
@@ -69,11 +70,18 @@ n = 4
 
 /// Runs `cfgs[r]` as rank r of one group, each on its own thread.
 fn ranks(cfgs: Vec<RunConfig>, timeout: Duration) -> Vec<anyhow::Result<TrainSummary>> {
+    ranks_with(cfgs, timeout, TrainOptions::default())
+}
+
+fn ranks_with(cfgs: Vec<RunConfig>, timeout: Duration, opts: TrainOptions) -> Vec<anyhow::Result<TrainSummary>> {
     let groups = ThreadGroup::new(cfgs.len(), timeout);
     let threads: Vec<_> = cfgs
         .into_iter()
         .zip(groups)
-        .map(|(cfg, mut g)| std::thread::spawn(move || train_rank(&cfg, &TrainOptions::default(), &mut g)))
+        .map(|(cfg, mut g)| {
+            let opts = opts.clone();
+            std::thread::spawn(move || train_rank(&cfg, &opts, &mut g))
+        })
         .collect();
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
@@ -149,6 +157,35 @@ fn two_ranks_match_one_on_the_interpret_device() {
     eprintln!("interpret device, two ranks vs one after 2 steps: max weight difference {worst:e} (max move {moved:e})");
     assert!(worst <= 2e-6, "max weight difference {worst}");
     for d in [one, two] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Two ranks interrupted after step 1 and resumed (same world size) give the uninterrupted
+/// two-rank run bit for bit.
+#[test]
+fn two_ranks_resume_exactly() {
+    let (straight, split) = (tmp("straight"), tmp("split"));
+    for r in ranks(vec![config(&straight, 3, 1), config(&straight, 3, 1)], Duration::from_secs(120)) {
+        r.unwrap();
+    }
+    for r in ranks(vec![config(&split, 1, 1), config(&split, 1, 1)], Duration::from_secs(120)) {
+        r.unwrap();
+    }
+    let resume = TrainOptions { resume: Some(split.clone()), ..TrainOptions::default() };
+    for r in ranks_with(vec![config(&split, 3, 1), config(&split, 3, 1)], Duration::from_secs(120), resume) {
+        assert_eq!(r.unwrap().steps_run, 2);
+    }
+    let (a, b) = (weights_of(&straight.join("step-3")), weights_of(&split.join("step-3")));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "resumed weights differ");
+    let (ma, _) = read_metrics(&straight.join("metrics.jsonl")).unwrap();
+    let (mb, _) = read_metrics(&split.join("metrics.jsonl")).unwrap();
+    assert_eq!(ma.len(), 3);
+    assert_eq!(mb.len(), 3);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!((x.reward_mean, x.pg_loss, x.grad_norm, x.kl), (y.reward_mean, y.pg_loss, y.grad_norm, y.kl), "step {}", x.step);
+    }
+    for d in [straight, split] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
