@@ -71,6 +71,8 @@ pub fn serve_on(listener: TcpListener, world: usize, payload: &[u8], timeout: Du
     }
     for (rank, s) in peers.iter_mut().enumerate() {
         if let Some(s) = s {
+            // The connection outlives the handshake (the heartbeat reads it for the whole run).
+            s.set_read_timeout(None)?;
             answer(s, 0, payload).with_context(|| format!("rendezvous: sending the id to rank {rank}"))?;
         }
     }
@@ -175,6 +177,8 @@ mod tests {
         let joins: Vec<_> = (1..4).map(|r| std::thread::spawn(move || join("127.0.0.1", port, r, 4, Duration::from_secs(20)))).collect();
         let peers = serve_on(l, 4, &id, Duration::from_secs(20)).unwrap();
         assert!(peers[0].is_none() && peers[1..].iter().all(|p| p.is_some()));
+        // The heartbeat reads these for the whole run: no read timeout left from the handshake.
+        assert!(peers[1..].iter().all(|p| p.as_ref().unwrap().read_timeout().unwrap().is_none()));
         for j in joins {
             assert_eq!(j.join().unwrap().unwrap().0, id);
         }
