@@ -217,16 +217,17 @@ fn run_shapes<O: Ops>(
 
 fn print_header(what: &str) {
     println!("{what}");
+    println!("(step = forward + sample; host: the host's issue time of the forward; x roof: step / roofline; fwd x: forward / roofline)");
     println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
-        "decode_step", "steps", "step", "forward", "sample", "host", "host %", "roofline", "x roof"
+        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}",
+        "decode_step", "steps", "step", "forward", "sample", "host", "host %", "roofline", "x roof", "fwd x"
     );
 }
 
 fn print_row(r: &Row) {
     let ms = |v: f64| format!("{v:.3} ms");
     println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}{}",
+        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}{}",
         r.id,
         r.steps,
         ms(r.step_ms),
@@ -236,6 +237,7 @@ fn print_row(r: &Row) {
         r.host_issue_ms.map(|h| format!("{:.1}%", 100.0 * h / r.step_ms)).unwrap_or_else(|| "-".into()),
         r.roofline_ms.map(ms).unwrap_or_else(|| "-".into()),
         r.x_roofline.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
+        r.roofline_ms.map(|x| format!("{:.2}x", r.forward_ms / x)).unwrap_or_else(|| "-".into()),
         if r.kv_wrapped { "  (K/V wrap the pool)" } else { "" }
     );
 }
