@@ -47,7 +47,7 @@ def parse_tests(path):
     for m in re.finditer(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", text, re.M):
         {"ok": passed, "FAILED": failed, "ignored": skipped}[m.group(2)].append(m.group(1))
     # libtest's failure section: "---- name stdout ----" then the captured output and panic.
-    for m in re.finditer(r"^---- (\S+) stdout ----\n(.*?)(?=^---- |^(?:failures|successes):\s*$|^test result)", text, re.M | re.S):
+    for m in re.finditer(r"^---- (\S+) stdout ----\n(.*?)(?=^---- |^(?:failures|successes):\s*$|^test result|\Z)", text, re.M | re.S):
         lines = [ln for ln in m.group(2).splitlines() if ln.strip()]
         panic = [i for i, ln in enumerate(lines) if "panicked at" in ln]
         keep = lines[panic[0]:panic[0] + 3] if panic else lines[-3:]
@@ -86,24 +86,25 @@ def print_decode_step(path):
     for part in parts:
         copy = part.get("copy_gb_per_s")
         ceiling = f"copy ceiling {copy:.0f} GB/s (same run)" if copy else "no roofline on the CPU"
-        print(f"\ndecode_step ({part['backend']}: {part['device']}): one decode step of the R1-Distill-1.5B-shaped "
-              f"model; {ceiling}")
+        model = "the R1-Distill-1.5B-shaped model" if part["backend"] == "cuda" else "a small model (same code path)"
+        print(f"\ndecode_step ({part['backend']}: {part['device']}): one decode step of {model}; {ceiling}")
         hdr = (f"{'shape':<16} {'step':>10} {'forward':>10} {'sample':>10} {'host':>10} {'host %':>7} "
-               f"{'GB read':>8} {'roofline':>10} {'x roof':>7}")
+               f"{'GB read':>8} {'roofline':>10} {'x roof':>7} {'fwd x':>6}")
         print(hdr)
         print("-" * len(hdr))
         for r in part["rows"]:
             gb = (r["weight_bytes"] + r["kv_bytes"]) / 1e9
             roof = fmt_time(r["roofline_ms"] * 1e6) if r.get("roofline_ms") else "-"
             xr = f"{r['x_roofline']:.2f}x" if r.get("x_roofline") else "-"
+            fx = f"{r['forward_ms'] / r['roofline_ms']:.2f}x" if r.get("roofline_ms") else "-"
             host = r.get("host_issue_ms")
             host_s, host_pct = (fmt_time(host * 1e6), f"{100 * host / r['step_ms']:.1f}%") if host else ("-", "-")
             print(f"{r['id']:<16} {fmt_time(r['step_ms'] * 1e6):>10} {fmt_time(r['forward_ms'] * 1e6):>10} "
-                  f"{fmt_time(r['sample_ms'] * 1e6):>10} {host_s:>10} {host_pct:>7} {gb:>8.2f} {roof:>10} {xr:>7}"
+                  f"{fmt_time(r['sample_ms'] * 1e6):>10} {host_s:>10} {host_pct:>7} {gb:>8.2f} {roof:>10} {xr:>7} {fx:>6}"
                   f"{'  (K/V wrap a pool)' if r.get('kv_wrapped') else ''}")
             rows_out.append(dict(r, bench="decode_step", backend=part["backend"], device=part["device"],
                                  copy_gb_per_s=copy))
-    print("(step = forward + sample, medians; sample: lm_head, logits to the host, the draw; host: time the host "
+    print("(step = forward + sample, medians; x roof: step / roofline, fwd x: forward alone / roofline; sample: lm_head, logits to the host, the draw; host: time the host "
           "spends issuing the forward (launches, metadata, allocations), hidden while below the forward's; "
           "targets: batch 128 x 8K within 1.25x of the roofline, batch 1 within 1.5x, host < 5% of the step)")
     return rows_out
