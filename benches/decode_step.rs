@@ -22,21 +22,26 @@
 //!   The issue's targets are steps within 1.25x (batch 128 × 8K) and 1.5x (batch 1) of the
 //!   roofline: the step must then move its bytes at ≥ 80% (1/1.25) and ≥ 67% (1/1.5) of the
 //!   bandwidth the roofline assumes, i.e. 12.4 ms at batch 128 × 8K and 1.49 ms at batch 1 × 8K
-//!   against 3.35 TB/s (measured copy bandwidth is lower than nominal, ~85-90%, so the table's
+//!   against 3.35 TB/s (a device-to-device copy reaches less than nominal, so the table's
 //!   roofline, taken from this run's copy, is the fairer bar). Host work per step (issue and
 //!   sampling's host part) should stay under 5% of the step.
+//!   Until sampling moves onto the device (issue 15, item 1), `CudaOps::sample` brings f32 logits
+//!   to the host (78 MB at batch 128) and draws there, ~2.5 ms a row with top-p: expect ~320 ms
+//!   of sampling at batch 128, ~30x the roofline, and the forward column alone near it.
 //!   Batch 128 × 24K needs 90 GB of K/V, more than an H100 holds: the blocks of each context wrap
 //!   around a pool (KV_POOL_GIB, 32 GiB by default, at most half the GPU's memory; batch 128 × 8K
-//!   fits unwrapped). Each sequence's last block, which the step writes, is its own; the pool is
-//!   ~600x the L2, so the wrapped reads still come from HBM and the roofline counts every byte.
+//!   fits unwrapped on an H100). Each sequence's last block, which the step writes, is its own;
+//!   the pool is ~650x the 50 MB L2, so wrapped reads still come from HBM and the roofline counts
+//!   every byte.
 //!
 //! Modes: `cargo bench --bench decode_step` (`--bench` in the arguments) runs the GPU shapes, or
 //! prints "skipped: no GPU (…)" for them, then the CPU backend on a small model (the same code
-//! path: hidden 256, 2 layers, 4/2 heads of 64, vocabulary 512) at batch 1 and 4 × context 64 and 256. Without
-//! `--bench` (`cargo test --all-targets`, as CI runs every bench once) it runs one step per small
-//! shape on the CPU backend and one through the CUDA backend in interpret mode (the GPU part's
-//! code: cache fill, tables wrapping a pool, the copy ceiling — checked before a GPU sees it). An argument that is not a flag filters the shapes by name (`b128_ctx8192`).
-//! criterion's flags from the GPU check (--warm-up-time …) are accepted and ignored. The table
+//! path: hidden 256, 2 layers, 4/2 heads of 64, vocabulary 512) at batch 1 and 4 × context 64
+//! and 256. Without `--bench` (`cargo test --all-targets`, as CI runs every bench once) it runs
+//! one step per small shape on the CPU backend and one through the CUDA backend in interpret
+//! mode (the GPU part's code: cache fill, tables wrapping a pool, the copy ceiling — checked
+//! before a GPU sees it). An argument that is not a flag filters the shapes by name
+//! (`b128_ctx8192`); criterion's flags from the GPU check (--warm-up-time …) are ignored. The table
 //! goes to stdout; with CRITERION_HOME set (the GPU check) the numbers also go to
 //! $CRITERION_HOME/decode_step.json for scripts/gpu_check_table.py.
 use rayon::prelude::*;
