@@ -171,7 +171,8 @@ pub fn decode_attention_cases(dev: &Device) {
 }
 
 /// The split heuristic's picks for the target model's 2 KV heads at 24K context (the numbers
-/// its doc comment promises), a short context, and block size 1's cap on keys per split.
+/// its doc comment promises, for interpret mode's 132 SMs), a short context, and block size 1's
+/// cap on keys per split; then `split_plan` on a 132- and a 108-SM GPU.
 pub fn decode_plan_cases(dev: &Device) {
     let plan_for = |seqs: usize, ctx: usize, bs: usize| {
         let table: Vec<u32> = (0..ctx.div_ceil(bs) as u32).collect();
@@ -186,8 +187,11 @@ pub fn decode_plan_cases(dev: &Device) {
     assert_eq!(plan_for(1, 100, 16), (1, 128));
     // 4096 staged pages of 1 key: at most 4032 keys per split even where 1 split would do.
     assert_eq!(plan_for(264, 5000, 1), (2, 4032));
-    // The plan is the pure heuristic for an H100's 132 SMs.
-    assert_eq!(plan_for(1, 24576, 16), split_plan(1, 2, 24576, 16, H100_SMS));
+    // The plan is the pure heuristic for the device's SMs (interpret mode: an H100's 132).
+    assert_eq!(plan_for(1, 24576, 16), split_plan(1, 2, 24576, 16, dev.sm_count()));
+    if !dev.is_gpu() {
+        assert_eq!(dev.sm_count(), H100_SMS);
+    }
     assert_eq!(plan_for(1, 4000, 16), (16, 256)); // the parity case above
     split_plan_cases();
 }

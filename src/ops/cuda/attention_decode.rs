@@ -22,7 +22,8 @@ pub const DECODE_MAX_GROUP: usize = 16;
 const SPLIT_THREADS: u32 = 128;
 /// Keys the 4 warps take per round (4 x 16): split lengths are multiples of it.
 const KEY_ROUND: usize = 64;
-/// SMs the plan fills: H100/H200 SXM (an A100's 108 then get ~2.4 waves instead of 2).
+/// SMs of an H100/H200 SXM: what interpret mode plans for (`Device::sm_count`), so its tests
+/// see the target GPU's grids; on a GPU the plan fills that GPU's own SMs.
 pub const H100_SMS: usize = 132;
 /// Blocks per SM the split grid aims for: about 2 waves of 2 resident blocks on each SM, so the
 /// last wave's imbalance stays small.
@@ -55,7 +56,8 @@ pub struct DecodePlan {
 }
 
 impl DecodePlan {
-    /// The heuristic ([`split_plan`] for an H100's 132 SMs): enough splits for ~528 blocks over the (sequence, KV head)
+    /// The heuristic ([`split_plan`] for the device's SMs; interpret mode plans for an H100's
+    /// 132, the numbers below): enough splits for ~528 blocks over the (sequence, KV head)
     /// pairs, each split at least `MIN_KEYS_PER_SPLIT` (256) keys of the longest context, and no
     /// more keys per split than the staged page list covers. E.g. for 2 KV heads at 24K context:
     /// batch 1 → 96 splits of 256 keys, batch 32 → 9 of 2752, batch 128 → 3 of 8192.
@@ -74,7 +76,7 @@ impl DecodePlan {
         head_dim: usize,
     ) -> Result<Self> {
         let max_ctx = decode_shape(meta, seqs, num_heads, num_kv_heads, head_dim)?;
-        let (splits, keys) = split_plan(seqs, num_kv_heads, max_ctx, meta.block_size, H100_SMS);
+        let (splits, keys) = split_plan(seqs, num_kv_heads, max_ctx, meta.block_size, dev.sm_count());
         Self::build(dev, meta, seqs, num_heads, num_kv_heads, head_dim, splits, keys)
     }
 
