@@ -11,12 +11,14 @@
 //!    link the runtime: RUSTFLAGS="-C link-arg=-l:libasan.a", see scripts/test.sh). An ASan
 //!    build also compiles kernels/selftest/asan_canary.cu (a planted out-of-bounds write) and
 //!    sets cfg(scalerl_asan), so a test can prove ASan still reports.
+//!    SCALERL_STATIC_STDCXX=1 links libstdc++ statically (scripts/gpu-check.sh: the bundle must
+//!    run on a machine whose libstdc++ is older or missing).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "SCALERL_REQUIRE_NVCC", "SCALERL_SANITIZE", "PATH"] {
+    for var in ["NVCC", "CUDA_HOME", "SCALERL_REQUIRE_NVCC", "SCALERL_SANITIZE", "SCALERL_STATIC_STDCXX", "PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo::rustc-check-cfg=cfg(scalerl_fatbin)");
@@ -142,5 +144,20 @@ fn build_interpret(kernels: &[PathBuf]) {
     println!("cargo:rustc-link-search=native={out}");
     // whole-archive: kernels register themselves from static initialisers that nothing references.
     println!("cargo:rustc-link-lib=static:+whole-archive=scalerl_interp");
-    println!("cargo:rustc-link-lib=dylib=stdc++");
+    if std::env::var("SCALERL_STATIC_STDCXX").as_deref() == Ok("1") {
+        // The GPU check's bundle runs on a machine we did not build on, whose libstdc++ may be
+        // older or absent: link g++'s libstdc++.a into the executables instead (-bundle: the
+        // archive goes to the final link, not into the rlib).
+        let a = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()))
+            .arg("-print-file-name=libstdc++.a")
+            .output()
+            .ok()
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|p| p.is_absolute() && p.exists())
+            .unwrap_or_else(|| panic!("SCALERL_STATIC_STDCXX=1: g++ -print-file-name=libstdc++.a found no libstdc++.a (install libstdc++-dev)"));
+        println!("cargo:rustc-link-search=native={}", a.parent().unwrap().display());
+        println!("cargo:rustc-link-lib=static:-bundle=stdc++");
+    } else {
+        println!("cargo:rustc-link-lib=dylib=stdc++");
+    }
 }

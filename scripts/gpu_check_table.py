@@ -7,6 +7,9 @@ usage: gpu_check_table.py TESTS_LOG CRITERION_DIR[:CRITERION_DIR...] TORCH_JSON 
 - CRITERION_DIR: criterion's output folder (CRITERION_HOME) of one bench binary
   (benches/kernels.rs, attention_decode.rs, attention_prefill.rs, attention_packed.rs): one section each, with the
   copy ceiling that binary measured in its own run.
+  A folder holding decode_step.json (benches/decode_step.rs: one decode step of the random-weight
+  1.5B model) gets its own section: step = forward + sampling, the host's issue time, and the
+  step's HBM roofline (weights + K/V bytes over the copy bandwidth of that run).
 - TORCH_JSON: {bench id: microseconds} from scripts/gpu_torch_ref.py (may be missing or empty).
 Prints: the test results (failures with their first message lines), then per kernel and shape:
 time, achieved GB/s (napkin bytes of the kernel header / time), % of the device-to-device copy
@@ -44,7 +47,7 @@ def parse_tests(path):
     for m in re.finditer(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", text, re.M):
         {"ok": passed, "FAILED": failed, "ignored": skipped}[m.group(2)].append(m.group(1))
     # libtest's failure section: "---- name stdout ----" then the captured output and panic.
-    for m in re.finditer(r"^---- (\S+) stdout ----\n(.*?)(?=^---- |^(?:failures|successes):\s*$|^test result)", text, re.M | re.S):
+    for m in re.finditer(r"^---- (\S+) stdout ----\n(.*?)(?=^---- |^(?:failures|successes):\s*$|^test result|\Z)", text, re.M | re.S):
         lines = [ln for ln in m.group(2).splitlines() if ln.strip()]
         panic = [i for i, ln in enumerate(lines) if "panicked at" in ln]
         keep = lines[panic[0]:panic[0] + 3] if panic else lines[-3:]
@@ -72,6 +75,41 @@ def load_criterion(root):
     return rows
 
 
+def print_decode_step(path):
+    """The section of benches/decode_step.rs: one line per batch x context, per backend."""
+    try:
+        parts = json.load(open(path))
+    except (OSError, ValueError) as e:
+        print(f"\ndecode_step: unreadable {path}: {e}")
+        return []
+    rows_out = []
+    for part in parts:
+        copy = part.get("copy_gb_per_s")
+        ceiling = f"copy ceiling {copy:.0f} GB/s (same run)" if copy else "no roofline on the CPU"
+        model = "the R1-Distill-1.5B-shaped model" if part["backend"] == "cuda" else "a small model (same code path)"
+        print(f"\ndecode_step ({part['backend']}: {part['device']}): one decode step of {model}; {ceiling}")
+        hdr = (f"{'shape':<16} {'step':>10} {'forward':>10} {'sample':>10} {'host':>10} {'host %':>7} "
+               f"{'GB read':>8} {'roofline':>10} {'x roof':>7} {'fwd x':>6}")
+        print(hdr)
+        print("-" * len(hdr))
+        for r in part["rows"]:
+            gb = (r["weight_bytes"] + r["kv_bytes"]) / 1e9
+            roof = fmt_time(r["roofline_ms"] * 1e6) if r.get("roofline_ms") else "-"
+            xr = f"{r['x_roofline']:.2f}x" if r.get("x_roofline") else "-"
+            fx = f"{r['forward_ms'] / r['roofline_ms']:.2f}x" if r.get("roofline_ms") else "-"
+            host = r.get("host_issue_ms")
+            host_s, host_pct = (fmt_time(host * 1e6), f"{100 * host / r['step_ms']:.1f}%") if host else ("-", "-")
+            print(f"{r['id']:<16} {fmt_time(r['step_ms'] * 1e6):>10} {fmt_time(r['forward_ms'] * 1e6):>10} "
+                  f"{fmt_time(r['sample_ms'] * 1e6):>10} {host_s:>10} {host_pct:>7} {gb:>8.2f} {roof:>10} {xr:>7} {fx:>6}"
+                  f"{'  (K/V wrap a pool)' if r.get('kv_wrapped') else ''}")
+            rows_out.append(dict(r, bench="decode_step", backend=part["backend"], device=part["device"],
+                                 copy_gb_per_s=copy))
+    print("(step = forward + sample, medians; x roof: step / roofline, fwd x: forward alone / roofline; sample: lm_head, logits to the host, the draw; host: time the host "
+          "spends issuing the forward (launches, metadata, allocations), hidden while below the forward's; "
+          "targets: batch 128 x 8K within 1.25x of the roofline, batch 1 within 1.5x, host < 5% of the step)")
+    return rows_out
+
+
 def gemm_bytes(param):
     m = re.search(r"_m(\d+)_n(\d+)_k(\d+)$", param)
     if not m:
@@ -97,8 +135,11 @@ def main():
             torch_t = json.load(open(torch_json))
         except ValueError:
             pass
-    sections = []
+    sections, decode_dirs = [], []
     for d in [d for d in crit_dir.split(":") if d]:
+        if os.path.exists(os.path.join(d, "decode_step.json")):
+            decode_dirs.append(d)
+            continue
         rows = load_criterion(d) if os.path.isdir(d) else []
         rows.sort(key=lambda r: (ORDER.index(r["group"]) if r["group"] in ORDER else 99, shape_key(r["id"])))
         sections.append((os.path.basename(d.rstrip("/")), rows))
@@ -111,8 +152,11 @@ def main():
         print("tests/gpu.rs: not run")
     for name in failed:
         print(f"  FAILED {name}: {details.get(name, '(see tests.log)')}")
-    if not sections:
+    if not sections and not decode_dirs:
         print("benches: not run")
+    decode_rows = []
+    for d in decode_dirs:
+        decode_rows += print_decode_step(os.path.join(d, "decode_step.json"))
     all_rows, ceilings = [], {}
     for name, rows in sections:
         copy = [r for r in rows if r["group"] == "copy"]
@@ -164,7 +208,7 @@ def main():
               "torch: eager PyTorch, SDPA (flash) for attention; vs torch > 1: ours is faster)")
     if results_path:
         json.dump({"device": device, "tests": {"passed": passed, "failed": failed, "details": details},
-                   "copy_gb_per_s": ceilings, "benches": all_rows, "torch_us": torch_t},
+                   "copy_gb_per_s": ceilings, "benches": all_rows, "decode_step": decode_rows, "torch_us": torch_t},
                   open(results_path, "w"), indent=1)
     tests_ran = os.path.exists(tests_log)
     sys.exit(1 if failed or (tests_ran and not passed) else 0)

@@ -165,6 +165,8 @@ pub struct CudaDevice {
     sync_each_launch: bool,
     name: String,
     cc: (i32, i32),
+    /// Streaming multiprocessors (132 on an H100 SXM, 108 on an A100): launch grids are sized by it.
+    sms: usize,
     /// Bytes allocated through `alloc` and not yet freed, and their peak.
     memory: Arc<MemCounter>,
 }
@@ -252,6 +254,7 @@ impl CudaDevice {
             ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(driver_err)?,
             ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(driver_err)?,
         );
+        let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(driver_err)?.max(1) as usize;
         let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
         // cuModuleLoadData takes the fatbin image; it picks the SASS for this GPU or JITs the PTX.
         // (Ptx::from_binary only wraps the bytes: nothing of NVRTC is loaded.)
@@ -262,7 +265,7 @@ impl CudaDevice {
                 cc.1
             ),
             CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => anyhow!(
-                "the driver cannot JIT the embedded PTX (built by a newer nvcc than the driver supports; use nvcc 13.0): {e:?}"
+                "the driver cannot JIT the embedded PTX (built by a newer nvcc than the driver supports: nvcc 13.0's code needs driver 580 or newer): {e:?}"
             ),
             _ => anyhow!("loading the embedded fatbin ({} bytes): {e:?}", image.len()),
         })?;
@@ -277,12 +280,17 @@ impl CudaDevice {
             capturing: AtomicBool::new(false),
             sync_each_launch,
             cc,
+            sms,
             memory: Arc::new(MemCounter::new()),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn sm_count(&self) -> usize {
+        self.sms
     }
 
     pub fn memory(&self) -> &MemCounter {

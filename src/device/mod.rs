@@ -250,6 +250,15 @@ impl Device {
         }
     }
 
+    /// Streaming multiprocessors to fill (grid sizing): the GPU's; interpret mode plans as for an
+    /// H100 SXM's 132, so its launches have the grids the target GPU would get.
+    pub fn sm_count(&self) -> usize {
+        match self {
+            Device::Interpret { .. } => crate::ops::cuda::attention_decode::H100_SMS,
+            Device::Cuda(c) => c.sm_count(),
+        }
+    }
+
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }

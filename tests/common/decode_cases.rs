@@ -8,7 +8,7 @@
 use crate::kernel_cases::{assert_close_bf16, max_abs_err, nan_padded_cache, paged_setup, random_bf16, to_bf16, to_f32, POISON};
 use half::bf16;
 use scalerl::ops::cpu::attention::{paged_attention, QueryPos};
-use scalerl::ops::cuda::attention_decode::{decode_attention, DecodePlan};
+use scalerl::ops::cuda::attention_decode::{decode_attention, split_plan, DecodePlan, H100_SMS};
 use scalerl::ops::cuda::TokenMeta;
 use scalerl::device::{Buffer, Device};
 use scalerl::ops::cpu::KvCache;
@@ -155,6 +155,9 @@ pub fn decode_attention_cases(dev: &Device) {
         (&[6000, 2500, 17, 1], 16, 12, 2, 128, None),
         // Group 6, d 64, 3 splits of 256 (the last one 188 keys).
         (&[700, 33], 32, 6, 1, 64, Some(3)),
+        // Batch 1 alone, the target heads: the heuristic's small-batch plan, 16 splits of 256,
+        // every one holding keys, so the combine merges 16 partials per row.
+        (&[4000], 16, 12, 2, 128, None),
     ];
     if dev.is_gpu() {
         // The 1.5B model's decode attention at 1K-8K contexts, heuristic and a single split.
@@ -168,7 +171,8 @@ pub fn decode_attention_cases(dev: &Device) {
 }
 
 /// The split heuristic's picks for the target model's 2 KV heads at 24K context (the numbers
-/// its doc comment promises), a short context, and block size 1's cap on keys per split.
+/// its doc comment promises, for interpret mode's 132 SMs), a short context, and block size 1's
+/// cap on keys per split; then `split_plan` on a 132- and a 108-SM GPU.
 pub fn decode_plan_cases(dev: &Device) {
     let plan_for = |seqs: usize, ctx: usize, bs: usize| {
         let table: Vec<u32> = (0..ctx.div_ceil(bs) as u32).collect();
@@ -183,6 +187,48 @@ pub fn decode_plan_cases(dev: &Device) {
     assert_eq!(plan_for(1, 100, 16), (1, 128));
     // 4096 staged pages of 1 key: at most 4032 keys per split even where 1 split would do.
     assert_eq!(plan_for(264, 5000, 1), (2, 4032));
+    // The plan is the pure heuristic for the device's SMs (interpret mode: an H100's 132).
+    assert_eq!(plan_for(1, 24576, 16), split_plan(1, 2, 24576, 16, dev.sm_count()));
+    if !dev.is_gpu() {
+        assert_eq!(dev.sm_count(), H100_SMS);
+    }
+    assert_eq!(plan_for(1, 4000, 16), (16, 256)); // the parity case above
+    split_plan_cases();
+}
+
+/// Small batches fill the GPU (issue 15, item 4): over the bench's grid (batch 1/32/128 x
+/// 1K-24K, 2 KV heads, blocks of 16) on a 132-SM H100 and a 108-SM A100, the heuristic cuts a
+/// batch with fewer (sequence, KV head) pairs than SMs into enough splits to give every SM a
+/// block, as far as the 256-key minimum allows; big batches get 1 or a few; every split of the
+/// longest context holds keys and the splits cover it exactly once.
+fn split_plan_cases() {
+    for sms in [H100_SMS, 108] {
+        for ctx in [1024, 8192, 16384, 24576] {
+            let mut last = usize::MAX;
+            for seqs in [1, 2, 8, 32, 64, 128, 256] {
+                let (n, c) = split_plan(seqs, 2, ctx, 16, sms);
+                let what = format!("{sms} SMs, batch {seqs}, ctx {ctx}: {n} splits of {c}");
+                assert!(c % 64 == 0 && c >= 256.min(ctx.next_multiple_of(64)), "{what}: keys per split");
+                assert!(n * c >= ctx && (n - 1) * c < ctx, "{what}: a split without keys, or the context not covered");
+                assert!(n <= last, "{what}: more splits than a smaller batch ({last})");
+                last = n;
+                let blocks = seqs * 2 * n;
+                if seqs * 2 < sms {
+                    // Fewer pairs than SMs: split until every SM has a block (or splits hit 256 keys).
+                    assert!(n > 1, "{what}: a small batch left unsplit");
+                    assert!(blocks >= sms || c == 256, "{what}: {blocks} blocks leave SMs idle");
+                }
+                assert!(blocks <= 4 * sms + seqs * 2, "{what}: {blocks} blocks, over ~2 waves of 2 per SM");
+            }
+        }
+    }
+    // The issue's examples on an H100 at 24K: batch 1 gets many splits, batch 128 few.
+    assert_eq!(split_plan(1, 2, 24576, 16, H100_SMS), (96, 256));
+    assert!(split_plan(128, 2, 24576, 16, H100_SMS).0 <= 3);
+    assert_eq!(split_plan(128, 2, 1024, 16, H100_SMS), (3, 384));
+    assert_eq!(split_plan(512, 2, 24576, 16, H100_SMS), (1, 24576));
+    // Fewer KV heads, same pairs: one KV head at batch 2 plans like 2 KV heads at batch 1.
+    assert_eq!(split_plan(2, 1, 24576, 16, H100_SMS), split_plan(1, 2, 24576, 16, H100_SMS));
 }
 
 /// The launcher refuses what the kernels cannot do, naming the cause.

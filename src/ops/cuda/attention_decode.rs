@@ -22,9 +22,12 @@ pub const DECODE_MAX_GROUP: usize = 16;
 const SPLIT_THREADS: u32 = 128;
 /// Keys the 4 warps take per round (4 x 16): split lengths are multiples of it.
 const KEY_ROUND: usize = 64;
-/// Blocks the split grid aims for: about 2 waves of 2 resident blocks on each of 132 SMs
-/// (H100/H200 SXM; ~2.4 waves on an A100's 108), so the last wave's imbalance stays small.
-const TARGET_BLOCKS: usize = 2 * 2 * 132;
+/// SMs of an H100/H200 SXM: what interpret mode plans for (`Device::sm_count`), so its tests
+/// see the target GPU's grids; on a GPU the plan fills that GPU's own SMs.
+pub const H100_SMS: usize = 132;
+/// Blocks per SM the split grid aims for: about 2 waves of 2 resident blocks on each SM, so the
+/// last wave's imbalance stays small.
+const BLOCKS_PER_SM: usize = 2 * 2;
 /// Fewest keys per split (context allowing): 4 tiles per warp, so the double buffer overlaps
 /// loads with compute and the per-split fixed cost (page staging, merge, partial) stays small.
 const MIN_KEYS_PER_SPLIT: usize = 256;
@@ -53,7 +56,8 @@ pub struct DecodePlan {
 }
 
 impl DecodePlan {
-    /// The heuristic: enough splits for ~`TARGET_BLOCKS` (528) blocks over the (sequence, KV head)
+    /// The heuristic ([`split_plan`] for the device's SMs; interpret mode plans for an H100's
+    /// 132, the numbers below): enough splits for ~528 blocks over the (sequence, KV head)
     /// pairs, each split at least `MIN_KEYS_PER_SPLIT` (256) keys of the longest context, and no
     /// more keys per split than the staged page list covers. E.g. for 2 KV heads at 24K context:
     /// batch 1 → 96 splits of 256 keys, batch 32 → 9 of 2752, batch 128 → 3 of 8192.
@@ -72,10 +76,8 @@ impl DecodePlan {
         head_dim: usize,
     ) -> Result<Self> {
         let max_ctx = decode_shape(meta, seqs, num_heads, num_kv_heads, head_dim)?;
-        let want = TARGET_BLOCKS.div_ceil(seqs * num_kv_heads);
-        let splits = want.min(max_ctx.div_ceil(MIN_KEYS_PER_SPLIT)).max(1);
-        let keys = max_ctx.div_ceil(splits).next_multiple_of(KEY_ROUND).min(max_keys_per_split(meta.block_size));
-        Self::build(dev, meta, seqs, num_heads, num_kv_heads, head_dim, max_ctx.div_ceil(keys), keys)
+        let (splits, keys) = split_plan(seqs, num_kv_heads, max_ctx, meta.block_size, dev.sm_count());
+        Self::build(dev, meta, seqs, num_heads, num_kv_heads, head_dim, splits, keys)
     }
 
     /// A plan with exactly `num_splits` splits of the longest context (rounded up to 64 keys, so
@@ -133,6 +135,21 @@ impl DecodePlan {
     fn staged_pages(&self) -> usize {
         (self.keys_per_split - 1) / self.block_size + 2
     }
+}
+
+/// The split heuristic: `(num_splits, keys_per_split)` for `seqs` sequences over `num_kv_heads`
+/// KV heads whose longest context is `max_ctx` keys, on a GPU of `sms` SMs. Small batches fill
+/// the GPU: when sequences x KV heads are fewer than the ~4 blocks per SM the grid aims for,
+/// each (sequence, KV head) pair is cut into more splits, but no split gets fewer than
+/// `MIN_KEYS_PER_SPLIT` (256) keys of the longest context (its fixed cost: page staging,
+/// partials, the combine) nor more keys than a block stages pages for. Keys per split are a
+/// multiple of 64 and every split of the longest context holds keys
+/// (`(num_splits - 1) * keys_per_split < max_ctx`). Pure, so tests check it for any GPU.
+pub fn split_plan(seqs: usize, num_kv_heads: usize, max_ctx: usize, block_size: usize, sms: usize) -> (usize, usize) {
+    let want = (BLOCKS_PER_SM * sms).div_ceil((seqs * num_kv_heads).max(1));
+    let splits = want.min(max_ctx.div_ceil(MIN_KEYS_PER_SPLIT)).max(1);
+    let keys = max_ctx.div_ceil(splits).next_multiple_of(KEY_ROUND).min(max_keys_per_split(block_size));
+    (max_ctx.div_ceil(keys), keys)
 }
 
 /// Largest multiple of `KEY_ROUND` whose pages fit the staging list: `(c - 1) / bs + 2 <= MAX`.
