@@ -129,6 +129,18 @@ if [[ -n "$lt" ]]; then
 else
     echo "libcublasLt: MISSING (neither .so.13 nor .so.12 found): the GEMM tests and benches will fail"
 fi
+# NCCL (the multi-GPU runs; tests/gpu.rs's one-rank test): NCCL's packages name it libnccl.so.2,
+# which cudarc does not try, so a link named libnccl.so goes into a folder on the path.
+nccl=$(find_lib 'libnccl.so.2')
+if [[ -n "$nccl" ]]; then
+    nccl_dir=$(mktemp -d)
+    ln -s "$nccl" "$nccl_dir/libnccl.so"
+    LD_LIBRARY_PATH="$nccl_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
+    echo "libnccl: $nccl (linked as libnccl.so)"
+else
+    echo "libnccl: not found (the NCCL test is skipped; pip install nvidia-nccl-cu13 provides it)"
+fi
 sanitizer=$(command -v compute-sanitizer 2>/dev/null || find /usr/local/cuda*/bin /opt/nvidia -name compute-sanitizer -type f 2>/dev/null | head -1)
 echo "compute-sanitizer: ${sanitizer:-not installed (racecheck/synccheck skipped)}"
 
