@@ -31,7 +31,8 @@ use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_F
 use super::rollout::{self, roll_out, Replay, RolloutParams};
 use super::step::{response_logprobs, PassOptions};
 use super::update::{ppo_updates_on, UpdateBatch, UpdatePlan};
-use super::data_parallel::{gather_gap, sum_count, Gathered, Share};
+use super::data_parallel::{deal_by_tokens, gather_gap, gather_per_sample, gather_rollouts, Share};
+use super::step::Sample;
 use crate::dist::{Collective, SingleRank};
 use super::validation::Validator;
 use super::metrics::PhaseMemory;
@@ -308,35 +309,48 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
             rollout::record(&run_dir, step, &ro)?;
         }
         let rollout_peak = phase_peak(&ops);
+        // Every rank's samples: the whole batch, on every rank (one rank: its own).
+        let ro = gather_rollouts(comm, ro)?;
         let rewards = &ro.rewards;
         let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
-        let zero_var = sum_count(comm, ro.zero_variance_groups(n))?;
+        let zero_var = ro.zero_variance_groups(n);
         let samples = ro.samples();
-        let seq_tokens: u64 = ro.seqs.iter().map(|s| s.len() as u64).sum();
 
-        // Old and reference log-probs, per sample.
+        // Old and reference log-probs, per sample: each rank scores its deal of the samples
+        // (balanced by tokens), and the results are gathered.
         let t = Instant::now();
-        let per_sample = |lp: Vec<f32>| -> Vec<Vec<f32>> {
-            let mut out = Vec::with_capacity(samples.len());
+        let deal = deal_by_tokens(&samples.iter().map(|s| s.tokens.len()).collect::<Vec<_>>(), comm.world_size());
+        let mine: Vec<Sample> = deal[comm.rank()].iter().map(|&i| samples[i]).collect();
+        // This rank's tokens (its phase times are its own; the deal gives each rank about as many).
+        let seq_tokens: u64 = mine.iter().map(|s| s.tokens.len() as u64).sum();
+        let score = |model: &Transformer<O>| -> Result<Vec<Vec<f32>>> {
+            if mine.is_empty() {
+                return Ok(Vec::new());
+            }
+            let lp = response_logprobs(model, &mine, &pass)?.logp;
+            let mut out = Vec::with_capacity(mine.len());
             let mut off = 0;
-            for s in &samples {
+            for s in &mine {
                 out.push(lp[off..off + s.response_len()].to_vec());
                 off += s.response_len();
             }
-            out
+            Ok(out)
         };
-        let old = per_sample(response_logprobs(&policy.model, &samples, &pass)?.logp);
-        let mismatch = gather_gap(comm, &ro.logprobs, &old)?;
-        let refs = match &reference {
-            Some(Reference::Resident(r)) => Some(per_sample(response_logprobs(r, &samples, &pass)?.logp)),
+        let old_mine = score(&policy.model)?;
+        let sampled: Vec<Vec<f32>> = deal[comm.rank()].iter().map(|&i| ro.logprobs[i].clone()).collect();
+        let mismatch = gather_gap(comm, &sampled, &old_mine)?;
+        let old = gather_per_sample(comm, &deal, old_mine)?;
+        let refs_mine = match &reference {
+            Some(Reference::Resident(r)) => Some(score(r)?),
             Some(Reference::Host(w)) => {
                 // On the device only for this pass: freed when `r` drops, before the update.
                 let cfg = policy.model.config.clone();
                 let r = Transformer::new(cfg, ops.clone(), ops.params_from_host(w, false)?, w.table().clone())?;
-                Some(per_sample(response_logprobs(&r, &samples, &pass)?.logp))
+                Some(score(&r)?)
             }
             None => None,
         };
+        let refs = refs_mine.map(|r| gather_per_sample(comm, &deal, r)).transpose()?;
         let logprob_time =
             PhaseTime::new(t.elapsed().as_secs_f64(), seq_tokens * if refs.is_some() { 2 } else { 1 });
         let logprobs_peak = phase_peak(&ops);
@@ -353,15 +367,12 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
             grpo: &grpo_cfg,
             pass: &pass,
         };
-        let u = ppo_updates_on(&mut policy, &batch_in, &plan, share, comm)?;
+        let u = ppo_updates_on(&mut policy, &batch_in, &plan, comm)?;
         let update_time = PhaseTime::new(t.elapsed().as_secs_f64(), seq_tokens * cfg.optim.ppo_epochs as u64);
         let peak_memory = ops.memory().map(|_| PhaseMemory { rollout: rollout_peak, logprobs: logprobs_peak, update: phase_peak(&ops) });
 
-        // The whole batch's per-sample facts (every rank's), so all take the same stage decisions.
-        let resp_lens: Vec<usize> = (0..ro.seqs.len()).map(|i| ro.response_len(i)).collect();
-        let all = Gathered::new(comm, rewards, &resp_lens, &ro.correct, &ro.cut)?;
-        let lens: Vec<(usize, bool)> = all.response_lens.iter().copied().zip(all.correct.iter().copied()).collect();
-        let clip_ratio = all.cut.iter().filter(|&&c| c).count() as f64 / all.cut.len() as f64;
+        let lens: Vec<(usize, bool)> = (0..ro.seqs.len()).map(|i| (ro.response_len(i), ro.correct[i])).collect();
+        let clip_ratio = ro.cut.iter().filter(|&&c| c).count() as f64 / ro.cut.len() as f64;
         // The step's time, without the validation (which reports its own).
         let step_secs = t_step.elapsed().as_secs_f64();
         if let Some(v) = validator.as_ref().filter(|v| writer && v.due_after(step + 1, total_steps)) {
@@ -374,8 +385,8 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
             max_response_len: stage.max_response_len,
             n,
             epoch: data_epoch,
-            reward_mean: all.rewards.iter().map(|&r| r as f64).sum::<f64>() / all.rewards.len() as f64,
-            accuracy: all.correct.iter().filter(|&&c| c).count() as f64 / all.correct.len() as f64,
+            reward_mean: rewards.iter().map(|&r| r as f64).sum::<f64>() / rewards.len() as f64,
+            accuracy: ro.correct.iter().filter(|&&c| c).count() as f64 / ro.correct.len() as f64,
             response_len: ResponseLens::from_samples(&lens),
             clip_ratio,
             prompts_dropped: dropped,

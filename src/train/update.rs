@@ -10,7 +10,7 @@
 
 use super::adamw::StepReport;
 use super::data::epoch_order;
-use super::data_parallel::{all_reduce_grads, Share};
+use super::data_parallel::{all_reduce_grads, deal_by_tokens};
 use super::grpo::{GrpoConfig, LossAgg};
 use super::policy::Policy;
 use super::step::{broadcast_advantages, grpo_backward_scaled, GrpoInputs, PassOptions, Sample};
@@ -81,27 +81,26 @@ pub struct UpdatePlan<'a> {
 
 /// Runs the step's PPO epochs of mini-batch updates on `model`.
 pub fn ppo_updates<O: Ops>(policy: &mut Policy<O>, b: &UpdateBatch, plan: &UpdatePlan) -> Result<UpdateStats> {
-    let share = Share::whole(b.samples.len() / b.n);
-    ppo_updates_on(policy, b, plan, share, &mut SingleRank)
+    ppo_updates_on(policy, b, plan, &mut SingleRank)
 }
 
-/// `ppo_updates` on one rank of a data-parallel group: `b` holds this rank's `share` of the
-/// batch's prompts; the mini-batches are cut from the whole batch's prompts (every rank cuts the
-/// same), each rank computes its part of a mini-batch's gradient with the whole mini-batch's
-/// aggregation weights, and the parts and the loss are summed across ranks before the update.
-pub fn ppo_updates_on<O: Ops>(
-    policy: &mut Policy<O>,
-    b: &UpdateBatch,
-    plan: &UpdatePlan,
-    share: Share,
-    comm: &mut dyn Collective,
-) -> Result<UpdateStats> {
+/// `ppo_updates` on one rank of a data-parallel group: `b` is the whole batch (every rank holds
+/// it, `train::data_parallel`); each mini-batch's samples are dealt to the ranks by tokens, each
+/// rank computes its part of the gradient with the whole mini-batch's aggregation weights, and
+/// the parts and the loss are summed across ranks before the update. One rank: the whole
+/// mini-batch, in order.
+pub fn ppo_updates_on<O: Ops>(policy: &mut Policy<O>, b: &UpdateBatch, plan: &UpdatePlan, comm: &mut dyn Collective) -> Result<UpdateStats> {
+    let prompts = b.samples.len() / b.n;
     let mut grads = policy.model.ops.zeros_params(policy.model.table())?;
     let mut s = UpdateStats::default();
     for epoch in 0..plan.ppo_epochs {
-        let order = epoch_order(share.total, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
+        let order = epoch_order(prompts, mix(plan.seed ^ mix(plan.step as u64)), epoch as u64, true);
         for chunk in order.chunks(plan.mini_batch_prompts) {
-            let idx: Vec<usize> = chunk.iter().filter_map(|&p| share.local(p)).flat_map(|p| p * b.n..(p + 1) * b.n).collect();
+            let all: Vec<usize> = chunk.iter().flat_map(|&p| p * b.n..(p + 1) * b.n).collect();
+            // The whole mini-batch's response tokens and sequences (the aggregation weights).
+            let totals = (all.iter().map(|&i| b.samples[i].response_len()).sum::<usize>(), all.len());
+            let costs: Vec<usize> = all.iter().map(|&i| b.samples[i].tokens.len()).collect();
+            let idx: Vec<usize> = deal_by_tokens(&costs, comm.world_size()).swap_remove(comm.rank()).into_iter().map(|k| all[k]).collect();
             let mb: Vec<Sample> = idx.iter().map(|&i| b.samples[i]).collect();
             let mb_adv: Vec<f32> = idx.iter().map(|&i| b.advantages[i]).collect();
             let advantages = broadcast_advantages(&mb, &mb_adv);
@@ -109,14 +108,10 @@ pub fn ppo_updates_on<O: Ops>(
             let ref_logp: Option<Vec<f32>> =
                 b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
             policy.model.ops.zero_params(&mut grads)?;
-            // The whole mini-batch's response tokens and sequences, over every rank.
-            let mut totals = [mb.iter().map(|s| s.response_len()).sum::<usize>() as f64, mb.len() as f64];
-            comm.all_reduce_sum_f64(&mut totals)?;
             let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
             let mut out = if mb.is_empty() {
                 MiniBatchLoss::default()
             } else {
-                let totals = (totals[0] as usize, totals[1] as usize);
                 minibatch_backward_of(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, totals, &mut grads)?
             };
             if comm.world_size() > 1 {
