@@ -376,3 +376,31 @@ fn nccl_one_rank_collectives() {
     assert_eq!(dev.download::<f64>(&c).unwrap(), w);
     comm.check().unwrap();
 }
+
+/// The multi-GPU run's group with one rank (no rendezvous): its collectives, and the gradient
+/// all-reduce of the CUDA backend through it (in place, NCCL) — what `scalerl train` under a
+/// launcher runs, at world size 1.
+#[test]
+fn nccl_group_of_one_reduces_the_gradient_set() {
+    use scalerl::dist::nccl::NcclGroup;
+    use scalerl::dist::{Collective, Topology};
+    use scalerl::ops::Ops;
+    let Some(dev) = gpu() else { return };
+    if !scalerl::device::nccl::nccl_present() {
+        assert!(std::env::var("SCALERL_REQUIRE_NCCL").as_deref() != Ok("1"), "SCALERL_REQUIRE_NCCL=1 but libnccl.so is not on the loader path");
+        println!("skipped: no libnccl.so on the loader path");
+        return;
+    }
+    let ops = CudaOps::new(dev);
+    let mut group = NcclGroup::new(&Topology::single(), ops.dev.clone(), std::time::Duration::from_secs(60)).unwrap();
+    let model = Model::load(&fixture("tiny-qwen2-d64")).unwrap();
+    let mut grads = ops.params_from_host(&model.weights, true).unwrap();
+    ops.all_reduce_params(&mut group, &mut grads).unwrap();
+    assert_eq!(ops.params_to_host(&grads).unwrap().flat(), model.weights.flat());
+    let mut x = vec![1.5f32, -2.0];
+    group.all_reduce_sum(&mut x).unwrap();
+    group.broadcast(&mut x, 0).unwrap();
+    let mut y = vec![3e15f64 + 1.0];
+    group.all_reduce_sum_f64(&mut y).unwrap();
+    assert_eq!((x, y), (vec![1.5, -2.0], vec![3e15 + 1.0]));
+}

@@ -48,7 +48,7 @@ pub struct NcclGroup {
     dev: Arc<Device>,
     shared: Arc<Shared>,
     calls: u64,
-    _watch: Watch,
+    _watch: Option<Watch>,
     stop_watchdog: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -56,16 +56,21 @@ impl NcclGroup {
     /// Joins the job `topo` describes, on `dev` (this rank's GPU): rendezvous with rank 0, NCCL
     /// init, heartbeat and watchdog. `timeout` bounds the rendezvous and every collective.
     pub fn new(topo: &Topology, dev: Arc<Device>, timeout: Duration) -> Result<NcclGroup> {
-        let (host, master_port) = topo.master.clone().context("a group of several processes needs MASTER_ADDR")?;
-        let port = rendezvous_port(master_port)?;
         let (rank, world) = (topo.rank, topo.world_size);
-        let (id, links) = if rank == 0 {
-            let id = unique_id()?;
-            let peers = rendezvous::serve(port, world, &id, timeout)?;
-            (id, Err(peers))
+        // A group of one (the GPU check's) needs no rendezvous: it makes its own id.
+        let (id, links) = if world == 1 {
+            (unique_id()?, None)
         } else {
-            let (id, conn) = rendezvous::join(&host, port, rank, world, timeout)?;
-            (id, Ok(conn))
+            let (host, master_port) = topo.master.clone().context("a group of several processes needs MASTER_ADDR")?;
+            let port = rendezvous_port(master_port)?;
+            if rank == 0 {
+                let id = unique_id()?;
+                let peers = rendezvous::serve(port, world, &id, timeout)?;
+                (id, Some(Err(peers)))
+            } else {
+                let (id, conn) = rendezvous::join(&host, port, rank, world, timeout)?;
+                (id, Some(Ok(conn)))
+            }
         };
         let comm = NcclComm::new(&dev, &id, rank, world)?;
         let shared = Arc::new(Shared { fault: Mutex::new(None), in_flight: Mutex::new(None), aborter: comm.aborter() });
@@ -74,8 +79,9 @@ impl NcclGroup {
             Arc::new(move |why: String| shared.stop(why))
         };
         let watch = match links {
-            Err(peers) => Watch::rank0(peers, on_fault)?,
-            Ok(conn) => Watch::peer(rank, conn, on_fault)?,
+            None => None,
+            Some(Err(peers)) => Some(Watch::rank0(peers, on_fault)?),
+            Some(Ok(conn)) => Some(Watch::peer(rank, conn, on_fault)?),
         };
         let stop_watchdog = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
