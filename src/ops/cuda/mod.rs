@@ -317,7 +317,7 @@ impl Ops for CudaOps {
     fn sample(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig, draws: &[Draw]) -> Result<Vec<Sampled>> {
         ensure!(rows.len() == draws.len(), "{} rows to sample with {} draws", rows.len(), draws.len());
         let logits = self.logits(hidden, rows, lm_head, c)?;
-        Ok(logits.chunks_exact(c.vocab_size).zip(draws).map(|(row, d)| super::cpu::sample::sample_row(row, d)).collect())
+        logits.chunks_exact(c.vocab_size).zip(draws).map(|(row, d)| super::cpu::sample::sample_row(row, d)).collect()
     }
 
     fn add(&self, x: &mut Buffer, y: &Buffer) -> Result<()> {
