@@ -24,7 +24,9 @@ ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16
          # benches/backward_kernels.rs
          "add_bf16", "add_bias_bf16", "silu_mul_backward_bf16", "rope_qk_backward_bf16", "rmsnorm_backward_bf16",
          "bias_backward", "embedding_backward_bf16", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32", "adamw_f32",
-         "sum_squares_f32", "scale_f32", "cast_master_f32_to_bf16"]
+         "sum_squares_f32", "scale_f32", "cast_master_f32_to_bf16",
+         # benches/logprob.rs
+         "logprob", "grpo_token_loss"]
 GEMMS = ("gemm_bf16_nt", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32")
 
 
@@ -144,11 +146,22 @@ def main():
                 f"{tt * 1e3 / r['ns']:.2f}x" if tt else "-",
             ]
             print(f"{r['group']:<22} {r['id']:<26} {cols[0]:>10} {cols[1]:>8} {cols[2]:>7} {cols[3]:>8} {cols[4]:>10} {cols[5]:>8}")
+        # The fused log-prob against its lm_head GEMMs (same run): forward / one, backward / two.
+        lp = {r["id"]: r for r in rows if r["group"] == "logprob"}
+        for key in sorted(lp, key=shape_key):
+            m = re.match(r"fwd_t(\d+)$", key)
+            gm, bw = lp.get(f"lm_head_gemm_t{m.group(1)}") if m else None, lp.get(f"bwd_t{m.group(1)}") if m else None
+            if gm and bw:
+                lp[key]["x_gemm"] = lp[key]["ns"] / gm["ns"]
+                bw["x_gemm"] = bw["ns"] / (2 * gm["ns"])
+                print(f"logprob t{m.group(1)}: forward {lp[key]['x_gemm']:.2f}x its lm_head GEMM, backward {bw['x_gemm']:.2f}x two "
+                      f"(target <= 1.3x)")
         all_rows.extend(rows)
     if all_rows:
         print("(time: criterion's slope estimate per call, back-to-back launches; GB/s: the kernel header's "
               "napkin bytes / time; GEMM bytes = 2(mk + nk + mn); TFLOP/s: GEMMs 2mnk, prefill and packed attention "
-              "forward 4·Σ visible keys·d·heads, packed backward 2.5x that; torch: eager PyTorch, SDPA (flash) for attention; vs torch > 1: ours is faster)")
+              "forward 4·Σ visible keys·d·heads, packed backward 2.5x that, logprob 2·T·V·H forward and 4·T·V·H backward; "
+              "torch: eager PyTorch, SDPA (flash) for attention; vs torch > 1: ours is faster)")
     if results_path:
         json.dump({"device": device, "tests": {"passed": passed, "failed": failed, "details": details},
                    "copy_gb_per_s": ceilings, "benches": all_rows, "torch_us": torch_t},

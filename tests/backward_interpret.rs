@@ -512,6 +512,9 @@ impl Ops for HybridOps {
     ) -> Result<()> {
         bail!("HybridOps: no log-probs")
     }
+    fn grpo_loss(&self, cfg: &scalerl::ops::grpo::GrpoConfig, x: &scalerl::ops::grpo::GrpoTokens) -> Result<scalerl::ops::grpo::GrpoOutput> {
+        self.cuda.grpo_loss(cfg, x)
+    }
     fn sum_squares(&self, g: &DeviceParams) -> Result<f64> {
         self.cuda.sum_squares(g)
     }

@@ -24,6 +24,8 @@ mod backward_cases;
 mod decode_cases;
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
+#[path = "common/logprob_cases.rs"]
+mod logprob_cases;
 #[path = "common/packed_cases.rs"]
 mod packed_cases;
 #[path = "common/prefill_cases.rs"]
@@ -31,6 +33,7 @@ mod prefill_cases;
 use common::{fixture, reference, rel_err, stepwise_logits};
 use decode_cases::*;
 use kernel_cases::*;
+use logprob_cases::{grpo_cases, logprob_cases, logprob_launch_error_cases};
 use prefill_cases::*;
 
 fn require_gpu() -> bool {
@@ -171,6 +174,9 @@ fn cases_pass_in_interpret_mode() {
     gemm_cases(&dev);
     gemm_odd_cases(&dev);
     launch_error_cases(&dev);
+    logprob_cases(&dev);
+    grpo_cases(&dev);
+    logprob_launch_error_cases(&dev);
 }
 
 /// The model case on the interpreter (it compares interpret mode with itself there, and with
@@ -252,6 +258,17 @@ fn gpu_packed_attention_matches_cpu() {
     if let Some(d) = gpu() {
         packed_cases::packed_attention_cases(&d);
         packed_cases::packed_launch_error_cases(&d);
+    }
+}
+
+/// The fused lm_head log-prob (with the 1.5B model's shape) and the GRPO loss; the first GPU run
+/// also checks the interpreter's mma/ldmatrix fragment layouts against the hardware's.
+#[test]
+fn gpu_logprob_and_grpo_loss_match_cpu() {
+    if let Some(d) = gpu() {
+        logprob_cases(&d);
+        grpo_cases(&d);
+        logprob_launch_error_cases(&d);
     }
 }
 

@@ -254,8 +254,8 @@ fn greedy_generation_runs_and_follows_the_reference() {
     }
 }
 
-/// The CUDA backend runs the one transformer's inference; the training ops whose kernels are not
-/// written yet must say so (never fall back to the CPU in silence).
+/// The CUDA backend runs the one transformer's inference and training; an op without a kernel for
+/// a shape must say so (never fall back to the CPU in silence).
 #[test]
 fn training_ops_without_kernels_say_so() {
     let (_, cuda) = load("tiny-qwen2");
@@ -264,13 +264,19 @@ fn training_ops_without_kernels_say_so() {
     let msg = format!("{err:#}");
     assert!(msg.contains("head_dim 12 has no kernel"), "{msg}");
     use scalerl::ops::Ops;
-    // Gradient sets exist (f32); the fused log-prob head does not yet.
-    let grads = cuda.ops.zeros_params(cuda.table()).unwrap();
+    // Gradient sets exist (f32), and the fused log-prob head writes the lm_head's gradient into
+    // one (tests/logprob_interpret.rs checks its values).
+    let mut grads = cuda.ops.zeros_params(cuda.table()).unwrap();
     assert_eq!(grads.dtype(), scalerl::device::DType::F32);
-    let hidden = cuda.ops.zeros(cuda.config.hidden_size).unwrap();
-    let sh = scalerl::ops::LogProbShape { hidden: cuda.config.hidden_size, vocab: cuda.config.vocab_size, temperature: 1.0, chunk: 64 };
-    let err = cuda.ops.logprobs(&hidden, &[0], &[1], cuda.lm_head(), sh).err().expect("no fused log-prob kernel yet");
-    assert!(format!("{err:#}").contains("no CUDA kernel yet"), "{err:#}");
+    let h = cuda.config.hidden_size;
+    let hidden = cuda.ops.upload(&vec![0.5; 2 * h]).unwrap();
+    let sh = scalerl::ops::LogProbShape { hidden: h, vocab: cuda.config.vocab_size, temperature: 1.0, chunk: 64 };
+    let lp = cuda.ops.logprobs(&hidden, &[0, 1], &[1, 2], cuda.lm_head(), sh).unwrap();
+    assert!(lp.logp.iter().all(|x| x.is_finite() && *x < 0.0), "{:?}", lp.logp);
+    let mut d_hidden = cuda.ops.zeros(2 * h).unwrap();
+    let d_lm_head = cuda.ops.param_mut(&mut grads, cuda.table().lm_head());
+    cuda.ops.logprobs_backward(&hidden, &[0, 1], &[1, 2], cuda.lm_head(), &lp, &[1.0, -1.0], None, sh, &mut d_hidden, d_lm_head).unwrap();
+    assert!(cuda.ops.sum_squares(&grads).unwrap() > 0.0);
 }
 
 /// On the CUDA backend too (interpret mode; the flash kernels on tiny-qwen2-d64): a KV budget

@@ -49,7 +49,7 @@ fn example_config_parses_and_sets_every_section() {
             assert!(text.contains(&format!("{key} = ")), "example lacks key `{key}`");
         }
     }
-    for key in ["clip_ratio_high", "loss_agg_norm", "max_response_len", "n"] {
+    for key in ["clip_ratio_high", "clip_ratio_c", "loss_agg_norm", "max_response_len", "n"] {
         assert!(text.contains(&format!("# {key} = ")) || text.contains(&format!("\n{key} = ")), "{key}");
     }
 }
@@ -107,6 +107,10 @@ fn loss_keys_map_onto_grpo_config() {
     assert_eq!(g.agg, LossAgg::SeqMeanTokenSumNorm { constant: 16384.0 });
     let c2 = RunConfig::from_toml_str("[loss]\nloss_agg = \"seq-mean-token-sum-norm\"\nloss_agg_norm = 4096.0\n").unwrap();
     assert_eq!(c2.grpo(&st).agg, LossAgg::SeqMeanTokenSumNorm { constant: 4096.0 });
+    assert_eq!(g.dual_clip, None);
+    let c3 = RunConfig::from_toml_str("[loss]\nclip_ratio_c = 3.0\n").unwrap();
+    assert_eq!(c3.grpo(&st).dual_clip, Some(3.0));
+    assert!(RunConfig::from_toml_str("[loss]\nclip_ratio_c = 0.5\n").is_err(), "a dual clip below 1 is refused");
     let a = c.adamw();
     assert_eq!((a.max_grad_norm, a.schedule.warmup_steps), (None, 10));
     for (k, v) in [("seq-mean-token-mean", LossAgg::SeqMeanTokenMean), ("seq-mean-token-sum", LossAgg::SeqMeanTokenSum)] {

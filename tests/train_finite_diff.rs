@@ -248,7 +248,9 @@ fn grpo_loss_gradients_match_finite_differences() {
         let old: Vec<f32> = logp.iter().map(|l| l + rng.next() * 0.4).collect();
         let reference: Vec<f32> = logp.iter().map(|l| l + rng.next() * 1.5).collect();
         let adv = rng.vec(n, 1.5);
-        let cfg = GrpoConfig { clip_high: 0.28, entropy_coef: 0.3, kl_coef: Some(0.5), agg, ..Default::default() };
+        // The dual clip (cap −A·1.3 for A < 0: ratios up to e^0.4 cross it) on every other case.
+        let dual_clip = (i % 2 == 1).then_some(1.3);
+        let cfg = GrpoConfig { clip_high: 0.28, dual_clip, entropy_coef: 0.3, kl_coef: Some(0.5), agg, ..Default::default() };
         let loss = |lp: &[f32], en: &[f32]| {
             grpo_loss(&cfg, &GrpoTokens { seq_lens: &lens, logp: lp, entropy: en, old_logp: &old, ref_logp: Some(&reference), advantages: &adv }).loss
         };

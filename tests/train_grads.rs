@@ -71,6 +71,7 @@ fn loss_config(c: &Value) -> GrpoConfig {
     GrpoConfig {
         clip_low: c["clip_low"].as_f64().unwrap() as f32,
         clip_high: c["clip_high"].as_f64().unwrap() as f32,
+        dual_clip: c["clip_ratio_c"].as_f64().map(|x| x as f32),
         entropy_coef: c["entropy_coef"].as_f64().unwrap() as f32,
         kl_coef: c["kl_coef"].as_f64().map(|x| x as f32),
         agg,

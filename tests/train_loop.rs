@@ -6,7 +6,7 @@
 //! or gradient skips the update and leaves the weights untouched.
 use scalerl::model::Model;
 use scalerl::train::checkpoint;
-use scalerl::train::config::RunConfig;
+use scalerl::train::config::{RefPlacement, RunConfig};
 use scalerl::train::metrics::{read_metrics, StepMetrics};
 use scalerl::train::trainer::{train, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -707,4 +707,24 @@ fn the_whole_step_runs_on_the_cuda_backend() {
     let moved = config_text(&dir, 1, "").replace("temperature = 1.0\n\n[optim]", "temperature = 1.0\ndevice = \"cpu\"\n\n[optim]");
     let e = RunConfig::from_toml_str(&moved).unwrap_err();
     assert!(format!("{e:#}").contains("rollout.device is now the top-level `device` key"), "{e:#}");
+}
+
+/// `loss.reference = "host"` (the reference uploaded for each log-prob pass) trains exactly like
+/// the resident reference: the same records, KL included, and the same weights.
+#[test]
+fn a_host_reference_trains_like_a_resident_one() {
+    let mut runs = Vec::new();
+    for placement in [RefPlacement::Device, RefPlacement::Host] {
+        let dir = tmp(&format!("reference-{placement}"));
+        let mut cfg = config(&dir, 3);
+        cfg.loss.reference = placement;
+        assert!(cfg.loss.use_kl);
+        train(&cfg, &TrainOptions::default()).unwrap();
+        let (recs, _) = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+        runs.push((recs.iter().map(untimed).collect::<Vec<_>>(), weights_of(&dir.join("step-2"))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // After the first update the policy has left the reference: the KL term is live.
+    assert!(runs[0].0.iter().skip(1).any(|r| r.kl > 0.0), "{:?}", runs[0].0);
+    assert!(runs[0] == runs[1], "a host reference changed the run");
 }

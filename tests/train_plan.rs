@@ -51,6 +51,33 @@ fn a_smaller_micro_batch_or_no_reference_needs_less() {
     assert!(p.update_peak < base && p.resident.iter().all(|a| !a.what.contains("reference")));
 }
 
+/// `loss.reference = "host"`: the reference's 2 bytes a parameter leave the resident set (so
+/// every phase's peak drops by them) and appear only in the log-prob phase, whose peak then
+/// includes them and stays below the update's.
+#[test]
+fn a_host_reference_is_on_the_device_only_for_its_pass() {
+    let (model, cfg) = setup();
+    let params = scalerl::params::ParamTable::new(&model).total() as u64;
+    let mut host = cfg.clone();
+    host.loss.reference = scalerl::train::config::RefPlacement::Host;
+    let (d, h) = (&plan(&model, &cfg, 80 * GIB)[2], &plan(&model, &host, 80 * GIB)[2]);
+    let sum = |a: &[scalerl::train::plan::Alloc]| a.iter().map(|x| x.bytes).sum::<u64>();
+    assert_eq!(sum(&d.resident) - sum(&h.resident), 2 * params);
+    assert_eq!(d.update_peak - h.update_peak, 2 * params);
+    assert_eq!(sum(&h.logprobs) - sum(&d.logprobs), 2 * params);
+    assert_eq!(h.logprobs_peak, d.logprobs_peak);
+    assert!(h.logprobs.iter().any(|a| a.what.contains("reference")) && d.logprobs.iter().all(|a| !a.what.contains("reference")));
+    assert!(h.logprobs_peak < h.update_peak, "{} vs {}", h.logprobs_peak, h.update_peak);
+    // The key reads from the config file, and a wrong value names it.
+    let text = std::fs::read_to_string("configs/deepscaler-1.5b-8k-16k-24k.toml").unwrap();
+    assert_eq!(RunConfig::from_toml_str(&text).unwrap().loss.reference, cfg.loss.reference);
+    let with = text.replace("reference = \"device\"", "reference = \"host\"");
+    assert_ne!(with, text, "the config documents loss.reference");
+    assert_eq!(RunConfig::from_toml_str(&with).unwrap().loss.reference, host.loss.reference);
+    let e = RunConfig::from_toml_str(&text.replace("reference = \"device\"", "reference = \"disk\"")).unwrap_err();
+    assert!(format!("{e:#}").contains("loss.reference: unknown `disk` (expected device or host)"), "{e:#}");
+}
+
 #[test]
 fn the_plan_command_prints_and_refuses() {
     let exe = env!("CARGO_BIN_EXE_scalerl");

@@ -94,7 +94,7 @@ fn each_samples_advantage_reaches_its_own_tokens() {
         .collect();
     let samples: Vec<Sample> = seqs.iter().map(|s| Sample { tokens: s, prompt_len: 3 }).collect();
     let before = sample_logps(&base, &samples);
-    let grpo = GrpoConfig { clip_low: 0.2, clip_high: 0.2, entropy_coef: 0.0, kl_coef: None, agg: LossAgg::TokenMean };
+    let grpo = GrpoConfig { clip_low: 0.2, clip_high: 0.2, dual_clip: None, entropy_coef: 0.0, kl_coef: None, agg: LossAgg::TokenMean };
     let pass = PassOptions::default();
     let old = response_logprobs(&base, &samples, &pass).unwrap().logp;
     let mut off = 0;

@@ -623,10 +623,12 @@ void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes, co
                     w->thread_name(*f).c_str(), bytes, dst, src));
         throw Abort{};
     }
+    // An ASan-checked write first: a destination past the shared allocation (or one still in
+    // flight from an earlier cp.async) is reported here, with the kernel's stack. Poisoning (and
+    // at wait_group unpoisoning) it unchecked would hide the overflow, redzone included.
+    std::memset(dst, 0xff, bytes);
 #ifdef SCALERL_ASAN
     __asan_poison_memory_region(dst, bytes);
-#else
-    std::memset(dst, 0xff, bytes);
 #endif
     f->cp_open.push_back(CpCopy{dst, src, bytes, src_bytes});
 }

@@ -11,6 +11,7 @@
 //   bug_deadlock           error: half a warp in __syncwarp, the rest in __syncthreads
 //   bug_assert             error: device assert() with file:line
 //   bug_cp_async_early     ASan use-after-poison: shared read before cp.async wait_group
+//   bug_cp_async_overflow  ASan heap-buffer-overflow: cp.async past the dynamic shared memory
 //   bug_spin_wait          watchdog: a spin on a flag another fiber would set (forked)
 #include "../common.cuh"
 
@@ -111,3 +112,13 @@ extern "C" __global__ void bug_dyn_smem_overflow(float* out) {
     out[threadIdx.x] = buf[0];
 }
 SCALERL_EXPORT_KERNEL(bug_dyn_smem_overflow)
+
+extern "C" __global__ void bug_cp_async_overflow(const float* in, float* out) {
+    EXTERN_SHARED(float, buf);
+    cp_async_16(&buf[threadIdx.x * 4], in + threadIdx.x * 4);  // BUG: room for blockDim.x - 1 chunks
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    out[threadIdx.x] = buf[0];
+}
+SCALERL_EXPORT_KERNEL(bug_cp_async_overflow)

@@ -464,6 +464,14 @@ std::string t_bug_cp_async_early() {
     return std::isnan(out[0]) ? "" : "early read was not poisoned";
 }
 
+std::string t_bug_cp_async_overflow() {
+    return expect_crash([] {
+        std::vector<float> in(128, 1.0f), out(32);
+        float *pi = in.data(), *po = out.data();
+        launch("bug_cp_async_overflow", d3(1), d3(32), 31 * 16, {&pi, &po});
+    }, {"heap-buffer-overflow", "bug_cp_async_overflow", where("bugs.cu", "BUG: room for blockDim.x - 1 chunks")});
+}
+
 std::string t_bug_spin_wait() {
     return expect_crash([] {
         scalerl_interp_set_timeout_ms(300);
@@ -497,6 +505,7 @@ const Test kTests[] = {
     {"bug_deadlock", t_bug_deadlock, false},
     {"bug_assert", t_bug_assert, false},
     {"bug_cp_async_early", t_bug_cp_async_early, false},
+    {"bug_cp_async_overflow", t_bug_cp_async_overflow, true},
     {"bug_spin_wait", t_bug_spin_wait, false},
 };
 

@@ -21,8 +21,9 @@
 //! | attention, paged           | attention.rs                 | attention_prefill.cu, attention_decode.cu, attention_paged.cu | attention*.rs |
 //! | attention, packed + LSE, bwd | attention.rs               | attention_packed.cu, attention_packed_backward.cu | attention_packed.rs |
 //! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu, swiglu_backward.cu | swiglu.rs, swiglu_backward.rs |
-//! | lm_head log-prob/entropy, bwd | logprob.rs                | —                            | —                        |
-//! | sampling (+ lm_head logits) | sample.rs                   | sample.cu (after the lm_head GEMM) | sample.rs          |
+//! | lm_head log-prob/entropy, bwd | logprob.rs                | logprob.cu                   | logprob.rs               |
+//! | GRPO per-token loss        | grpo.rs                      | grpo_loss.cu                 | grpo_loss.rs             |
+//! | sampling                   | sample.rs                    | — (logits downloaded)        | mod.rs                   |
 //! | AdamW update, grad norm    | adamw.rs                     | adamw.cu                     | adamw.rs                 |
 //! | parameter sets (bf16, f32) | (HostParams)                 | cast.cu (master → bf16)      | params.rs                |
 //!
@@ -36,10 +37,12 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod grpo;
 
 use crate::model::{ModelConfig, SeqChunk};
 use crate::params::{HostParams, ParamId, ParamTable};
 use anyhow::Result;
+use grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use std::sync::Arc;
 
 /// How to draw one token from a row of logits (the CPU reference, which defines the draw
@@ -244,6 +247,10 @@ pub trait Ops: Clone {
         d_hidden: &mut Self::Tensor,
         d_lm_head: &mut Self::Param,
     ) -> Result<()>;
+
+    /// The GRPO per-token objective (`cpu::grpo::grpo_loss`): the loss, its parts and metrics,
+    /// and ∂loss/∂logp, ∂loss/∂entropy per token (what `logprobs_backward` takes).
+    fn grpo_loss(&self, cfg: &GrpoConfig, x: &GrpoTokens) -> Result<GrpoOutput>;
 
     // --- the optimizer, over whole flat parameter sets ----------------------------------------
     /// Σ g² over every parameter, in f64.

@@ -116,10 +116,18 @@ pub struct LossConfig {
     pub clip_ratio: f32,
     /// ε_high (DAPO clip-higher, e.g. 0.28); absent: `clip_ratio`.
     pub clip_ratio_high: Option<f32>,
+    /// Dual clip (verl's `clip_ratio_c`, e.g. 3.0): for a negative advantage the per-token loss
+    /// is capped at −A·c; absent: off (DeepScaleR's run).
+    pub clip_ratio_c: Option<f32>,
     /// Low-variance KL penalty against the frozen reference model, on or off.
     pub use_kl: bool,
     /// Its coefficient.
     pub kl_coef: f32,
+    /// Where the frozen reference model lives during a run on a GPU: `device` (bf16, resident:
+    /// 2 bytes a parameter for the whole step) or `host` (uploaded for its log-prob pass each
+    /// step and freed before the update: less device memory, one weight upload a step).
+    #[serde(deserialize_with = "keyed::reference", serialize_with = "keyed::display")]
+    pub reference: RefPlacement,
     /// Entropy bonus coefficient (0 turns it off).
     pub entropy_coef: f32,
     /// `token-mean` (DeepScaleR, DAPO), `seq-mean-token-mean` (original GRPO),
@@ -281,8 +289,10 @@ impl Default for LossConfig {
         LossConfig {
             clip_ratio: 0.2,
             clip_ratio_high: None,
+            clip_ratio_c: None,
             use_kl: true,
             kl_coef: 0.001,
+            reference: RefPlacement::Device,
             entropy_coef: 0.001,
             loss_agg: AggKind::TokenMean,
             loss_agg_norm: None,
@@ -393,6 +403,11 @@ impl RunConfig {
         if let Some(h) = l.clip_ratio_high {
             if !positive(h) {
                 bail!("loss.clip_ratio_high must be > 0 (got {h})");
+            }
+        }
+        if let Some(c) = l.clip_ratio_c {
+            if !(c > 1.0) {
+                bail!("loss.clip_ratio_c must be > 1 (got {c})");
             }
         }
         if !non_negative(l.kl_coef) || !non_negative(l.entropy_coef) {
@@ -566,6 +581,7 @@ impl RunConfig {
         GrpoConfig {
             clip_low: l.clip_ratio,
             clip_high: l.clip_ratio_high.unwrap_or(l.clip_ratio),
+            dual_clip: l.clip_ratio_c,
             entropy_coef: l.entropy_coef,
             kl_coef: l.use_kl.then_some(l.kl_coef),
             agg: self.loss_agg(stage.max_response_len),
@@ -628,6 +644,33 @@ impl std::fmt::Display for AggKind {
     }
 }
 
+/// `loss.reference`: where the frozen reference model's weights live between its passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefPlacement {
+    Device,
+    Host,
+}
+
+impl std::str::FromStr for RefPlacement {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "device" => RefPlacement::Device,
+            "host" => RefPlacement::Host,
+            other => bail!("unknown `{other}` (expected device or host)"),
+        })
+    }
+}
+
+impl std::fmt::Display for RefPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefPlacement::Device => "device",
+            RefPlacement::Host => "host",
+        })
+    }
+}
+
 /// Keys whose TOML string becomes an enum at load, with errors that name the key (serde alone
 /// would name only the line).
 mod keyed {
@@ -650,6 +693,10 @@ mod keyed {
 
     pub fn loss_agg<'de, D: Deserializer<'de>>(d: D) -> Result<super::AggKind, D::Error> {
         parse(d, "loss.loss_agg")
+    }
+
+    pub fn reference<'de, D: Deserializer<'de>>(d: D) -> Result<super::RefPlacement, D::Error> {
+        parse(d, "loss.reference")
     }
 
     pub fn display<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

@@ -5,18 +5,21 @@
 //! Colocated, like verl's hybrid engine: the rollout and the update take turns on one device.
 //! - always resident: the bf16 weights (what the forward and the rollout read), the f32 master
 //!   copy and the two f32 AdamW moments (14 bytes a parameter in all), and the reference model
-//!   in bf16 when the KL term is on (2 more);
+//!   in bf16 when the KL term is on (2 more) unless `loss.reference = "host"`;
 //! - rollout: the KV cache gets what is left, after the forward's workspace at the step's token
 //!   budget (`rollout.max_kv_tokens` caps it below that; the plan reports the sequences it
 //!   admits at the stage's prompt + response budget);
-//! - update (the KV cache is released first): the f32 gradients, and the activations of one
+//! - log-probs (the KV cache is released first): the old and reference log-prob passes, one
+//!   micro-batch at a time with nothing saved for a backward, and the reference's bf16 weights
+//!   when they come from the host for this pass;
+//! - update: the f32 gradients, and the activations of one
 //!   micro-batch of `optim.micro_batch_tokens` tokens with per-layer recomputation (each
 //!   layer's input kept, one layer's intermediates and their gradients live at a time), the
 //!   fused log-prob's vocabulary chunk, and cuBLASLt's workspace.
 //! The figures are the buffers `Transformer::forward_packed`/`backward` and the engine allocate
 //! (element counts × bytes); the CUDA context and the allocator's slack are a fixed reserve.
 
-use super::config::{RunConfig, Stage};
+use super::config::{RefPlacement, RunConfig, Stage};
 use crate::model::ModelConfig;
 use crate::ops::cpu::logprob::DEFAULT_VOCAB_CHUNK;
 use crate::params::ParamTable;
@@ -49,6 +52,8 @@ pub struct StagePlan {
     pub resident: Vec<Alloc>,
     /// Only during the rollout (besides the KV cache).
     pub rollout: Vec<Alloc>,
+    /// Only during the old/reference log-prob passes.
+    pub logprobs: Vec<Alloc>,
     /// Only during the update.
     pub update: Vec<Alloc>,
     /// Bytes the KV cache gets (what the rollout leaves, capped by `rollout.max_kv_tokens`).
@@ -60,6 +65,7 @@ pub struct StagePlan {
     pub seqs_at_once: u64,
     /// Peak bytes of each phase.
     pub rollout_peak: u64,
+    pub logprobs_peak: u64,
     pub update_peak: u64,
     /// `Some(bytes missing)` when a phase does not fit (the KV cache must hold one sequence).
     pub shortfall: Option<(String, u64)>,
@@ -95,8 +101,10 @@ pub fn plan(c: &ModelConfig, cfg: &RunConfig, gpu_bytes: u64) -> Vec<StagePlan> 
                 alloc("AdamW moments m, v (f32)", 2 * params * F32),
                 alloc("CUDA context and allocator slack", RESERVE),
             ];
-            if cfg.loss.use_kl {
-                resident.push(alloc("reference model (bf16)", params * BF16));
+            let reference = alloc("reference model (bf16)", params * BF16);
+            let host_reference = cfg.loss.reference == RefPlacement::Host;
+            if cfg.loss.use_kl && !host_reference {
+                resident.push(reference.clone());
             }
             // Rollout: one step's forward at the step's token budget (GenerateOptions'
             // max_step_tokens, 8192): the residual, norm, q/k/v/attn, gate/up/act, proj (bf16),
@@ -120,24 +128,38 @@ pub fn plan(c: &ModelConfig, cfg: &RunConfig, gpu_bytes: u64) -> Vec<StagePlan> 
             // Its backward's temporaries: d_act, d_gate, d_up, d_n2, tmp, d_attn, dq, dk, dv, d_n1, dx.
             let layer_grads = t * (3 * inter + 4 * h + 2 * qd + 2 * kvd) * BF16;
             let chunk = DEFAULT_VOCAB_CHUNK as u64;
+            let head = 2 * t * h * BF16 + 2 * t * chunk * F32;
+            // Log-probs: Save::Nothing keeps no layer inputs; the residual, the branch output
+            // and the final hidden, one layer's activations, the log-prob chunk.
+            let mut logprobs = vec![
+                alloc(format!("residual, branch and hidden of {t} tokens (bf16)"), 3 * t * h * BF16),
+                alloc("one layer's activations", layer_acts),
+                alloc(format!("log-prob chunk of {chunk} columns (f32)"), t * chunk * F32),
+                alloc("cuBLASLt workspace", BLAS_WORKSPACE),
+            ];
+            if cfg.loss.use_kl && host_reference {
+                logprobs.insert(0, alloc("reference model (bf16), uploaded from the host for its pass", reference.bytes));
+            }
             let update = vec![
                 alloc("gradients (f32)", params * F32),
                 alloc(format!("layer inputs, {} layers × {t} tokens (bf16)", l + 1), layer_inputs),
                 alloc("one layer's recomputed activations", layer_acts),
                 alloc("one layer's backward temporaries", layer_grads),
-                alloc(format!("hidden and d_hidden, log-prob chunk of {chunk} columns (f32)"), 2 * t * h * BF16 + 2 * t * chunk * F32),
+                alloc(format!("hidden and d_hidden, log-prob chunk of {chunk} columns (f32)"), head),
                 alloc("cuBLASLt workspace", BLAS_WORKSPACE),
             ];
-            let (res, roll, upd) = (total(&resident), total(&rollout), total(&update));
+            let (res, roll, lp, upd) = (total(&resident), total(&rollout), total(&logprobs), total(&update));
             let room = gpu_bytes.saturating_sub(res + roll);
             let kv_cap = cfg.rollout.kv_budget().map_or(u64::MAX, |t| t as u64 * kv_bytes_per_token(c));
             let kv_bytes = room.min(kv_cap);
             let kv_tokens = kv_bytes / kv_bytes_per_token(c);
             let seqs_at_once = kv_tokens / seq;
-            let (rollout_peak, update_peak) = (res + roll + kv_bytes, res + upd);
+            let (rollout_peak, logprobs_peak, update_peak) = (res + roll + kv_bytes, res + lp, res + upd);
             let one_seq = seq * kv_bytes_per_token(c);
             let shortfall = if update_peak > gpu_bytes {
                 Some(("the update".to_string(), update_peak - gpu_bytes))
+            } else if logprobs_peak > gpu_bytes {
+                Some(("the log-prob passes".to_string(), logprobs_peak - gpu_bytes))
             } else if res + roll + one_seq > gpu_bytes {
                 Some((format!("the rollout (one {seq}-token sequence of KV cache)"), res + roll + one_seq - gpu_bytes))
             } else {
@@ -150,12 +172,14 @@ pub fn plan(c: &ModelConfig, cfg: &RunConfig, gpu_bytes: u64) -> Vec<StagePlan> 
                 seq_tokens: seq,
                 resident,
                 rollout,
+                logprobs,
                 update,
                 kv_bytes,
                 kv_tokens,
                 kv_room_tokens: room / kv_bytes_per_token(c),
                 seqs_at_once,
                 rollout_peak,
+                logprobs_peak,
                 update_peak,
                 shortfall,
             }
@@ -181,14 +205,14 @@ pub fn format(c: &ModelConfig, plans: &[StagePlan], gpu_bytes: u64) -> String {
     );
     for p in plans {
         let _ = writeln!(s, "\nstage {}: responses up to {} tokens, n = {}", p.stage, p.max_response_len, p.n);
-        for (phase, list) in [("resident", &p.resident), ("rollout", &p.rollout), ("update", &p.update)] {
+        for (phase, list) in [("resident", &p.resident), ("rollout", &p.rollout), ("log-probs", &p.logprobs), ("update", &p.update)] {
             for a in list.iter() {
                 let _ = writeln!(s, "  {phase:<9} {} {}", gib(a.bytes), a.what);
             }
         }
         let cap = if p.kv_room_tokens > p.kv_tokens { format!(" (rollout.max_kv_tokens; the device has room for {})", p.kv_room_tokens) } else { String::new() };
         let _ = writeln!(s, "  rollout   {} KV cache: {} tokens{cap}, {} sequences of {} tokens at once", gib(p.kv_bytes), p.kv_tokens, p.seqs_at_once, p.seq_tokens);
-        let _ = writeln!(s, "  peak: rollout {}, update {}", gib(p.rollout_peak), gib(p.update_peak));
+        let _ = writeln!(s, "  peak: rollout {}, log-probs {}, update {}", gib(p.rollout_peak), gib(p.logprobs_peak), gib(p.update_peak));
         match &p.shortfall {
             None => {
                 let _ = writeln!(s, "  fits");

@@ -24,7 +24,7 @@
 //! between the rollout's log-probs and the recomputed old ones (`LogProbGap`).
 
 use super::checkpoint::{self, SaveRequest, TrainerState};
-use super::config::RunConfig;
+use super::config::{RefPlacement, RunConfig};
 use super::data::Dataset;
 use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_FILE};
 use super::rollout::{roll_out, RolloutParams};
@@ -37,6 +37,7 @@ use crate::model::{GenerationConfig, Model, ModelConfig, TextTokenizer, Transfor
 use crate::ops::cpu::CpuOps;
 use crate::ops::cuda::CudaOps;
 use crate::ops::Ops;
+use crate::params::HostParams;
 use crate::reward::{Gold, RewardConfig};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
@@ -67,6 +68,14 @@ pub struct TrainSummary {
 }
 
 /// A training prompt, tokenized.
+/// The frozen reference model of the KL term (`loss.reference`).
+enum Reference<O: Ops> {
+    /// On the backend for the whole run.
+    Resident(Transformer<O>),
+    /// f32 on the host; on the backend only during its log-prob pass.
+    Host(HostParams),
+}
+
 struct Prompt {
     tokens: Vec<u32>,
 }
@@ -149,10 +158,17 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
         .flatten()
         .map(|tokens| Prompt { tokens })
         .collect();
-    // The frozen reference: the starting weights, on the backend (bf16 on a GPU).
-    let reference = match cfg.loss.use_kl {
-        true => Some(Transformer::new(model.config.clone(), ops.clone(), ops.params_from_host(&model.weights, false)?, model.table().clone())?),
-        false => None,
+    // The frozen reference: the starting weights, on the backend (bf16 on a GPU), or kept on the
+    // host and uploaded for each log-prob pass (`loss.reference = "host"`).
+    let reference = match (cfg.loss.use_kl, cfg.loss.reference) {
+        (false, _) => None,
+        (true, RefPlacement::Device) => Some(Reference::Resident(Transformer::new(
+            model.config.clone(),
+            ops.clone(),
+            ops.params_from_host(&model.weights, false)?,
+            model.table().clone(),
+        )?)),
+        (true, RefPlacement::Host) => Some(Reference::Host(model.weights.clone())),
     };
     let validator = Validator::load(cfg)?;
     if let Some(v) = &validator {
@@ -279,7 +295,13 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSumm
         let old = per_sample(response_logprobs(&policy.model, &samples, &pass)?.logp);
         let mismatch = LogProbGap::between(&ro.logprobs, &old);
         let refs = match &reference {
-            Some(r) => Some(per_sample(response_logprobs(r, &samples, &pass)?.logp)),
+            Some(Reference::Resident(r)) => Some(per_sample(response_logprobs(r, &samples, &pass)?.logp)),
+            Some(Reference::Host(w)) => {
+                // On the device only for this pass: freed when `r` drops, before the update.
+                let cfg = policy.model.config.clone();
+                let r = Transformer::new(cfg, ops.clone(), ops.params_from_host(w, false)?, w.table().clone())?;
+                Some(per_sample(response_logprobs(&r, &samples, &pass)?.logp))
+            }
             None => None,
         };
         let logprob_time =

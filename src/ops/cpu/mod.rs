@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod attention;
 pub mod embedding;
 pub mod gemm;
+pub mod grpo;
 pub mod kv_cache;
 pub mod linear;
 pub mod logprob;
@@ -17,6 +18,7 @@ pub mod swiglu;
 
 pub use kv_cache::KvCache;
 
+use super::grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
 use crate::model::{ModelConfig, SeqChunk};
 use crate::params::{HostParams, ParamId, ParamTable};
@@ -325,6 +327,11 @@ impl Ops for CpuOps {
             d_hidden[r * h..(r + 1) * h].copy_from_slice(&d_picked[i * h..(i + 1) * h]);
         }
         Ok(())
+    }
+
+    fn grpo_loss(&self, cfg: &GrpoConfig, x: &GrpoTokens) -> Result<GrpoOutput> {
+        x.check(cfg)?;
+        Ok(grpo::grpo_loss(cfg, x))
     }
 
     fn sum_squares(&self, g: &HostParams) -> Result<f64> {

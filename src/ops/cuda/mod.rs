@@ -11,14 +11,14 @@
 //! Training (issue 13): `packed_batch` uploads the packing (`PackedBatch`), and attention over
 //! packed sequences runs kernels/attention_packed{,_backward}.cu (`attention_packed.rs`; its LSE
 //! tensor is f32, not bf16: see `attention_packed`). The element-wise and norm backward kernels,
-//! the backward GEMMs (`Device::gemm_bf16_nn`, `gemm_bf16_tn_acc_f32`) and AdamW run here too;
+//! the backward GEMMs (`Device::gemm_bf16_nn`, `gemm_bf16_tn_acc_f32`), the fused lm_head log-prob
+//! and the GRPO per-token loss (`logprob.rs`, `grpo_loss.rs`) and AdamW run here too;
 //! activation tensors and their gradients are bf16, parameter gradients, AdamW moments and master
 //! weights f32 `DeviceParams` (every buffer tagged with its type; launchers refuse a wrong one by
 //! name).
 //!
-//! Not yet here (their ops return an error saying so): the fused lm_head log-prob (the
-//! training-kernels issue), and the device sampler (the rollout issue; until then `sample`
-//! downloads the chosen rows' f32 logits
+//! Not yet here (its op returns an error saying so): the device sampler (the rollout issue; until
+//! then `sample` downloads the chosen rows' f32 logits
 //! and draws on the host with the CPU reference sampler).
 pub mod attention;
 pub mod attention_decode;
@@ -31,8 +31,10 @@ pub mod cast;
 pub mod colsum;
 pub mod embedding;
 pub mod embedding_backward;
+pub mod grpo_loss;
 pub mod kv_cache_write;
 mod launch;
+pub mod logprob;
 pub mod meta;
 pub mod norm;
 pub mod params;
@@ -58,6 +60,7 @@ pub use rope_backward::rope_qk_backward;
 pub use swiglu::silu_mul;
 pub use swiglu_backward::silu_mul_backward;
 
+use super::grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
 use crate::device::{Buffer, DType, Device};
 use crate::model::{ModelConfig, SeqChunk};
@@ -77,14 +80,6 @@ impl CudaOps {
     pub fn new(dev: Device) -> Self {
         CudaOps { dev: Arc::new(dev) }
     }
-}
-
-/// The error of an op whose kernel is not written yet: never a silent fallback to the CPU.
-fn no_kernel(op: &str) -> anyhow::Error {
-    anyhow!(
-        "`{op}` has no CUDA kernel yet (the training kernels are issue 13): the CUDA backend runs \
-         inference only; train with the cpu backend"
-    )
 }
 
 /// The paged KV cache in device memory: per layer, K and V as
@@ -377,24 +372,30 @@ impl Ops for CudaOps {
         embedding_backward(&self.dev, &plan, dx, d_table, c.hidden_size, c.vocab_size)
     }
 
-    fn logprobs(&self, _hidden: &Buffer, _rows: &[usize], _targets: &[u32], _lm_head: &Buffer, _sh: LogProbShape) -> Result<TokenLogProbs> {
-        Err(no_kernel("logprobs (the fused lm_head log-prob)"))
+    fn logprobs(&self, hidden: &Buffer, rows: &[usize], targets: &[u32], lm_head: &Buffer, sh: LogProbShape) -> Result<TokenLogProbs> {
+        logprob::ops_logprobs(&self.dev, hidden, rows, targets, lm_head, sh)
     }
 
+    /// `d_lm_head` must be an f32 `[vocab, hidden]` buffer: the lm_head's view of an f32 gradient
+    /// set (`zeros_params`); a bf16 weight view is refused.
     fn logprobs_backward(
         &self,
-        _hidden: &Buffer,
-        _rows: &[usize],
-        _targets: &[u32],
-        _lm_head: &Buffer,
-        _fwd: &TokenLogProbs,
-        _d_logp: &[f32],
-        _d_entropy: Option<&[f32]>,
-        _sh: LogProbShape,
-        _d_hidden: &mut Buffer,
-        _d_lm_head: &mut Buffer,
+        hidden: &Buffer,
+        rows: &[usize],
+        targets: &[u32],
+        lm_head: &Buffer,
+        fwd: &TokenLogProbs,
+        d_logp: &[f32],
+        d_entropy: Option<&[f32]>,
+        sh: LogProbShape,
+        d_hidden: &mut Buffer,
+        d_lm_head: &mut Buffer,
     ) -> Result<()> {
-        Err(no_kernel("logprobs_backward"))
+        logprob::ops_logprobs_backward(&self.dev, hidden, rows, targets, lm_head, fwd, d_logp, d_entropy, sh, d_hidden, d_lm_head)
+    }
+
+    fn grpo_loss(&self, cfg: &GrpoConfig, x: &GrpoTokens) -> Result<GrpoOutput> {
+        grpo_loss::ops_grpo_loss(&self.dev, cfg, x)
     }
 
     /// Σ g² in f64 by a deterministic two-stage reduction (8 bytes come back to the host, which
