@@ -23,7 +23,7 @@
 //! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu, swiglu_backward.cu | swiglu.rs, swiglu_backward.rs |
 //! | lm_head log-prob/entropy, bwd | logprob.rs                | logprob.cu                   | logprob.rs               |
 //! | GRPO per-token loss        | grpo.rs                      | grpo_loss.cu                 | grpo_loss.rs             |
-//! | sampling                   | sample.rs                    | — (logits downloaded)        | mod.rs                   |
+//! | sampling                   | sample.rs                    | sample.cu (after the lm_head GEMM) | sample.rs          |
 //! | AdamW update, grad norm    | adamw.rs                     | adamw.cu                     | adamw.rs                 |
 //! | parameter sets (bf16, f32) | (HostParams)                 | cast.cu (master → bf16)      | params.rs                |
 //!
