@@ -13,9 +13,10 @@
 #      --measurement-time 2), PyTorch's time for the same ops, and prints ONE table: test
 #      results; per kernel and shape: time, GB/s, % of the device-to-device copy bandwidth of
 #      the same run, TFLOP/s (GEMMs, prefill and packed attention), torch's time for the same op
-#      (SDPA's flash backend for attention). ~8-9 minutes of GPU time without benches/logprob.rs,
-#      which adds ~1.5 (each phase has a timeout; a device call has 10 minutes: run the logprob
-#      phase as its own call with BENCHES=logprob, the others with BENCHES="kernels ...").
+#      (SDPA's flash backend for attention). ~8-9 minutes of GPU time without benches/logprob.rs
+#      and benches/sample.rs, which add ~1.5 and ~0.5 (each phase has a timeout; a device call
+#      has 10 minutes: run those phases as their own call with BENCHES="logprob sample", the
+#      others with BENCHES="kernels ...").
 #      Logs and results.json land in $OUT (fetched back by the tool).
 #      Then give_back, unless you rerun at once.
 #   Without a GPU, run.sh prints "skipped: no GPU (…)" and exits 2 (try: bash gpu-bundle/run.sh).
@@ -30,9 +31,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 bundle=$root/gpu-bundle
 # The GPU benches: the criterion binaries staged and run, each with its time limit on the GPU.
-benches=(kernels attention_decode attention_prefill attention_packed backward_kernels logprob)
+benches=(kernels attention_decode attention_prefill attention_packed backward_kernels logprob sample)
 declare -A bench_limit=([kernels]=200 [attention_decode]=150 [attention_prefill]=90 [attention_packed]=120 [backward_kernels]=120
-                        [logprob]=120)
+                        [logprob]=120 [sample]=60)
 target=${CARGO_TARGET_DIR:-$root/target}
 build=1
 [[ "${1:-}" == "--no-build" ]] && build=0

@@ -26,7 +26,9 @@ ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16
          "bias_backward", "embedding_backward_bf16", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32", "adamw_f32",
          "sum_squares_f32", "scale_f32", "cast_master_f32_to_bf16",
          # benches/logprob.rs
-         "logprob", "grpo_token_loss"]
+         "logprob", "grpo_token_loss",
+         # benches/sample.rs
+         "sample_f32"]
 GEMMS = ("gemm_bf16_nt", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32")
 
 
