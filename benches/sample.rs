@@ -1,7 +1,9 @@
 //! Criterion bench of the device sampler (kernels/sample.cu) on the GPU: one draw per row from
 //! f32 logits of the 1.5B target model's vocabulary (V = 151,936) at batch 1, 32 and 128, for
 //! plain temperature sampling (T = 0.6, the training configs) and with every cut on (T = 0.6,
-//! top-k 50, top-p 0.95, min-p 0.02). Without a GPU it prints "skipped: no GPU (…)".
+//! top-k 50, top-p 0.95, min-p 0.02). Beside it, with or without a GPU, the CPU reference drawing
+//! one row on one core (`sample_cpu_reference`): the host path the kernel replaces. Without a GPU
+//! the device part prints "skipped: no GPU (…)".
 //!
 //! Throughput is the napkin minimum of kernels/sample.cu's header, `Throughput::Bytes`: one read
 //! of each row (V · 4 bytes) plus the 32-byte parameters and 8-byte result per row, so
@@ -15,6 +17,7 @@
 //! Run: `cargo bench --bench sample -- --warm-up-time 1 --measurement-time 2`
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use scalerl::device::{Buffer, DType, Device};
+use scalerl::ops::cpu::sample::sample_row;
 use scalerl::ops::cuda::sample::{draw_params, sample_launch};
 use scalerl::ops::Draw;
 use scalerl::util::Rng;
@@ -61,7 +64,23 @@ fn sample_bench(c: &mut Criterion, dev: &Device) {
     g.finish();
 }
 
+/// The host path the device sampler replaces, for scale: the CPU reference drawing one row
+/// (`sample_row`, one core). Runs with or without a GPU.
+fn cpu_reference_bench(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let row: Vec<f32> = (0..VOCAB).map(|_| (rng.normal() * 3.0) as f32).collect();
+    let plain = Draw { temperature: 0.6, top_k: 0, top_p: 1.0, min_p: 0.0, uniform: 0.5 };
+    let cuts = Draw { top_k: 50, top_p: 0.95, min_p: 0.02, ..plain };
+    let mut g = c.benchmark_group("sample_cpu_reference");
+    g.throughput(Throughput::Bytes((VOCAB * 4) as u64));
+    for (mode, d) in [("plain", plain), ("cuts", cuts)] {
+        g.bench_function(BenchmarkId::from_parameter(format!("b1_{mode}")), |b| b.iter(|| sample_row(&row, &d).unwrap()));
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    cpu_reference_bench(c);
     let Some(dev) = gpu_or_skip() else { return };
     copy_bench(c, &dev);
     sample_bench(c, &dev);
