@@ -1,12 +1,13 @@
 //! Criterion bench of the device sampler (kernels/sample.cu) on the GPU: one draw per row from
 //! f32 logits of the 1.5B target model's vocabulary (V = 151,936) at batch 1, 32 and 128, for
 //! plain temperature sampling (T = 0.6, the training configs) and with every cut on (T = 0.6,
-//! top-k 50, top-p 0.95, min-p 0.02). Beside it, with or without a GPU, the CPU reference drawing
+//! top-k 50, top-p 0.95, min-p 0.02), from f32 rows (`sample_f32`) and from bf16 rows
+//! (`sample_bf16`, what CudaOps samples: the lm_head GEMM's output). Beside it, with or without a GPU, the CPU reference drawing
 //! one row on one core (`sample_cpu_reference`): the host path the kernel replaces. Without a GPU
 //! the device part prints "skipped: no GPU (…)".
 //!
 //! Throughput is the napkin minimum of kernels/sample.cu's header, `Throughput::Bytes`: one read
-//! of each row (V · 4 bytes) plus the 32-byte parameters and 8-byte result per row, so
+//! of each row (V · 4 bytes, or V · 2 in bf16) plus the 32-byte parameters and 8-byte result per row, so
 //! criterion's GB/s against `copy/dtod_512MiB` (same run) is the fraction of the roofline. The
 //! kernel reads each row 3 times (plain) to 10 times (every cut), mostly from L2 at small batch.
 //!
@@ -36,12 +37,16 @@ struct Set {
     logprobs: Buffer,
 }
 
-fn set(dev: &Device, rows: usize, seed: u64, d: Draw) -> Set {
+fn set(dev: &Device, rows: usize, seed: u64, d: Draw, dtype: DType) -> Set {
     let mut rng = Rng::new(seed);
     let logits: Vec<f32> = (0..rows * VOCAB).map(|_| (rng.normal() * 3.0) as f32).collect();
     let params: Vec<u32> = (0..rows).flat_map(|r| draw_params(&Draw { uniform: (r as f64 + 0.5) / rows as f64, ..d }, VOCAB).unwrap()).collect();
+    let logits = match dtype {
+        DType::F32 => dev.upload(&logits).unwrap(),
+        DType::Bf16 => dev.upload(&logits.iter().map(|&x| half::bf16::from_f32(x)).collect::<Vec<_>>()).unwrap(),
+    };
     Set {
-        logits: dev.upload(&logits).unwrap().typed(DType::F32),
+        logits: logits.typed(dtype),
         params: dev.upload(&params).unwrap(),
         tokens: dev.alloc(rows * 4).unwrap(),
         logprobs: dev.alloc(rows * 4).unwrap().typed(DType::F32),
@@ -53,9 +58,9 @@ fn sample_bench(c: &mut Criterion, dev: &Device) {
     let cuts = Draw { top_k: 50, top_p: 0.95, min_p: 0.02, ..plain };
     let mut g = c.benchmark_group("sample_f32");
     for rows in BATCH {
-        let bytes = (rows * (VOCAB * 4 + 32 + 8)) as u64;
-        for (mode, d) in [("plain", plain), ("cuts", cuts)] {
-            let sets: Vec<Set> = (0..sets_for(bytes)).map(|s| set(dev, rows, 10 + s as u64, d)).collect();
+        for (mode, d, dtype) in [("plain", plain, DType::F32), ("cuts", cuts, DType::F32), ("plain_bf16", plain, DType::Bf16), ("cuts_bf16", cuts, DType::Bf16)] {
+            let bytes = (rows * (VOCAB * dtype.size() + 32 + 8)) as u64;
+            let sets: Vec<Set> = (0..sets_for(bytes)).map(|s| set(dev, rows, 10 + s as u64, d, dtype)).collect();
             bench_op(&mut g, dev, BenchmarkId::from_parameter(format!("b{rows}_{mode}")), Throughput::Bytes(bytes), &sets, |s| {
                 sample_launch(dev, &s.logits, &s.params, &s.tokens, &s.logprobs, rows, VOCAB)
             });

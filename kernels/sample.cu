@@ -4,7 +4,8 @@
 // below are its steps 1-5, its constants are spelled the same, and every float operation is one
 // explicitly rounded IEEE operation, so nvcc cannot contract or reorder it).
 //
-// Layout: logits [rows, V] f32 row-major, V < 2^20 (so a row's Σq < 2^64);
+// Layout: logits [rows, V] row-major, f32 (sample_f32) or bf16 (sample_bf16: the lm_head GEMM's
+//   output as it is, widened exactly on load), V < 2^20 (so a row's Σq < 2^64);
 //   params [rows, 8] u32, written by the launcher (src/ops/cuda/sample.rs) with the reference's
 //   own helpers: 0 greedy (0/1), 1 temperature (f32 bits; 1.0 when greedy), 2 top_p (f32 bits),
 //   3 top_k (0 = off; the host turns k >= V into 0), 4-5 c = the min-p cut in fixed point (u64,
@@ -27,7 +28,8 @@
 //   bins for σ_p; 5. the draw: each warp's kept mass over its contiguous slice of the row, then
 //   the warp holding the draw point walks its slice 32 tokens at a time.
 // Napkin roofline (memory bound: ~30 flops per logit, against 4 bytes): the least traffic is one
-//   read of the row, V · 4 = 608 KB; at batch 128 that is 77.8 MB, 26 µs at 3 TB/s. Plain
+//   read of the row, V · 4 = 608 KB in f32 (304 KB in bf16, halving everything below); at batch
+//   128 that is 77.8 MB, 26 µs at 3 TB/s. Plain
 //   temperature sampling (the training configs) reads each row 3 times (passes 1, 2, 5), top-k
 //   adds up to 3 and top-p 4; at small batch the re-reads come from L2 (50 MB holds ~80 rows).
 //   At batch 1 one block reads the row: one SM's bandwidth (~100 GB/s), ~6 µs a pass. Either
@@ -100,14 +102,19 @@ __device__ __forceinline__ unsigned block_min_u32(unsigned v, u64* scratch SCALE
     return v;
 }
 
+// A logit as f32 (bf16 widens exactly, so the reference on the widened row is the definition).
+__device__ __forceinline__ float load(const float* x, int i) { return x[i]; }
+__device__ __forceinline__ float load(const __nv_bfloat16* x, int i) { return __bfloat162float(x[i]); }
+
 // One token of the row under the draw: its scaled logit, key and fixed-point weight.
 struct Tok {
     float s;
     unsigned key;
     u64 q;
 };
-__device__ __forceinline__ Tok tok(const float* x, int i, float t, float m) {
-    const float s = __fdiv_rn(x[i], t);
+template <class T>
+__device__ __forceinline__ Tok tok(const T* x, int i, float t, float m) {
+    const float s = __fdiv_rn(load(x, i), t);
     return Tok{s, sort_key(s), fixed_weight(__fsub_rn(s, m))};
 }
 
@@ -116,8 +123,8 @@ __device__ __forceinline__ Tok tok(const float* x, int i, float t, float m) {
 // histograms the weights of the tokens whose higher digits equal the prefix chosen so far, and
 // warp 0 finds the digit where the running weight (from the top) first reaches the target.
 // A target the row's total weight reaches is the caller's guarantee.
-template <class Weight>
-__device__ unsigned radix_threshold(const float* x, int vocab, float t, float m, double target, Weight weight,
+template <class T, class Weight>
+__device__ unsigned radix_threshold(const T* x, int vocab, float t, float m, double target, Weight weight,
                                     u64* bins, u64* sel SCALERL_LOC) {
     unsigned prefix = 0;
     u64 above = 0;  // the weight of the keys above the current prefix
@@ -169,16 +176,14 @@ __device__ unsigned radix_threshold(const float* x, int vocab, float t, float m,
     return prefix;
 }
 
-}  // namespace sample_detail
-
-extern "C" __global__ void __launch_bounds__(1024, 1) sample_f32(const float* logits, const unsigned* params, int* token_out,
-                                      float* logprob_out, int vocab) {
-    using namespace sample_detail;
+// The kernel body for one row (blockIdx.x) of f32 or bf16 logits.
+template <class T>
+__device__ void sample_row(const T* logits, const unsigned* params, int* token_out, float* logprob_out, int vocab) {
     SHARED(u64, scratch, [32]);
     SHARED(u64, bins, [kRadixBins]);
     SHARED(u64, sel, [2]);
     const int row = blockIdx.x, lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-    const float* x = logits + (size_t)row * vocab;
+    const T* x = logits + (size_t)row * vocab;
     const unsigned* pr = params + (size_t)row * 8;
     const bool greedy = pr[0] != 0;
     const float t = __uint_as_float(pr[1]);
@@ -191,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_f32(const float* lo
     float mx = -INFINITY;
     unsigned bad = 0xffffffffu;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        const float s = __fdiv_rn(x[i], t);
+        const float s = __fdiv_rn(load(x, i), t);
         if (s != s || s == INFINITY) bad = min(bad, (unsigned)i);
         mx = fmaxf(mx, s);
     }
@@ -200,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_f32(const float* lo
     if (bad != 0xffffffffu || m == -INFINITY) {  // uniform over the block: all leave together
         if (threadIdx.x == 0) {
             token_out[row] = bad != 0xffffffffu ? -2 - (int)bad : -1;
-            logprob_out[row] = bad != 0xffffffffu ? x[bad] : 0.0f;
+            logprob_out[row] = bad != 0xffffffffu ? load(x, (int)bad) : 0.0f;
         }
         return;
     }
@@ -222,7 +227,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_f32(const float* lo
     if (greedy) {
         if (threadIdx.x == 0) {
             token_out[row] = (int)first_max;
-            logprob_out[row] = (float)__dsub_rn(__dsub_rn((double)__fdiv_rn(x[first_max], t), (double)m), log_norm);
+            logprob_out[row] = (float)__dsub_rn(__dsub_rn((double)__fdiv_rn(load(x, (int)first_max), t), (double)m), log_norm);
         }
         return;
     }
@@ -286,11 +291,24 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_f32(const float* lo
         if (hit) {
             if (lane == __ffs((int)hit) - 1) {
                 token_out[row] = i;
-                logprob_out[row] = (float)__dsub_rn(__dsub_rn((double)__fdiv_rn(x[i], t), (double)m), log_norm);
+                logprob_out[row] = (float)__dsub_rn(__dsub_rn((double)__fdiv_rn(load(x, i), t), (double)m), log_norm);
             }
             return;
         }
         run += __shfl_sync(0xffffffffu, cum, 31, 32);
     }
 }
+
+}  // namespace sample_detail
+
+extern "C" __global__ void __launch_bounds__(1024, 1) sample_f32(const float* logits, const unsigned* params,
+                                                                  int* token_out, float* logprob_out, int vocab) {
+    sample_detail::sample_row(logits, params, token_out, logprob_out, vocab);
+}
+// The lm_head GEMM's own bf16 output: half the bytes a pass, and no widening kernel before it.
+extern "C" __global__ void __launch_bounds__(1024, 1) sample_bf16(const __nv_bfloat16* logits, const unsigned* params,
+                                                                   int* token_out, float* logprob_out, int vocab) {
+    sample_detail::sample_row(logits, params, token_out, logprob_out, vocab);
+}
 SCALERL_EXPORT_KERNEL(sample_f32)
+SCALERL_EXPORT_KERNEL(sample_bf16)

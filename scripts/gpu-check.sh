@@ -14,7 +14,7 @@
 #      results; per kernel and shape: time, GB/s, % of the device-to-device copy bandwidth of
 #      the same run, TFLOP/s (GEMMs, prefill and packed attention), torch's time for the same op
 #      (SDPA's flash backend for attention). ~8-9 minutes of GPU time without benches/logprob.rs
-#      and benches/sample.rs, which add ~1.5 and ~0.5 (each phase has a timeout; a device call
+#      and benches/sample.rs, which add ~1.5 and ~1 (each phase has a timeout; a device call
 #      has 10 minutes: run those phases as their own call with BENCHES="logprob sample", the
 #      others with BENCHES="kernels ...").
 #      Logs and results.json land in $OUT (fetched back by the tool).
@@ -33,7 +33,7 @@ bundle=$root/gpu-bundle
 # The GPU benches: the criterion binaries staged and run, each with its time limit on the GPU.
 benches=(kernels attention_decode attention_prefill attention_packed backward_kernels logprob sample)
 declare -A bench_limit=([kernels]=200 [attention_decode]=150 [attention_prefill]=90 [attention_packed]=120 [backward_kernels]=120
-                        [logprob]=120 [sample]=60)
+                        [logprob]=120 [sample]=120)
 target=${CARGO_TARGET_DIR:-$root/target}
 build=1
 [[ "${1:-}" == "--no-build" ]] && build=0

@@ -288,6 +288,7 @@ fn gpu_sampler_matches_cpu() {
         let p = scalerl::engine::sampler::SamplingParams { temperature: 0.6, top_k: 500, top_p: 0.95, min_p: 0.001, seed: 9, ..Default::default() };
         let draws: Vec<_> = (0..8).map(|pos| p.draw(pos)).collect();
         sample_cases::check_rows(&d, v, &logits, &draws, "V 151936");
+        sample_cases::check_rows_bf16(&d, v, &logits, &draws, "V 151936");
         let logits = [2.0f32, 1.5, 1.5, 1.0, 0.6, 0.2, -0.4, -1.0, f32::NEG_INFINITY, -2.5, 0.9, -0.1];
         let q = scalerl::engine::sampler::SamplingParams { temperature: 0.8, top_k: 8, top_p: 0.93, min_p: 0.03, seed: 77, ..Default::default() };
         sample_cases::chi_square_case(&d, &logits, q, 20_000, 5, 20.515);

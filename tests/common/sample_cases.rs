@@ -3,7 +3,8 @@
 //! and counter, errors in the reference's words, and a chi-square test of sampled frequencies
 //! against the exact truncated softmax. tests/sample_interpret.rs runs them in interpret mode.
 #![allow(dead_code)]
-use scalerl::device::{DType, Device};
+use half::bf16;
+use scalerl::device::{Buffer, DType, Device};
 use scalerl::engine::sampler::SamplingParams;
 use scalerl::ops::cpu::sample::sample_row;
 use scalerl::ops::cuda::sample::{draw_params, sample, sample_launch, PARAM_WORDS};
@@ -33,15 +34,27 @@ fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32, seed: u64) -> 
 /// Launches on `rows` rows (row i's logits and draw), outputs poisoned, and compares every row
 /// with the CPU reference: the token exactly and the log-prob's bits (NaN never matches).
 pub fn check_rows(dev: &Device, vocab: usize, logits: &[f32], draws: &[Draw], what: &str) {
+    let bl = dev.upload(logits).unwrap().typed(DType::F32);
+    check_launch(dev, vocab, logits, &bl, draws, what);
+}
+
+/// `check_rows` on bf16 logits (`sample_bf16`): the CPU reference gets the same values widened.
+pub fn check_rows_bf16(dev: &Device, vocab: usize, logits: &[f32], draws: &[Draw], what: &str) {
+    let b16: Vec<bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
+    let widened: Vec<f32> = b16.iter().map(|x| x.to_f32()).collect();
+    let bl = dev.upload(&b16).unwrap().typed(DType::Bf16);
+    check_launch(dev, vocab, &widened, &bl, draws, &format!("{what} (bf16)"));
+}
+
+fn check_launch(dev: &Device, vocab: usize, logits: &[f32], bl: &Buffer, draws: &[Draw], what: &str) {
     let rows = draws.len();
     assert_eq!(logits.len(), rows * vocab);
     let words: Vec<u32> = draws.iter().flat_map(|d| draw_params(d, vocab).unwrap()).collect();
     assert_eq!(words.len(), rows * PARAM_WORDS);
-    let bl = dev.upload(logits).unwrap().typed(DType::F32);
     let bp = dev.upload(&words).unwrap();
     let bt = dev.upload(&vec![POISON_TOKEN; rows]).unwrap();
     let bo = dev.upload(&vec![f32::from_bits(POISON_LOGPROB); rows]).unwrap().typed(DType::F32);
-    sample_launch(dev, &bl, &bp, &bt, &bo, rows, vocab).unwrap();
+    sample_launch(dev, bl, &bp, &bt, &bo, rows, vocab).unwrap();
     let tokens: Vec<i32> = dev.download(&bt).unwrap();
     let logprobs: Vec<f32> = dev.download(&bo).unwrap();
     // A GPU's f64 log may differ from the host's in its last bit, which can move the f32
@@ -95,6 +108,8 @@ pub fn parity_cases(dev: &Device) {
             }
         }
         check_rows(dev, vocab, &logits, &draws, &format!("V {vocab}, scale {scale}"));
+        // bf16 rows (what CudaOps samples from): coarser values, so more ties at every cut.
+        check_rows_bf16(dev, vocab, &logits, &draws, &format!("V {vocab}, scale {scale}"));
     }
 }
 
@@ -122,6 +137,7 @@ pub fn tie_cases(dev: &Device) {
         draws.push(Draw { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, uniform: u });
     }
     check_rows(dev, vocab, &logits, &draws, "ties");
+    check_rows_bf16(dev, vocab, &logits, &draws, "ties");
 }
 
 /// Rows that cannot be sampled fail with the reference's message and name the row and column.
@@ -142,11 +158,21 @@ pub fn error_cases(dev: &Device) {
         let mut logits = vec![0.5f32; 5];
         logits.extend(&row);
         logits.extend(vec![0.5f32; 5]);
-        let b = dev.upload(&logits).unwrap().typed(DType::F32);
-        let err = format!("{:#}", sample(dev, &b, 5, &[plain, d, plain], &[10, 11, 12]).unwrap_err());
-        assert!(err.contains("row 11") && err.contains(want), "{err}");
-        assert!(err.ends_with(&cpu), "device: {err}; CPU: {cpu}");
+        let b32 = dev.upload(&logits).unwrap().typed(DType::F32);
+        let b16 = dev.upload(&logits.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>()).unwrap().typed(DType::Bf16);
+        for (b, exact) in [(b32, true), (b16, logits[5] != 3e38)] {
+            let err = format!("{:#}", sample(dev, &b, 5, &[plain, d, plain], &[10, 11, 12]).unwrap_err());
+            assert!(err.contains("row 11") && err.contains(want), "{err}");
+            // (3e38 is not a bf16 value: in bf16 the message names the rounded logit.)
+            if exact {
+                assert!(err.ends_with(&cpu), "device: {err}; CPU: {cpu}");
+            }
+        }
     }
+    // An untagged buffer is refused: the kernel is picked by the element type.
+    let raw = dev.upload(&[0.0f32; 5]).unwrap();
+    let err = format!("{:#}", sample(dev, &raw, 5, &[plain], &[0]).unwrap_err());
+    assert!(err.contains("element type"), "{err}");
     // Parameters out of range are refused on the host, naming the parameter.
     let b = dev.upload(&[0.0f32; 5]).unwrap().typed(DType::F32);
     let err = format!("{:#}", sample(dev, &b, 5, &[Draw { min_p: 2.0, ..plain }], &[3]).unwrap_err());

@@ -18,8 +18,8 @@
 //! name).
 //!
 //! Sampling runs on the device too (kernels/sample.cu, `sample.rs`): `sample` draws from the
-//! rows' f32 logits bit for bit as the CPU reference does, and only each row's token and log-prob
-//! come to the host.
+//! rows' bf16 logits (the lm_head GEMM's output) bit for bit as the CPU reference does on the
+//! same values, and only each row's token and log-prob come to the host.
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_packed;
@@ -294,14 +294,15 @@ impl Ops for CudaOps {
         Ok(out)
     }
 
-    /// kernels/sample.cu draws from the rows' f32 logits on the device (bit for bit the CPU
-    /// reference's draw); only each row's token and log-prob come to the host.
+    /// kernels/sample.cu draws from the rows' bf16 logits as the lm_head GEMM wrote them (bit
+    /// for bit the CPU reference's draw on the same values, widened); only each row's token and
+    /// log-prob come to the host.
     fn sample(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig, draws: &[Draw]) -> Result<Vec<Sampled>> {
         ensure!(rows.len() == draws.len(), "{} rows to sample with {} draws", rows.len(), draws.len());
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let logits = self.device_logits(hidden, rows, lm_head, c)?;
+        let logits = self.device_logits_bf16(hidden, rows, lm_head, c)?;
         sample::sample(&self.dev, &logits, c.vocab_size, draws, rows)
     }
 
@@ -451,10 +452,10 @@ fn f32_set(p: &DeviceParams, op: &str, what: &str) -> Result<()> {
 }
 
 impl CudaOps {
-    /// The chosen rows of `hidden` through the lm_head: [rows × vocab] f32 on the device. The rows
-    /// are picked with the embedding-gather kernel (a row copy), go through the bf16 lm_head GEMM
-    /// and are widened to f32.
-    fn device_logits(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig) -> Result<Buffer> {
+    /// The chosen rows of `hidden` through the lm_head: [rows × vocab] bf16 on the device. The
+    /// rows are picked with the embedding-gather kernel (a row copy) and go through the bf16
+    /// lm_head GEMM.
+    fn device_logits_bf16(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig) -> Result<Buffer> {
         let dev = &self.dev;
         let (h, v, n) = (c.hidden_size, c.vocab_size, rows.len());
         let avail = hidden.len_bytes() / (2 * h);
@@ -465,10 +466,17 @@ impl CudaOps {
         let ids = dev.upload(&ids)?;
         let picked = dev.alloc(n * h * 2)?;
         embedding_gather(dev, &ids, hidden, &picked, n, h, avail)?;
-        let logits16 = dev.alloc(n * v * 2)?;
+        let logits16 = dev.alloc(n * v * 2)?.typed(DType::Bf16);
         dev.gemm_bf16_nt(&picked, lm_head, &logits16, n, v, h)?;
-        let logits = dev.alloc(n * v * 4)?;
-        cast_bf16_to_f32(dev, &logits16, &logits, n * v)?;
-        Ok(logits.typed(DType::F32))
+        Ok(logits16)
+    }
+
+    /// `device_logits_bf16`, widened to f32 on the device.
+    fn device_logits(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig) -> Result<Buffer> {
+        let n = rows.len() * c.vocab_size;
+        let logits16 = self.device_logits_bf16(hidden, rows, lm_head, c)?;
+        let logits = self.dev.alloc(n * 4)?.typed(DType::F32);
+        cast_bf16_to_f32(&self.dev, &logits16, &logits, n)?;
+        Ok(logits)
     }
 }

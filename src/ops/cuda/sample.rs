@@ -5,7 +5,7 @@ use super::launch::{need, need_t};
 use crate::device::{Arg, Buffer, DType, Device, Dim3, LaunchConfig};
 use crate::ops::cpu::sample::{self as reference, min_weight, uniform_bits, MAX_VOCAB};
 use crate::ops::{Draw, Sampled};
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
 /// u32 words of one row's parameters (the layout of kernels/sample.cu's header).
 pub const PARAM_WORDS: usize = 8;
@@ -29,8 +29,9 @@ pub fn draw_params(d: &Draw, vocab: usize) -> Result<[u32; PARAM_WORDS]> {
     Ok([greedy as u32, t.to_bits(), d.top_p.to_bits(), k, c as u32, (c >> 32) as u32, u as u32, (u >> 32) as u32])
 }
 
-/// The launch: `params` [rows × PARAM_WORDS] u32, `logits` [rows × vocab] f32; writes `tokens`
-/// [rows] i32 and `logprobs` [rows] f32 (negative tokens are row errors, see `decode`).
+/// The launch: `params` [rows × PARAM_WORDS] u32, `logits` [rows × vocab] f32 or bf16 (by the
+/// buffer's type tag: `sample_f32` / `sample_bf16`); writes `tokens` [rows] i32 and `logprobs`
+/// [rows] f32 (negative tokens are row errors, see `decode`).
 pub fn sample_launch(
     dev: &Device,
     logits: &Buffer,
@@ -40,10 +41,14 @@ pub fn sample_launch(
     rows: usize,
     vocab: usize,
 ) -> Result<()> {
-    let k = "sample_f32";
+    let (k, dtype) = match logits.dtype() {
+        Some(DType::F32) => ("sample_f32", DType::F32),
+        Some(DType::Bf16) => ("sample_bf16", DType::Bf16),
+        None => bail!("sample: the `logits` buffer has no element type; tag it f32 or bf16 (Buffer::typed)"),
+    };
     ensure!(vocab > 0 && vocab < MAX_VOCAB, "{k}: a vocabulary of {vocab}: the sampler takes 1 to {}", MAX_VOCAB - 1);
     ensure!(rows > 0 && rows <= i32::MAX as usize, "{k}: {rows} rows is not a valid grid");
-    need_t(logits, rows * vocab, DType::F32, k, "logits")?;
+    need_t(logits, rows * vocab, dtype, k, "logits")?;
     need(params, rows * PARAM_WORDS * 4, k, "params")?;
     need(tokens, rows * 4, k, "tokens")?;
     need_t(logprobs, rows, DType::F32, k, "logprobs")?;
@@ -55,7 +60,7 @@ pub fn sample_launch(
     )
 }
 
-/// Draws one token from each row of `logits` ([draws.len() × vocab] f32 on the device).
+/// Draws one token from each row of `logits` ([draws.len() × vocab] f32 or bf16 on the device).
 /// `labels[i]` names row i in an error (the caller's row numbering).
 pub fn sample(dev: &Device, logits: &Buffer, vocab: usize, draws: &[Draw], labels: &[usize]) -> Result<Vec<Sampled>> {
     let rows = draws.len();
@@ -86,6 +91,6 @@ pub fn decode(token: i32, logprob: f32, d: &Draw, vocab: usize) -> Result<Sample
             let t_used = if d.is_greedy() { 1.0 } else { d.temperature };
             Err(reference::bad_logit((-2 - t) as usize, logprob, t_used))
         }
-        t => Err(anyhow!("sample_f32 returned token {t} for a vocabulary of {vocab} (a kernel bug)")),
+        t => Err(anyhow!("the sampler kernel returned token {t} for a vocabulary of {vocab} (a kernel bug)")),
     }
 }
