@@ -1,4 +1,5 @@
-// sample.cu — draws one token per row of f32 logits (greedy, temperature, min-p, top-k, top-p)
+// sample.cu — draws one token per row of f32 or bf16 logits (greedy, temperature, min-p, top-k,
+// top-p)
 // and returns its id and log-prob: bit for bit what the CPU reference computes
 // (src/ops/cpu/sample.rs `sample_row`, whose module doc defines the draw on integers; the steps
 // below are its steps 1-5, its constants are spelled the same, and every float operation is one
@@ -27,13 +28,21 @@
 //   for the k-th largest key; 4. top-p only: the kept mass, then three radix passes over mass
 //   bins for σ_p; 5. the draw: each warp's kept mass over its contiguous slice of the row, then
 //   the warp holding the draw point walks its slice 32 tokens at a time.
-// Napkin roofline (memory bound: ~30 flops per logit, against 4 bytes): the least traffic is one
-//   read of the row, V · 4 = 608 KB in f32 (304 KB in bf16, halving everything below); at batch
-//   128 that is 77.8 MB, 26 µs at 3 TB/s. Plain
-//   temperature sampling (the training configs) reads each row 3 times (passes 1, 2, 5), top-k
-//   adds up to 3 and top-p 4; at small batch the re-reads come from L2 (50 MB holds ~80 rows).
-//   At batch 1 one block reads the row: one SM's bandwidth (~100 GB/s), ~6 µs a pass. Either
-//   way far below what it replaces: 78 MB over PCIe and ~2.5 ms a row on one host core.
+// Napkin roofline. Bytes: the least traffic is one read of the row, V · 4 = 608 KB in f32, 304 KB
+//   in bf16 (what CudaOps passes); at batch 128 that is 77.8 / 38.9 MB, 23 / 12 µs at an H100's
+//   3.35 TB/s. Plain temperature sampling (the training configs) reads each row 3 times (passes
+//   1, 2, 5), top-k adds up to 3 and top-p 4; re-reads mostly hit L2 (50 MB: all 128 bf16 rows).
+//   Arithmetic: the bit-exact definition costs ~35-40 lane operations a logit a pass (IEEE
+//   divide, the exp polynomial, the key, u64 sums), against an H100's ~9 per byte balance point:
+//   a pass is ALU-bound, not memory-bound. With one block a row, a row is one SM's work:
+//   151,936 × (~12 + 2 × ~40) / (128 lanes × 1.75 GHz) ≈ 60-80 µs for plain sampling (~250 µs
+//   with every cut), at any batch up to the SM count (132); at batch 128 the bytes bound is
+//   3.5x (f32) to 7x (bf16) below that, at batch 1 far more.
+//   Predicted: ~0.1 ms a decode step at batch 1 to 128, against the host path it replaces
+//   (78 MB of f32 logits over PCIe, then ~5.7 ms a row on one core, measured on a loaded 2-core
+//   box by benches/sample.rs: 0.7 s at batch 128). What would close the gap to the bytes bound:
+//   several blocks a row (batch 1 uses one SM of 132) with a second-level reduction, and
+//   skipping the exp for tokens far below the max.
 #include "common.cuh"
 
 typedef unsigned long long u64;
