@@ -1,6 +1,5 @@
 // sample.cu — draws one token per row of f32 or bf16 logits (greedy, temperature, min-p, top-k,
-// top-p)
-// and returns its id and log-prob: bit for bit what the CPU reference computes
+// top-p) and returns its id and log-prob: bit for bit what the CPU reference computes
 // (src/ops/cpu/sample.rs `sample_row`, whose module doc defines the draw on integers; the steps
 // below are its steps 1-5, its constants are spelled the same, and every float operation is one
 // explicitly rounded IEEE operation, so nvcc cannot contract or reorder it).
