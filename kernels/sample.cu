@@ -32,11 +32,13 @@
 //   3.35 TB/s. Plain temperature sampling (the training configs) reads each row 3 times (passes
 //   1, 2, 5), top-k adds up to 3 and top-p 4; re-reads mostly hit L2 (50 MB: all 128 bf16 rows).
 //   Arithmetic: the bit-exact definition costs ~35-40 lane operations a logit a pass (IEEE
-//   divide, the exp polynomial, the key, u64 sums), against an H100's ~9 per byte balance point:
-//   a pass is ALU-bound, not memory-bound. With one block a row, a row is one SM's work:
-//   151,936 × (~12 + 2 × ~40) / (128 lanes × 1.75 GHz) ≈ 60-80 µs for plain sampling (~250 µs
-//   with every cut), at any batch up to the SM count (132); at batch 128 the bytes bound is
-//   3.5x (f32) to 7x (bf16) below that, at batch 1 far more.
+//   divide, the exp polynomial, the key, u64 sums; ~15 for a logit more than 31 below the max
+//   once scaled, whose exp is skipped), against an H100's ~9 per byte balance point: a pass is
+//   ALU-bound, not memory-bound. With one block a row, a row is one SM's work; in the worst case
+//   (every logit near the max, as in the bench's N(0, 3²) rows) 151,936 × (~12 + 2 × ~40) /
+//   (128 lanes × 1.75 GHz) ≈ 60-80 µs for plain sampling (~250 µs with every cut), at any batch
+//   up to the SM count (132); at batch 128 the bytes bound is 3.5x (f32) to 7x (bf16) below
+//   that, at batch 1 far more.
 //   Predicted: ~0.1 ms a decode step at batch 1 to 128, against the host path it replaces
 //   (78 MB of f32 logits over PCIe, then ~5.7 ms a row on one core, measured on a loaded 2-core
 //   box by benches/sample.rs: 0.7 s at batch 128). What would close the gap to the bytes bound:
