@@ -19,7 +19,7 @@
 #      (kernels + attention_decode + PyTorch; attention_prefill + attention_packed + PyTorch;
 #      backward_kernels + logprob; decode_step: the random-weight 1.5B model's decode step at
 #      batch 1/32/128 x 1K-24K split into forward, sampling and host time next to its HBM
-#      roofline). Each call prints ONE table: test results; per kernel and shape: time, GB/s,
+#      roofline; sample: the device sampler at batch 1/32/128 x V = 151,936). Each call prints ONE table: test results; per kernel and shape: time, GB/s,
 #      % of the device-to-device copy bandwidth of the same run, TFLOP/s, torch's time.
 #      Logs and results.json land in $OUT (fetched back by the tool). Then give_back, unless you
 #      rerun at once.
@@ -35,9 +35,9 @@ root=$PWD
 bundle=$root/gpu-bundle
 # The GPU benches: the binaries staged and run, each with its time limit on the GPU (run.sh
 # groups them in phases whose limits, plus PyTorch's 120 s, stay under one 10-minute call).
-benches=(kernels attention_decode attention_prefill attention_packed backward_kernels logprob decode_step)
+benches=(kernels attention_decode attention_prefill attention_packed backward_kernels logprob decode_step sample)
 declare -A bench_limit=([kernels]=200 [attention_decode]=150 [attention_prefill]=90 [attention_packed]=120 [backward_kernels]=120
-                        [logprob]=120 [decode_step]=330)
+                        [logprob]=120 [decode_step]=330 [sample]=120)
 target=${CARGO_TARGET_DIR:-$root/target}
 build=1
 [[ "${1:-}" == "--no-build" ]] && build=0

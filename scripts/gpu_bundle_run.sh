@@ -18,7 +18,7 @@
 #       kernels    benches/kernels.rs and attention_decode.rs, PyTorch's time for the same ops
 #       attention  benches/attention_prefill.rs and attention_packed.rs, PyTorch's time
 #       train      benches/backward_kernels.rs and logprob.rs
-#       decode     benches/decode_step.rs: one decode step of the random-weight 1.5B model
+#       decode     benches/decode_step.rs: one decode step of the random-weight 1.5B model; benches/sample.rs
 #   Each call prints one table (gpu_check_table.py) and leaves its logs and results.json in $OUT.
 # Exit status: 0 all passed, 1 a test failed or a phase broke, 2 skipped (no NVIDIA driver or no
 # GPU), 3 the machine cannot run the bundle (driver too old, a library missing).
@@ -43,10 +43,10 @@ declare -A phase_benches=(
     [kernels]="kernels attention_decode"
     [attention]="attention_prefill attention_packed"
     [train]="backward_kernels logprob"
-    [decode]="decode_step"
+    [decode]="decode_step sample"
 )
 case $phase in
-    all) run_tests=1; benches="${BENCHES:-kernels attention_decode attention_prefill attention_packed backward_kernels logprob decode_step}" ;;
+    all) run_tests=1; benches="${BENCHES:-kernels attention_decode attention_prefill attention_packed backward_kernels logprob decode_step sample}" ;;
     tests) run_tests=1; benches="${BENCHES:-}" ;;
     kernels | attention | train | decode) run_tests=0; benches="${BENCHES:-${phase_benches[$phase]}}" ;;
     *) echo "run.sh: unknown PHASE=$phase (tests, kernels, attention, train, decode or all)"; exit 1 ;;

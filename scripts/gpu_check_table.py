@@ -29,8 +29,12 @@ ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16
          "bias_backward", "embedding_backward_bf16", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32", "adamw_f32",
          "sum_squares_f32", "scale_f32", "cast_master_f32_to_bf16",
          # benches/logprob.rs
-         "logprob", "grpo_token_loss"]
+         "logprob", "grpo_token_loss",
+         # benches/sample.rs
+         "sample_f32", "sample_cpu_reference"]
 GEMMS = ("gemm_bf16_nt", "gemm_bf16_nn", "gemm_bf16_tn_acc_f32")
+# Host-side groups (run on the CPU beside the GPU benches): no "% copy" of the device ceiling.
+HOST = ("sample_cpu_reference",)
 
 
 def shape_key(param):
@@ -177,7 +181,7 @@ def main():
             gbs = by / r["ns"] if by else None
             r["bench"] = name
             r["gb_per_s"] = gbs
-            r["pct_copy"] = 100 * gbs / copy_gbs if gbs and copy_gbs else None
+            r["pct_copy"] = 100 * gbs / copy_gbs if gbs and copy_gbs and r["group"] not in HOST else None
             r["tflops"] = r["flops"] / r["ns"] / 1e3 if r["flops"] else None
             tt = torch_t.get(f"{r['group']}/{r['id']}")
             r["torch_us"] = tt

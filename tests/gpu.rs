@@ -30,6 +30,8 @@ mod logprob_cases;
 mod packed_cases;
 #[path = "common/prefill_cases.rs"]
 mod prefill_cases;
+#[path = "common/sample_cases.rs"]
+mod sample_cases;
 use common::{fixture, reference, rel_err, stepwise_logits};
 use decode_cases::*;
 use kernel_cases::*;
@@ -269,6 +271,27 @@ fn gpu_logprob_and_grpo_loss_match_cpu() {
         logprob_cases(&d);
         grpo_cases(&d);
         logprob_launch_error_cases(&d);
+    }
+}
+
+/// The device sampler: the CPU reference's token from the same logits and counter (the log-prob
+/// within one f32 ulp: the GPU's f64 log), at the 1.5B model's vocabulary too, errors, and the
+/// chi-square test of its frequencies (tests/sample_interpret.rs runs the same in interpret mode).
+#[test]
+fn gpu_sampler_matches_cpu() {
+    if let Some(d) = gpu() {
+        sample_cases::parity_cases(&d);
+        sample_cases::tie_cases(&d);
+        sample_cases::error_cases(&d);
+        let v = 151_936;
+        let logits: Vec<f32> = (0..8u64).flat_map(|s| sample_cases::random_logits(v, s, 1.0 + s as f64)).collect();
+        let p = scalerl::engine::sampler::SamplingParams { temperature: 0.6, top_k: 500, top_p: 0.95, min_p: 0.001, seed: 9, ..Default::default() };
+        let draws: Vec<_> = (0..8).map(|pos| p.draw(pos)).collect();
+        sample_cases::check_rows(&d, v, &logits, &draws, "V 151936");
+        sample_cases::check_rows_bf16(&d, v, &logits, &draws, "V 151936");
+        let logits = [2.0f32, 1.5, 1.5, 1.0, 0.6, 0.2, -0.4, -1.0, f32::NEG_INFINITY, -2.5, 0.9, -0.1];
+        let q = scalerl::engine::sampler::SamplingParams { temperature: 0.8, top_k: 8, top_p: 0.93, min_p: 0.03, seed: 77, ..Default::default() };
+        sample_cases::chi_square_case(&d, &logits, q, 20_000, 5, 20.515);
     }
 }
 

@@ -309,3 +309,41 @@ fn preemption_recomputes_to_the_same_tokens() {
         assert!(preempted > 0, "{name}: no budget preempted anything");
     }
 }
+
+/// `step` samples on the device (kernels/sample.cu): for a batch of sequences with different
+/// draws, the tokens and log-probs equal what the CPU reference sampler draws from the same
+/// rows' logits (downloaded from the same forward).
+#[test]
+fn the_step_samples_on_the_device_what_the_cpu_sampler_draws_from_its_logits() {
+    let (_, cuda) = load("tiny-qwen2");
+    let prompts: Vec<Vec<u32>> = reference("tiny-qwen2").prompts.iter().take(3).cloned().collect();
+    let bs = 4;
+    let mut alloc = BlockAllocator::new(prompts.iter().map(|p| p.len().div_ceil(bs)).sum(), bs);
+    let tables: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut t = Vec::new();
+            alloc.ensure_capacity(&mut t, p.len()).unwrap();
+            t
+        })
+        .collect();
+    let chunks: Vec<SeqChunk> = prompts.iter().zip(&tables).map(|(p, t)| SeqChunk { tokens: p, start_pos: 0, table: t }).collect();
+    let draws = [
+        SamplingParams { temperature: 0.0, ..Default::default() }.draw(prompts[0].len()),
+        SamplingParams { temperature: 1.0, seed: 3, ..Default::default() }.draw(prompts[1].len()),
+        SamplingParams { temperature: 0.7, top_k: 20, top_p: 0.9, min_p: 0.01, seed: 4, ..Default::default() }.draw(prompts[2].len()),
+    ];
+    let mut cache = cuda.new_cache(alloc.num_blocks(), bs).unwrap();
+    let got = cuda.step(&mut cache, &chunks, &draws.map(Some)).unwrap();
+    let mut cache = cuda.new_cache(alloc.num_blocks(), bs).unwrap();
+    let hidden = cuda.forward(&mut cache, &chunks).unwrap();
+    let rows: Vec<usize> = prompts.iter().scan(0, |end, p| {
+        *end += p.len();
+        Some(*end - 1)
+    }).collect();
+    let logits = cuda.logits(&hidden, &rows).unwrap();
+    for (i, row) in logits.chunks_exact(cuda.config.vocab_size).enumerate() {
+        let want = scalerl::ops::cpu::sample::sample_row(row, &draws[i]).unwrap();
+        assert_eq!(got[i], Some(want), "sequence {i} ({:?})", draws[i]);
+    }
+}

@@ -34,6 +34,8 @@ fn every_kernel_is_compiled_in() {
         "attention_decode_combine",
         "prefill_attention_d64_bf16",
         "prefill_attention_d128_bf16",
+        "sample_f32",
+        "sample_bf16",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }

@@ -97,7 +97,7 @@ fn greedy_continuations_match_exactly_alone_and_batched() {
 fn seeded_sampling_is_reproducible_and_stops_on_eos() {
     let model = load("tiny-qwen2");
     let prompt = reference("tiny-qwen2").prompts[2].clone();
-    let params = |seed| SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, seed, max_new_tokens: 40, stop_token_ids: vec![] };
+    let params = |seed| SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, min_p: 0.0, seed, max_new_tokens: 40, stop_token_ids: vec![] };
     let run = |p: SamplingParams| generate(&model, &[Request { prompt: prompt.clone(), params: p }], &GenerateOptions::default(), |_, _, _| {}).unwrap().remove(0);
     let a = run(params(1));
     assert_eq!(a.tokens, run(params(1)).tokens);
@@ -129,6 +129,7 @@ fn a_kv_budget_admits_requests_as_others_finish_with_the_same_results() {
                 temperature: 1.0,
                 top_p: 0.9,
                 top_k: 0,
+                min_p: 0.0,
                 seed: 10 + i as u64,
                 max_new_tokens: 3 + 5 * i,
                 stop_token_ids: vec![],
@@ -192,6 +193,7 @@ fn samples_of_one_prompt_share_its_blocks_with_the_same_results() {
                 temperature: 1.0,
                 top_p: 0.95,
                 top_k: 0,
+                min_p: 0.0,
                 seed: (100 * g + s) as u64,
                 max_new_tokens: 6 + 3 * s,
                 stop_token_ids: vec![],
@@ -273,7 +275,7 @@ fn long_prompts_are_prefilled_in_chunks_beside_decoding() {
     let long = prompts.iter().max_by_key(|p| p.len()).unwrap().clone();
     let short = prompts.iter().min_by_key(|p| p.len()).unwrap().clone();
     assert!(long.len() > 30, "the fixture's longest prompt has {} tokens", long.len());
-    let params = |seed, n| SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed, max_new_tokens: n, stop_token_ids: vec![] };
+    let params = |seed, n| SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, seed, max_new_tokens: n, stop_token_ids: vec![] };
     // The short request starts first and decodes; the long one arrives behind it.
     let requests = vec![Request { prompt: short, params: params(1, 5) }, Request { prompt: long.clone(), params: params(2, 4) }];
     let whole = GenerateOptions { block_size: 4, ..Default::default() };

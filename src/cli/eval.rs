@@ -29,6 +29,9 @@ pub struct EvalArgs {
     /// 0 = off.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Keep only tokens with p ≥ min_p · p_max (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
     /// Response budget in tokens; a response cut there counts as wrong.
     #[arg(long, default_value_t = 32768)]
     pub max_response_len: usize,
@@ -66,6 +69,9 @@ struct RunSettings {
     temperature: f32,
     top_p: f32,
     top_k: usize,
+    /// Absent in the run.json of runs made before min-p existed (which sampled without it).
+    #[serde(default)]
+    min_p: f32,
     max_response_len: usize,
     seed: u64,
     chat_template: String,
@@ -106,6 +112,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         temperature: a.temperature,
         top_p: a.top_p,
         top_k: a.top_k,
+        min_p: a.min_p,
         max_response_len: a.max_response_len,
         seed: a.seed,
         prompt_template: eval::DEEPSCALER_PROMPT_TEMPLATE.to_string(),
@@ -124,6 +131,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         temperature: a.temperature,
         top_p: a.top_p,
         top_k: a.top_k,
+        min_p: a.min_p,
         max_response_len: a.max_response_len,
         seed: a.seed,
         chat_template: format!("{chat_template:?}"),

@@ -33,6 +33,10 @@ pub struct GenerateArgs {
     /// 0 = off. Default: generation_config.json's top_k, else 0.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Keep only tokens with p ≥ min_p · p_max; 0 = off. Default: generation_config.json's
+    /// min_p, else 0.
+    #[arg(long)]
+    pub min_p: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Tokens per KV-cache block.
@@ -74,6 +78,7 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
         temperature: a.temperature.or(lm.generation.temperature.filter(|_| sampling_default)).unwrap_or(0.0),
         top_p: a.top_p.or(lm.generation.top_p).unwrap_or(1.0),
         top_k: a.top_k.or(lm.generation.top_k).unwrap_or(0),
+        min_p: a.min_p.or(lm.generation.min_p).unwrap_or(0.0),
         seed: a.seed,
         max_new_tokens: a.max_new_tokens,
         stop_token_ids: lm.stop_token_ids(),

@@ -1,5 +1,5 @@
-//! Sampling parameters of a request, and the draw of each token: greedy, temperature, top-k,
-//! top-p. The arithmetic of a draw is the backend's (`ops::Ops::sample`; CPU reference
+//! Sampling parameters of a request, and the draw of each token: greedy, temperature, min-p,
+//! top-k, top-p. The arithmetic of a draw is the backend's (`ops::Ops::sample`; CPU reference
 //! `ops::cpu::sample`); the engine supplies its one uniform number, from a counter-based
 //! generator keyed on (the request's seed, the token's position): the same seed gives the same
 //! tokens whatever else is in the batch, and a sequence preempted and recomputed draws exactly
@@ -13,10 +13,13 @@ use anyhow::{bail, Result};
 pub struct SamplingParams {
     /// 0 means greedy.
     pub temperature: f32,
-    /// Keep the smallest set of most likely tokens whose probability reaches top_p (1 = off).
+    /// Keep the smallest set of most likely tokens whose probability reaches top_p (1 = off),
+    /// among those that min_p and top_k kept.
     pub top_p: f32,
-    /// Keep the k most likely tokens (0 = off).
+    /// Keep the k most likely tokens, and any tied with the k-th (0 = off).
     pub top_k: usize,
+    /// Keep the tokens with p ≥ min_p · p_max (0 = off).
+    pub min_p: f32,
     pub seed: u64,
     pub max_new_tokens: usize,
     /// Generation stops after any of these (the EOS ids); the stop token is part of the output.
@@ -25,7 +28,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: 0, max_new_tokens: 256, stop_token_ids: vec![] }
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, seed: 0, max_new_tokens: 256, stop_token_ids: vec![] }
     }
 }
 
@@ -37,6 +40,9 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("top_p must be in (0, 1], got {}", self.top_p);
         }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            bail!("min_p must be in [0, 1], got {}", self.min_p);
+        }
         Ok(())
     }
 
@@ -47,7 +53,7 @@ impl SamplingParams {
     /// The draw of the token at `position` of the sequence (its index counting the prompt).
     pub fn draw(&self, position: usize) -> Draw {
         let uniform = if self.is_greedy() { 0.0 } else { unit(hash_parts(self.seed, &[position as u64])) };
-        Draw { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, uniform }
+        Draw { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, min_p: self.min_p, uniform }
     }
 }
 
@@ -64,8 +70,8 @@ mod tests {
     #[test]
     fn draws_depend_on_seed_and_position_only() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let p = SamplingParams { temperature: 0.8, top_k: 10, top_p: 0.9, seed: 3, ..Default::default() };
-        let run = |p: &SamplingParams| (0..40).map(|pos| sample_row(&logits, &p.draw(pos)).token).collect::<Vec<_>>();
+        let p = SamplingParams { temperature: 0.8, top_k: 10, top_p: 0.9, min_p: 0.01, seed: 3, ..Default::default() };
+        let run = |p: &SamplingParams| (0..40).map(|pos| sample_row(&logits, &p.draw(pos)).unwrap().token).collect::<Vec<_>>();
         assert_eq!(run(&p), run(&p));
         assert_ne!(run(&p), run(&SamplingParams { seed: 4, ..p.clone() }));
         // The same position gives the same draw whenever it is asked for.

@@ -56,6 +56,8 @@ pub struct EvalOptions {
     pub top_p: f32,
     /// 0 = off.
     pub top_k: usize,
+    /// Keep tokens with p ≥ min_p · p_max (0 = off).
+    pub min_p: f32,
     /// The response budget (tokens); a response cut there counts as wrong. Clamped to what the
     /// model's context leaves after the prompt.
     pub max_response_len: usize,
@@ -82,6 +84,7 @@ impl Default for EvalOptions {
             temperature: 0.6,
             top_p: 0.95,
             top_k: 0,
+            min_p: 0.0,
             max_response_len: 32768,
             seed: 0,
             prompt_template: DEEPSCALER_PROMPT_TEMPLATE.to_string(),
@@ -281,6 +284,7 @@ pub fn evaluate_resumable<M: StepModel>(
                         temperature: opts.temperature,
                         top_p: opts.top_p,
                         top_k: opts.top_k,
+                        min_p: opts.min_p,
                         seed: sample_seed(opts.seed, &benchmarks[it.bench].name, it.index, s),
                         max_new_tokens: budget,
                         stop_token_ids: opts.stop_token_ids.clone(),

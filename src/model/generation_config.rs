@@ -12,6 +12,7 @@ pub struct GenerationConfig {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<usize>,
+    pub min_p: Option<f32>,
     pub do_sample: Option<bool>,
 }
 

@@ -23,7 +23,7 @@
 //! | SwiGLU, bwd                | swiglu.rs                    | swiglu.cu, swiglu_backward.cu | swiglu.rs, swiglu_backward.rs |
 //! | lm_head log-prob/entropy, bwd | logprob.rs                | logprob.cu                   | logprob.rs               |
 //! | GRPO per-token loss        | grpo.rs                      | grpo_loss.cu                 | grpo_loss.rs             |
-//! | sampling                   | sample.rs                    | — (logits downloaded)        | mod.rs                   |
+//! | sampling                   | sample.rs                    | sample.cu (after the lm_head GEMM) | sample.rs          |
 //! | AdamW update, grad norm    | adamw.rs                     | adamw.cu                     | adamw.rs                 |
 //! | parameter sets (bf16, f32) | (HostParams)                 | cast.cu (master → bf16)      | params.rs                |
 //!
@@ -46,15 +46,19 @@ use anyhow::Result;
 use grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use std::sync::Arc;
 
-/// How to draw one token from a row of logits (the CPU reference is `cpu::sample::sample_row`).
+/// How to draw one token from a row of logits (the CPU reference, which defines the draw
+/// exactly, is `cpu::sample::sample_row`; the CUDA backend's is kernels/sample.cu).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Draw {
     /// 0 means greedy.
     pub temperature: f32,
-    /// Keep the smallest set of most likely tokens whose probability reaches top_p (1 = off).
+    /// Keep the smallest set of most likely tokens whose probability reaches top_p (1 = off),
+    /// among those that min_p and top_k kept.
     pub top_p: f32,
-    /// Keep the k most likely tokens (0 = off).
+    /// Keep the k most likely tokens, with every token tied with the k-th (0 = off).
     pub top_k: usize,
+    /// Keep the tokens with p ≥ min_p · p_max (0 = off).
+    pub min_p: f32,
     /// The draw's randomness: uniform in [0, 1) (ignored when greedy).
     pub uniform: f64,
 }
@@ -62,6 +66,19 @@ pub struct Draw {
 impl Draw {
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0 || self.top_k == 1
+    }
+
+    /// Fails on a parameter outside its range, naming it.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.temperature >= 0.0 && self.temperature.is_finite(),
+            "temperature must be a finite number ≥ 0, got {}",
+            self.temperature
+        );
+        anyhow::ensure!(self.top_p > 0.0 && self.top_p <= 1.0, "top_p must be in (0, 1], got {}", self.top_p);
+        anyhow::ensure!((0.0..=1.0).contains(&self.min_p), "min_p must be in [0, 1], got {}", self.min_p);
+        anyhow::ensure!((0.0..1.0).contains(&self.uniform), "the draw's uniform must be in [0, 1), got {}", self.uniform);
+        Ok(())
     }
 }
 

@@ -86,6 +86,8 @@ pub struct RolloutConfig {
     pub temperature: f32,
     /// Nucleus sampling; 1.0 is off.
     pub top_p: f32,
+    /// Keep only tokens with p ≥ min_p · p_max; 0.0 is off.
+    pub min_p: f32,
     /// Moved: the top-level `device` key now says where the whole step runs. Kept only to
     /// refuse old configs with a message that says so.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +206,8 @@ pub struct ValidationConfig {
     pub n: usize,
     pub temperature: f32,
     pub top_p: f32,
+    /// Keep only tokens with p ≥ min_p · p_max; 0.0 is off.
+    pub min_p: f32,
     /// Response budget; absent: the current stage's.
     pub max_response_len: Option<usize>,
     /// Only the first k problems of each benchmark; absent: all.
@@ -273,6 +277,7 @@ impl Default for RolloutConfig {
             max_response_len: None,
             temperature: 0.6,
             top_p: 1.0,
+            min_p: 0.0,
             device: None,
             max_kv_tokens: 1 << 20,
         }
@@ -331,6 +336,7 @@ impl Default for ValidationConfig {
             n: 16,
             temperature: 0.6,
             top_p: 1.0,
+            min_p: 0.0,
             max_response_len: None,
             max_problems: None,
         }
@@ -386,6 +392,9 @@ impl RunConfig {
         }
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             bail!("rollout.top_p must be in (0, 1] (got {})", r.top_p);
+        }
+        if !(0.0..=1.0).contains(&r.min_p) {
+            bail!("rollout.min_p must be in [0, 1] (got {})", r.min_p);
         }
         let l = &self.loss;
         if !(l.clip_ratio > 0.0 && l.clip_ratio < 1.0) {

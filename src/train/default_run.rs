@@ -264,6 +264,7 @@ pub fn accuracy(model: &Model, tok: &TextTokenizer, problems: &[Problem], temper
                     temperature,
                     top_p: 1.0,
                     top_k: 0,
+                    min_p: 0.0,
                     seed: seed.wrapping_add(i as u64),
                     max_new_tokens: 32,
                     stop_token_ids: vec![EOS_ID],

@@ -39,6 +39,8 @@ pub struct RolloutParams<'a> {
     pub max_response_len: usize,
     pub temperature: f32,
     pub top_p: f32,
+    /// Keep tokens with p ≥ min_p · p_max (0 = off).
+    pub min_p: f32,
     pub stop_token_ids: &'a [u32],
     /// KV cache capacity in tokens (`None`: the whole batch at once).
     pub max_kv_tokens: Option<usize>,
@@ -104,6 +106,7 @@ pub fn roll_out<M: StepModel>(
                     temperature: p.temperature,
                     top_p: p.top_p,
                     top_k: 0,
+                    min_p: p.min_p,
                     seed: rollout_seed(p.seed, p.step, p.first_prompt + pi, si),
                     max_new_tokens: p.max_response_len,
                     stop_token_ids: p.stop_token_ids.to_vec(),

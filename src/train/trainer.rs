@@ -291,6 +291,7 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
             max_response_len: stage.max_response_len,
             temperature: cfg.rollout.temperature,
             top_p: cfg.rollout.top_p,
+            min_p: cfg.rollout.min_p,
             stop_token_ids: &stop_ids,
             max_kv_tokens: cfg.rollout.kv_budget(),
         };

@@ -64,6 +64,7 @@ impl Validator {
             temperature: self.cfg.temperature,
             top_p: self.cfg.top_p,
             top_k: 0,
+            min_p: self.cfg.min_p,
             max_response_len: self.cfg.max_response_len.unwrap_or(stage_budget),
             seed: self.seed,
             prompt_template: self.prompt_template.clone(),

@@ -22,7 +22,7 @@ use super::grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
 use crate::model::{ModelConfig, SeqChunk};
 use crate::params::{HostParams, ParamId, ParamTable};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use attention::{AttnShape, Packing, QueryPos};
 use std::sync::Arc;
 
@@ -230,7 +230,12 @@ impl Ops for CpuOps {
     fn sample(&self, hidden: &Vec<f32>, rows: &[usize], lm_head: &[f32], c: &ModelConfig, draws: &[Draw]) -> Result<Vec<Sampled>> {
         ensure!(rows.len() == draws.len(), "{} rows to sample with {} draws", rows.len(), draws.len());
         let logits = self.logits(hidden, rows, lm_head, c)?;
-        Ok(logits.chunks_exact(c.vocab_size).zip(draws).map(|(row, d)| sample::sample_row(row, d)).collect())
+        logits
+            .chunks_exact(c.vocab_size)
+            .zip(draws)
+            .enumerate()
+            .map(|(i, (row, d))| sample::sample_row(row, d).with_context(|| format!("sampling row {} of the batch", rows[i])))
+            .collect()
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>) -> Result<()> {

@@ -17,9 +17,9 @@
 //! weights f32 `DeviceParams` (every buffer tagged with its type; launchers refuse a wrong one by
 //! name).
 //!
-//! Not yet here (its op returns an error saying so): the device sampler (the rollout issue; until
-//! then `sample` downloads the chosen rows' f32 logits
-//! and draws on the host with the CPU reference sampler).
+//! Sampling runs on the device too (kernels/sample.cu, `sample.rs`): `sample` draws from the
+//! rows' bf16 logits (the lm_head GEMM's output) bit for bit as the CPU reference does on the
+//! same values, and only each row's token and log-prob come to the host.
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_packed;
@@ -41,6 +41,7 @@ pub mod params;
 pub mod rmsnorm_backward;
 pub mod rope;
 pub mod rope_backward;
+pub mod sample;
 pub mod swiglu;
 pub mod swiglu_backward;
 
@@ -282,37 +283,27 @@ impl Ops for CudaOps {
         silu_mul(&self.dev, gate, up, out, n)
     }
 
-    /// The rows are picked with the embedding-gather kernel (a row copy), go through the bf16
-    /// lm_head GEMM, and come back as f32.
+    /// The rows' f32 logits (`device_logits`), downloaded.
     fn logits(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig) -> Result<Vec<f32>> {
-        let dev = &self.dev;
-        let (h, v, n) = (c.hidden_size, c.vocab_size, rows.len());
-        if n == 0 {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let avail = hidden.len_bytes() / (2 * h);
-        let ids = rows
-            .iter()
-            .map(|&r| if r < avail { Ok(r as i32) } else { bail!("row {r} of {avail} hidden rows") })
-            .collect::<Result<Vec<i32>>>()?;
-        let ids = dev.upload(&ids)?;
-        let picked = dev.alloc(n * h * 2)?;
-        embedding_gather(dev, &ids, hidden, &picked, n, h, avail)?;
-        let logits16 = dev.alloc(n * v * 2)?;
-        dev.gemm_bf16_nt(&picked, lm_head, &logits16, n, v, h)?;
-        let logits = dev.alloc(n * v * 4)?;
-        cast_bf16_to_f32(dev, &logits16, &logits, n * v)?;
-        let mut out: Vec<f32> = dev.download(&logits)?;
-        out.truncate(n * v);
+        let logits = self.device_logits(hidden, rows, lm_head, c)?;
+        let mut out: Vec<f32> = self.dev.download(&logits)?;
+        out.truncate(rows.len() * c.vocab_size);
         Ok(out)
     }
 
-    /// Until the device sampler (the rollout issue): the rows' logits come to the host and the
-    /// CPU reference sampler draws from them. Only tokens and log-probs leave this op.
+    /// kernels/sample.cu draws from the rows' bf16 logits as the lm_head GEMM wrote them (bit
+    /// for bit the CPU reference's draw on the same values, widened); only each row's token and
+    /// log-prob come to the host.
     fn sample(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig, draws: &[Draw]) -> Result<Vec<Sampled>> {
         ensure!(rows.len() == draws.len(), "{} rows to sample with {} draws", rows.len(), draws.len());
-        let logits = self.logits(hidden, rows, lm_head, c)?;
-        Ok(logits.chunks_exact(c.vocab_size).zip(draws).map(|(row, d)| super::cpu::sample::sample_row(row, d)).collect())
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let logits = self.device_logits_bf16(hidden, rows, lm_head, c)?;
+        sample::sample(&self.dev, &logits, c.vocab_size, draws, rows)
     }
 
     fn add(&self, x: &mut Buffer, y: &Buffer) -> Result<()> {
@@ -465,4 +456,34 @@ impl Ops for CudaOps {
 fn f32_set(p: &DeviceParams, op: &str, what: &str) -> Result<()> {
     ensure!(p.dtype() == DType::F32, "{op}: the {what} are a {} parameter set; the optimizer works on f32 sets", p.dtype());
     Ok(())
+}
+
+impl CudaOps {
+    /// The chosen rows of `hidden` through the lm_head: [rows × vocab] bf16 on the device. The
+    /// rows are picked with the embedding-gather kernel (a row copy) and go through the bf16
+    /// lm_head GEMM.
+    fn device_logits_bf16(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig) -> Result<Buffer> {
+        let dev = &self.dev;
+        let (h, v, n) = (c.hidden_size, c.vocab_size, rows.len());
+        let avail = hidden.len_bytes() / (2 * h);
+        let ids = rows
+            .iter()
+            .map(|&r| if r < avail { Ok(r as i32) } else { bail!("row {r} of {avail} hidden rows") })
+            .collect::<Result<Vec<i32>>>()?;
+        let ids = dev.upload(&ids)?;
+        let picked = dev.alloc(n * h * 2)?;
+        embedding_gather(dev, &ids, hidden, &picked, n, h, avail)?;
+        let logits16 = dev.alloc(n * v * 2)?.typed(DType::Bf16);
+        dev.gemm_bf16_nt(&picked, lm_head, &logits16, n, v, h)?;
+        Ok(logits16)
+    }
+
+    /// `device_logits_bf16`, widened to f32 on the device.
+    fn device_logits(&self, hidden: &Buffer, rows: &[usize], lm_head: &Buffer, c: &ModelConfig) -> Result<Buffer> {
+        let n = rows.len() * c.vocab_size;
+        let logits16 = self.device_logits_bf16(hidden, rows, lm_head, c)?;
+        let logits = self.dev.alloc(n * 4)?.typed(DType::F32);
+        cast_bf16_to_f32(&self.dev, &logits16, &logits, n)?;
+        Ok(logits)
+    }
 }
