@@ -25,9 +25,10 @@
 //!   against 3.35 TB/s (a device-to-device copy reaches less than nominal, so the table's
 //!   roofline, taken from this run's copy, is the fairer bar). Host work per step (issue and
 //!   sampling's host part) should stay under 5% of the step.
-//!   Until sampling moves onto the device (issue 15, item 1), `CudaOps::sample` brings f32 logits
-//!   to the host (78 MB at batch 128) and draws there, ~2.5 ms a row with top-p: expect ~320 ms
-//!   of sampling at batch 128, ~30x the roofline, and the forward column alone near it.
+//!   Sampling runs on the device (kernels/sample.cu: the lm_head's bf16 logits are read where
+//!   they are, and only a token id and its log-prob per row come back); its bit-exact integer
+//!   draw is compute-bound, ~60-80 µs predicted for a batch up to the SM count (the kernel's
+//!   header), beside ~0.14 ms to read the lm_head (467 MB) and ~0.9 ms for all the weights.
 //!   Batch 128 × 24K needs 90 GB of K/V, more than an H100 holds: the blocks of each context wrap
 //!   around a pool (KV_POOL_GIB, 32 GiB by default, at most half the GPU's memory; batch 128 × 8K
 //!   fits unwrapped on an H100). Each sequence's last block, which the step writes, is its own;
@@ -59,7 +60,7 @@ const GPU_CONTEXTS: [usize; 4] = [1024, 8192, 16384, 24576];
 const CPU_BATCHES: [usize; 2] = [1, 4];
 const CPU_CONTEXTS: [usize; 2] = [64, 256];
 /// DeepScaleR's rollout sampling.
-const DRAW: Draw = Draw { temperature: 0.6, top_p: 0.95, top_k: 0, uniform: 0.5 };
+const DRAW: Draw = Draw { temperature: 0.6, top_p: 0.95, top_k: 0, min_p: 0.0, uniform: 0.5 };
 
 /// One shape's timings, milliseconds per step (medians over the timed steps).
 #[derive(serde::Serialize)]

@@ -175,6 +175,22 @@ impl ParamTable {
         self.total
     }
 
+    /// The flat-buffer range of layer `l`'s tensors (they are consecutive): one gradient bucket.
+    pub fn layer_range(&self, l: usize) -> std::ops::Range<usize> {
+        let ids = self.layer_ids[l].iter().flatten();
+        let start = ids.clone().map(|id| self.entries[id.0].offset).min().unwrap_or(0);
+        let end = ids.map(|id| self.entries[id.0].range().end).max().unwrap_or(start);
+        start..end
+    }
+
+    /// The ranges outside every layer (the embedding before them; the final norm and the
+    /// lm_head after): the buckets whose gradients are final only when the backward returns.
+    pub fn global_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let first = if self.layer_ids.is_empty() { self.total } else { self.layer_range(0).start };
+        let last = if self.layer_ids.is_empty() { self.total } else { self.layer_range(self.layer_ids.len() - 1).end };
+        [0..first, last..self.total].into_iter().filter(|r| !r.is_empty()).collect()
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layer_ids.len()
     }

@@ -207,3 +207,54 @@ fn a_rank_that_stops_early_stops_the_others_naming_it() {
     assert_eq!(c.state.step, 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The gradient is summed in buckets, one per layer, issued in the order the backward finishes
+/// them (last layer first, then the embedding and the final norm/lm_head): seen by a collective
+/// that records what it is given (rank 0 of 2; the other rank's part is taken to be zero).
+#[test]
+fn the_gradient_is_reduced_layer_by_layer_as_the_backward_finishes() {
+    use scalerl::dist::Collective;
+    use scalerl::ops::cpu::CpuOps;
+    use scalerl::train::update::{ppo_updates_on, MicroBatch, UpdateBatch, UpdatePlan};
+    use scalerl::train::{PassOptions, Policy, Sample};
+    struct Recorder(Vec<usize>);
+    impl Collective for Recorder {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&mut self, buf: &mut [f32]) -> anyhow::Result<()> {
+            self.0.push(buf.len());
+            Ok(())
+        }
+        fn all_reduce_sum_f64(&mut self, _: &mut [f64]) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn broadcast(&mut self, _: &mut [f32], _: usize) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+    let cfg = config(Path::new("/unused"), 1, 1);
+    let base = Model::load(Path::new("tests/fixtures/tiny-qwen2")).unwrap();
+    let table = base.table().clone();
+    let mut policy = Policy::new(CpuOps, base.config.clone(), &base.weights, cfg.adamw(), None).unwrap();
+    let seqs: Vec<Vec<u32>> = (0..4u32).map(|i| vec![5, 6 + i, 7, 8 + i, 9]).collect();
+    let samples: Vec<Sample> = seqs.iter().map(|s| Sample { tokens: s, prompt_len: 2 }).collect();
+    let old: Vec<Vec<f32>> = vec![vec![-5.0; 3]; 4];
+    let grpo = cfg.grpo(&cfg.stages()[0]);
+    let pass = PassOptions::default();
+    let adv = [1.0, -1.0, -1.0, 0.5];
+    let b = UpdateBatch { samples: &samples, n: 2, advantages: &adv, old_logp: &old, ref_logp: Some(&old) };
+    let mut want: Vec<usize> = (0..table.num_layers()).rev().map(|l| table.layer_range(l).len()).collect();
+    want.extend(table.global_ranges().iter().map(|r| r.len()));
+    assert_eq!(want.iter().sum::<usize>(), table.total(), "the buckets cover the gradient once");
+    // Micro-batches of one sequence: the buckets go with the last pass only.
+    for micro in [MicroBatch::Whole, MicroBatch::Seqs(1)] {
+        let plan = UpdatePlan { seed: 1, step: 0, ppo_epochs: 1, mini_batch_prompts: 2, micro, grpo: &grpo, pass: &pass };
+        let mut rec = Recorder(Vec::new());
+        ppo_updates_on(&mut policy, &b, &plan, &mut rec).unwrap();
+        assert_eq!(rec.0, want, "{micro:?}");
+    }
+}

@@ -322,6 +322,11 @@ impl CudaDevice {
         self.stream.cu_stream()
     }
 
+    /// The stream itself (NCCL's bucket stream is forked from it and joined back).
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// The device pointer of `b`, which must come from this device.
     pub fn ptr(&self, b: &CudaBuffer) -> Result<u64> {
         if b.bytes > 0 && b.stream != self.stream.cu_stream() {

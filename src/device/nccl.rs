@@ -51,6 +51,40 @@ pub fn unique_id() -> Result<Vec<u8>> {
     Ok(id.internal.iter().map(|&c| c as u8).collect())
 }
 
+/// A stream of its own for the gradient buckets' all-reduces, so that they run beside the
+/// backward on the device's stream. `after` orders a bucket after the work that produced it
+/// (an event on the device's stream); `join` makes the device's later work wait for every
+/// bucket. Only the training step uses it, never inside a CUDA graph capture.
+pub struct CommStream {
+    stream: Arc<cudarc::driver::CudaStream>,
+}
+
+impl CommStream {
+    pub fn new(dev: &Device) -> Result<CommStream> {
+        let Device::Cuda(c) = dev else { bail!("a communication stream needs a GPU device") };
+        c.bind()?;
+        let stream = c.stream().fork().map_err(|e| anyhow::anyhow!("creating NCCL's stream: {e:?}"))?;
+        Ok(CommStream { stream })
+    }
+
+    /// Work queued on this stream from now on waits for everything queued on `dev` so far.
+    pub fn after(&self, dev: &Device) -> Result<()> {
+        let Device::Cuda(c) = dev else { bail!("a communication stream needs a GPU device") };
+        self.stream.join(c.stream()).map_err(|e| anyhow::anyhow!("ordering NCCL's stream after the device's: {e:?}"))
+    }
+
+    /// Work queued on `dev` from now on waits for everything queued on this stream so far.
+    pub fn join(&self, dev: &Device) -> Result<()> {
+        let Device::Cuda(c) = dev else { bail!("a communication stream needs a GPU device") };
+        c.stream().join(&self.stream).map_err(|e| anyhow::anyhow!("ordering the device's stream after NCCL's: {e:?}"))
+    }
+
+    /// Waits on the host for this stream's work (a collective's fault surfaces here).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| anyhow::anyhow!("waiting for NCCL's stream: {e:?}"))
+    }
+}
+
 /// One rank's NCCL communicator, bound to a GPU device's stream.
 pub struct NcclComm {
     comm: ns::ncclComm_t,
@@ -149,6 +183,16 @@ impl NcclComm {
         // allowed.
         unsafe { nr::all_reduce(p, p, n, dtype, ns::ncclRedOp_t::ncclSum, self.comm, stream) }
             .map_err(|e| anyhow::anyhow!("ncclAllReduce of {n} values on rank {}: {}", self.rank, describe(e.0)))?;
+        Ok(())
+    }
+
+    /// `buf` ← Σ over ranks of `buf` (f32, on `dev`), enqueued on `on` (see `CommStream`).
+    pub fn all_reduce_sum_f32_on(&mut self, on: &CommStream, dev: &Device, buf: &Buffer) -> Result<()> {
+        buf.check_dtype(super::DType::F32, "NCCL all-reduce", "buffer")?;
+        let (_, p, n) = Self::target(dev, buf, 4)?;
+        // SAFETY: a live device buffer of n f32; `on` waits for the work that wrote it.
+        unsafe { nr::all_reduce(p, p, n, ns::ncclDataType_t::ncclFloat32, ns::ncclRedOp_t::ncclSum, self.comm, on.stream.cu_stream() as ns::cudaStream_t) }
+            .map_err(|e| anyhow::anyhow!("ncclAllReduce of {n} f32 (a bucket) on rank {}: {}", self.rank, describe(e.0)))?;
         Ok(())
     }
 

@@ -33,6 +33,17 @@ pub trait Collective {
         self.all_reduce_sum(&mut v)?;
         dev.write(buf, &v)
     }
+    /// Starts `buf ← Σ over ranks` for one bucket of the gradient (one layer's, as soon as the
+    /// backward has produced it); the result is there after `finish_buckets`. NCCL runs the
+    /// buckets on a stream of their own, beside the backward of the earlier layers; by default
+    /// (the in-process group) each is reduced at once.
+    fn all_reduce_bucket(&mut self, dev: &Device, buf: &Buffer) -> Result<()> {
+        self.all_reduce_sum_buffer(dev, buf)
+    }
+    /// Waits for every bucket started, and makes `dev`'s later work wait for them.
+    fn finish_buckets(&mut self, _dev: &Device) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Every rank's `mine`, in rank order, on every rank (lengths may differ): two sum-all-reduces,

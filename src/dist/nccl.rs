@@ -12,7 +12,7 @@ use super::collective::Collective;
 use super::heartbeat::{OnFault, Watch};
 use super::launch::Topology;
 use super::rendezvous;
-use crate::device::nccl::{unique_id, Aborter, NcclComm};
+use crate::device::nccl::{unique_id, Aborter, CommStream, NcclComm};
 use crate::device::{Buffer, DType, Device};
 use anyhow::{bail, Context, Result};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,9 @@ pub struct NcclGroup {
     dev: Arc<Device>,
     shared: Arc<Shared>,
     calls: u64,
+    /// The gradient buckets' stream (made on the first bucket) and whether buckets are pending.
+    buckets: Option<CommStream>,
+    pending: bool,
     _watch: Option<Watch>,
     stop_watchdog: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -88,7 +91,7 @@ impl NcclGroup {
             let (shared, stop) = (shared.clone(), stop_watchdog.clone());
             std::thread::spawn(move || watchdog(shared, stop, rank, timeout));
         }
-        Ok(NcclGroup { comm, dev, shared, calls: 0, _watch: watch, stop_watchdog })
+        Ok(NcclGroup { comm, dev, shared, calls: 0, buckets: None, pending: false, _watch: watch, stop_watchdog })
     }
 
     fn failed(&self) -> Result<()> {
@@ -167,5 +170,31 @@ impl Collective for NcclGroup {
     /// In place on the GPU: the flat gradient buffer never leaves the device.
     fn all_reduce_sum_buffer(&mut self, dev: &Device, buf: &Buffer) -> Result<()> {
         self.guarded(dev, |c| c.all_reduce_sum_f32(dev, buf))
+    }
+    /// On the bucket stream, after the work queued so far on `dev` (the backward that wrote the
+    /// bucket), while `dev` goes on with the backward of the earlier layers.
+    fn all_reduce_bucket(&mut self, dev: &Device, buf: &Buffer) -> Result<()> {
+        self.failed()?;
+        if self.buckets.is_none() {
+            self.buckets = Some(CommStream::new(dev)?);
+        }
+        let on = self.buckets.as_ref().expect("made above");
+        on.after(dev)?;
+        if !self.pending {
+            self.pending = true;
+            self.calls += 1;
+            *self.shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.calls, Instant::now()));
+        }
+        self.comm.all_reduce_sum_f32_on(on, dev, buf)
+    }
+    /// `dev` waits for the buckets; the host waits too, under the watchdog (a fault or a
+    /// timeout aborts the communicator, so this wait returns).
+    fn finish_buckets(&mut self, dev: &Device) -> Result<()> {
+        let Some(on) = self.buckets.as_ref().filter(|_| self.pending) else { return Ok(()) };
+        let r = on.join(dev).and_then(|_| on.synchronize());
+        self.pending = false;
+        *self.shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.failed()?;
+        r.with_context(|| format!("gradient buckets (collective #{}) on rank {}", self.calls, self.comm.rank()))
     }
 }

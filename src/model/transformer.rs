@@ -304,6 +304,19 @@ impl<O: Ops> Transformer<O> {
     /// Accumulates ∂L/∂θ into `grads` given ∂L/∂hidden (`[T, hidden]`, the rows of
     /// `fwd.hidden`): the final norm, every layer and the embedding lookup.
     pub fn backward(&self, fwd: &PackedForward<O>, d_hidden: &O::Tensor, grads: &mut O::Params) -> Result<()> {
+        self.backward_with(fwd, d_hidden, grads, &mut |_, _| Ok(()))
+    }
+
+    /// `backward`, calling `layer_done(l, grads)` as soon as layer `l`'s parameter gradients are
+    /// final (last layer first; the embedding's are final only on return): the data-parallel
+    /// step starts that layer's all-reduce there, beside the backward of the earlier layers.
+    pub fn backward_with(
+        &self,
+        fwd: &PackedForward<O>,
+        d_hidden: &O::Tensor,
+        grads: &mut O::Params,
+        layer_done: &mut dyn FnMut(usize, &mut O::Params) -> Result<()>,
+    ) -> Result<()> {
         let (o, c) = (&self.ops, &self.config);
         let Some(x_final) = &fwd.x_final else {
             bail!("backward needs a forward run with Save::All or Save::Checkpoint");
@@ -326,6 +339,7 @@ impl<O: Ops> Transformer<O> {
                 }
             };
             self.layer_backward(l, &fwd.batch, t, x_in, a, &mut dx, grads)?;
+            layer_done(l, grads)?;
         }
         o.embed_backward(&fwd.batch, &dx, o.param_mut(grads, self.table.embed()), c)
     }

@@ -266,6 +266,18 @@ pub trait Ops: Clone {
         *g = self.params_from_host(&h, true)?;
         Ok(())
     }
+    /// Starts g[range] ← Σ over the ranks of `comm` of g[range] (one bucket: a layer's
+    /// gradients); `finish_all_reduce` waits for all started. By default at once, through the host.
+    fn all_reduce_params_range(&self, comm: &mut dyn Collective, g: &mut Self::Params, range: std::ops::Range<usize>) -> Result<()> {
+        let mut h = self.params_to_host(g)?;
+        comm.all_reduce_sum(&mut h.flat_mut()[range])?;
+        *g = self.params_from_host(&h, true)?;
+        Ok(())
+    }
+    /// Waits for the buckets `all_reduce_params_range` started.
+    fn finish_all_reduce(&self, _comm: &mut dyn Collective) -> Result<()> {
+        Ok(())
+    }
     /// One AdamW step of every parameter (see `cpu::adamw`).
     fn adamw_update(&self, w: &mut Self::Params, g: &Self::Params, m: &mut Self::Params, v: &mut Self::Params, s: &AdamWStep) -> Result<()>;
 

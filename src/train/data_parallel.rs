@@ -10,9 +10,10 @@
 //!    first, each to the least-loaded rank), so one rank's long responses do not leave the
 //!    others idle. The old/ref log-probs each rank computes are gathered back; each mini-batch's
 //!    samples are dealt the same way, each rank computes its part's gradient with the whole
-//!    mini-batch's aggregation weights, and the parts are summed (one all-reduce of the flat
-//!    gradient buffer) before the same clip and AdamW on every rank, which therefore keep
-//!    identical weights. GRPO's per-token loss needs nothing of a sample's group once the
+//!    mini-batch's aggregation weights, and the parts are summed before the same clip and AdamW
+//!    on every rank, which therefore keep identical weights. The sum runs in buckets, one per
+//!    layer, each started as soon as the backward has finished that layer (`update.rs`), so on
+//!    a GPU the all-reduce of the later layers runs beside the backward of the earlier ones. GRPO's per-token loss needs nothing of a sample's group once the
 //!    advantages exist, so any split of a mini-batch sums to the same gradient.
 //!
 //! With one rank every step is the single-process step, bit for bit.
@@ -20,7 +21,6 @@
 use super::metrics::LogProbGap;
 use super::rollout::Rollouts;
 use crate::dist::{all_gather_f64, Collective};
-use crate::ops::Ops;
 use anyhow::Result;
 
 /// The prompts of a step's batch that one rank rolls out: `first..first + len` of `total`.
@@ -48,15 +48,6 @@ impl Share {
     pub fn local(&self, p: usize) -> Option<usize> {
         (self.first..self.first + self.len).contains(&p).then(|| p - self.first)
     }
-}
-
-/// `g` ← Σ over ranks of `g`: one collective over the flat gradient buffer (in place on the
-/// device with NCCL).
-pub fn all_reduce_grads<O: Ops>(comm: &mut dyn Collective, ops: &O, g: &mut O::Params) -> Result<()> {
-    if comm.world_size() == 1 {
-        return Ok(());
-    }
-    ops.all_reduce_params(comm, g)
 }
 
 /// The whole batch's rollouts, every rank's share concatenated in rank order (= batch order);

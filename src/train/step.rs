@@ -83,6 +83,22 @@ pub fn policy_backward<O: Ops, R>(
     grads: &mut O::Params,
     loss: impl FnOnce(&TokenLogProbs, &[usize]) -> (R, Vec<f32>, Option<Vec<f32>>),
 ) -> Result<R> {
+    policy_backward_with(model, samples, o, grads, loss, &mut |_, _| Ok(()))
+}
+
+/// Called with a layer's index as soon as its parameter gradients are final (see
+/// `Transformer::backward_with`).
+pub type LayerDone<'a, P> = &'a mut dyn FnMut(usize, &mut P) -> Result<()>;
+
+/// `policy_backward` with a hook for each finished layer.
+pub fn policy_backward_with<O: Ops, R>(
+    model: &Transformer<O>,
+    samples: &[Sample],
+    o: &PassOptions,
+    grads: &mut O::Params,
+    loss: impl FnOnce(&TokenLogProbs, &[usize]) -> (R, Vec<f32>, Option<Vec<f32>>),
+    layer_done: LayerDone<O::Params>,
+) -> Result<R> {
     let ops = &model.ops;
     let (rows, targets, lens) = response_rows(samples)?;
     let seqs: Vec<&[u32]> = samples.iter().map(|s| s.tokens).collect();
@@ -93,7 +109,7 @@ pub fn policy_backward<O: Ops, R>(
     let mut d_hidden = ops.zeros(fwd.rows * model.config.hidden_size)?;
     let d_lm_head = ops.param_mut(grads, model.table().lm_head());
     ops.logprobs_backward(&fwd.hidden, &rows, &targets, model.lm_head(), &lp, &d_logp, d_entropy.as_deref(), sh, &mut d_hidden, d_lm_head)?;
-    model.backward(&fwd, &d_hidden, grads)?;
+    model.backward_with(&fwd, &d_hidden, grads, layer_done)?;
     Ok(report)
 }
 
@@ -129,7 +145,22 @@ pub fn grpo_backward_scaled<O: Ops>(
     grad_scale: f64,
     grads: &mut O::Params,
 ) -> Result<GrpoOutput> {
-    policy_backward(model, samples, o, grads, |lp, lens| {
+    grpo_backward_hooked(model, samples, inputs, cfg, o, grad_scale, grads, &mut |_, _| Ok(()))
+}
+
+/// `grpo_backward_scaled` with a hook for each finished layer (`LayerDone`).
+#[allow(clippy::too_many_arguments)]
+pub fn grpo_backward_hooked<O: Ops>(
+    model: &Transformer<O>,
+    samples: &[Sample],
+    inputs: &GrpoInputs,
+    cfg: &GrpoConfig,
+    o: &PassOptions,
+    grad_scale: f64,
+    grads: &mut O::Params,
+    layer_done: LayerDone<O::Params>,
+) -> Result<GrpoOutput> {
+    policy_backward_with(model, samples, o, grads, |lp, lens| {
         let out = grpo_loss(
             cfg,
             &GrpoTokens {
@@ -145,7 +176,7 @@ pub fn grpo_backward_scaled<O: Ops>(
         let scaled = |d: &[f32]| -> Vec<f32> { d.iter().map(|&x| (x as f64 * grad_scale) as f32).collect() };
         let (dl, de) = (scaled(&out.d_logp), scaled(&out.d_entropy));
         (out, dl, Some(de))
-    })
+    }, layer_done)
 }
 
 /// SFT cross-entropy of the response tokens given the prompts (`o.temperature` should be 1).

@@ -10,10 +10,10 @@
 
 use super::adamw::StepReport;
 use super::data::epoch_order;
-use super::data_parallel::{all_reduce_grads, deal_by_tokens};
+use super::data_parallel::deal_by_tokens;
 use super::grpo::{GrpoConfig, LossAgg};
 use super::policy::Policy;
-use super::step::{broadcast_advantages, grpo_backward_scaled, GrpoInputs, PassOptions, Sample};
+use super::step::{broadcast_advantages, grpo_backward_hooked, grpo_backward_scaled, GrpoInputs, LayerDone, PassOptions, Sample};
 use crate::dist::{Collective, SingleRank};
 use crate::model::Transformer;
 use crate::ops::Ops;
@@ -109,13 +109,30 @@ pub fn ppo_updates_on<O: Ops>(policy: &mut Policy<O>, b: &UpdateBatch, plan: &Up
                 b.ref_logp.map(|r| idx.iter().flat_map(|&i| r[i].iter().copied()).collect());
             policy.model.ops.zero_params(&mut grads)?;
             let inputs = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
-            let mut out = if mb.is_empty() {
-                MiniBatchLoss::default()
+            let mut out = if comm.world_size() == 1 {
+                minibatch_backward_of(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, totals, &mut grads, &mut |_, _| Ok(()))?
             } else {
-                minibatch_backward_of(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, totals, &mut grads)?
+                // Each layer's gradient bucket is all-reduced as soon as the last pass's backward
+                // has finished it (last layer first), beside the backward of the earlier layers;
+                // then the embedding, final norm and lm_head. Every rank issues the same buckets
+                // in the same order, a rank with no samples in this mini-batch too.
+                let (ops, table) = (policy.model.ops.clone(), policy.model.table().clone());
+                let out = if mb.is_empty() {
+                    for l in (0..table.num_layers()).rev() {
+                        ops.all_reduce_params_range(comm, &mut grads, table.layer_range(l))?;
+                    }
+                    MiniBatchLoss::default()
+                } else {
+                    let mut bucket = |l: usize, g: &mut O::Params| ops.all_reduce_params_range(comm, g, table.layer_range(l));
+                    minibatch_backward_of(&policy.model, &mb, &inputs, plan.grpo, plan.pass, plan.micro, totals, &mut grads, &mut bucket)?
+                };
+                for r in table.global_ranges() {
+                    ops.all_reduce_params_range(comm, &mut grads, r)?;
+                }
+                ops.finish_all_reduce(comm)?;
+                out
             };
             if comm.world_size() > 1 {
-                all_reduce_grads(comm, &policy.model.ops, &mut grads)?;
                 let mut parts = [out.loss, out.pg_loss, out.kl_loss, out.entropy_mean, out.clip_frac, out.approx_kl];
                 comm.all_reduce_sum_f64(&mut parts)?;
                 let [loss, pg_loss, kl_loss, entropy_mean, clip_frac, approx_kl] = parts;
@@ -197,7 +214,7 @@ pub fn minibatch_backward<O: Ops>(
     grads: &mut O::Params,
 ) -> Result<MiniBatchLoss> {
     let totals = (mb.iter().map(|s| s.response_len()).sum(), mb.len());
-    minibatch_backward_of(model, mb, inputs, cfg, pass, cut, totals, grads)
+    minibatch_backward_of(model, mb, inputs, cfg, pass, cut, totals, grads, &mut |_, _| Ok(()))
 }
 
 /// `minibatch_backward` of the part `mb` of a mini-batch whose response tokens and sequences
@@ -213,6 +230,7 @@ pub fn minibatch_backward_of<O: Ops>(
     cut: MicroBatch,
     (total_tokens, total_seqs): (usize, usize),
     grads: &mut O::Params,
+    last_pass_layer_done: LayerDone<O::Params>,
 ) -> Result<MiniBatchLoss> {
     // Where each sample's response tokens start in the per-token inputs.
     let starts: Vec<usize> = mb.iter().scan(0, |off, s| {
@@ -224,7 +242,9 @@ pub fn minibatch_backward_of<O: Ops>(
         idx.iter().flat_map(|&i| x[starts[i]..starts[i] + mb[i].response_len()].iter().copied()).collect()
     };
     let mut acc = MiniBatchLoss::default();
-    for idx in micro_batches(mb, cut) {
+    let passes = micro_batches(mb, cut);
+    let last = passes.len().saturating_sub(1);
+    for (pass_no, idx) in passes.into_iter().enumerate() {
         let micro: Vec<Sample> = idx.iter().map(|&i| mb[i]).collect();
         let toks: usize = micro.iter().map(|s| s.response_len()).sum();
         // The micro-batch's own aggregation weights, rescaled to the mini-batch's (exactly 1 in
@@ -237,7 +257,12 @@ pub fn minibatch_backward_of<O: Ops>(
         let (advantages, old_logp) = (gather(&idx, inputs.advantages), gather(&idx, inputs.old_logp));
         let ref_logp = inputs.ref_logp.map(|x| gather(&idx, x));
         let part = GrpoInputs { advantages: &advantages, old_logp: &old_logp, ref_logp: ref_logp.as_deref() };
-        let out = grpo_backward_scaled(model, &micro, &part, cfg, pass, scale, grads)?;
+        // A layer's gradient is final only in the last pass (the earlier ones accumulate).
+        let out = if pass_no == last {
+            grpo_backward_hooked(model, &micro, &part, cfg, pass, scale, grads, &mut *last_pass_layer_done)?
+        } else {
+            grpo_backward_scaled(model, &micro, &part, cfg, pass, scale, grads)?
+        };
         acc.loss += scale * out.loss;
         acc.pg_loss += scale * out.pg_loss;
         acc.kl_loss += scale * out.kl_loss;

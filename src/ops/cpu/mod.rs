@@ -352,6 +352,10 @@ impl Ops for CpuOps {
         comm.all_reduce_sum(g.flat_mut())
     }
 
+    fn all_reduce_params_range(&self, comm: &mut dyn crate::dist::Collective, g: &mut HostParams, range: std::ops::Range<usize>) -> Result<()> {
+        comm.all_reduce_sum(&mut g.flat_mut()[range])
+    }
+
     fn adamw_update(&self, w: &mut HostParams, g: &HostParams, m: &mut HostParams, v: &mut HostParams, s: &AdamWStep) -> Result<()> {
         for (other, what) in [(g, "gradients"), (&*m, "first moments"), (&*v, "second moments")] {
             w.check_same_table(other, what)?;

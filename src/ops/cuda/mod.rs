@@ -412,6 +412,15 @@ impl Ops for CudaOps {
         comm.all_reduce_sum_buffer(&self.dev, g.flat())
     }
 
+    fn all_reduce_params_range(&self, comm: &mut dyn crate::dist::Collective, g: &mut DeviceParams, range: std::ops::Range<usize>) -> Result<()> {
+        f32_set(g, "all_reduce_params_range", "gradients")?;
+        comm.all_reduce_bucket(&self.dev, &g.flat().view(range.start * 4, range.len() * 4)?)
+    }
+
+    fn finish_all_reduce(&self, comm: &mut dyn crate::dist::Collective) -> Result<()> {
+        comm.finish_buckets(&self.dev)
+    }
+
     /// `w` is the f32 master copy (`DeviceParams::upload_f32`); the bf16 copy the forward reads
     /// is refreshed with `DeviceParams::cast_from` (or in the same pass through
     /// `adamw::adamw_update` with `w_bf16`).
