@@ -110,7 +110,7 @@ fn two_ranks_on_half_the_groups_train_like_one_rank_on_all() {
         // clip ratio (which drives stage switches) are the one rank's exactly.
         let (b, _) = read_metrics(&many.join("metrics.jsonl")).unwrap();
         assert_eq!(b.len(), 3, "rank 0 alone writes the metrics, once a step");
-        let facts = |m: &StepMetrics| (m.stage, m.n, m.reward_mean, m.accuracy, m.response_len.clone(), m.clip_ratio, m.zero_variance_groups);
+        let facts = |m: &StepMetrics| (m.stage, m.n, m.reward_mean, m.accuracy, m.response_len, m.clip_ratio, m.zero_variance_groups);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(facts(x), facts(y), "{world} ranks, step {}", x.step);
             // Losses and norms: the same sums in another order.
@@ -149,7 +149,7 @@ fn two_ranks_match_one_on_the_interpret_device() {
     let (a, _) = read_metrics(&one.join("metrics.jsonl")).unwrap();
     let (b, _) = read_metrics(&two.join("metrics.jsonl")).unwrap();
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!((x.reward_mean, x.response_len.clone(), x.clip_ratio), (y.reward_mean, y.response_len.clone(), y.clip_ratio), "step {}", x.step);
+        assert_eq!((x.reward_mean, x.response_len, x.clip_ratio), (y.reward_mean, y.response_len, y.clip_ratio), "step {}", x.step);
         let rel = (x.grad_norm - y.grad_norm).abs() / x.grad_norm.abs().max(1e-12);
         assert!(rel <= 1e-4, "step {} grad_norm: one rank {}, two ranks {}", x.step, x.grad_norm, y.grad_norm);
     }

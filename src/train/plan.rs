@@ -16,6 +16,7 @@
 //!   micro-batch of `optim.micro_batch_tokens` tokens with per-layer recomputation (each
 //!   layer's input kept, one layer's intermediates and their gradients live at a time), the
 //!   fused log-prob's vocabulary chunk, and cuBLASLt's workspace.
+//!
 //! The figures are the buffers `Transformer::forward_packed`/`backward` and the engine allocate
 //! (element counts × bytes); the CUDA context and the allocator's slack are a fixed reserve.
 
