@@ -44,6 +44,13 @@ pub trait Collective {
     fn finish_buckets(&mut self, _dev: &Device) -> Result<()> {
         Ok(())
     }
+    /// The next of `total` work items of `round` for this rank — each item goes to exactly one
+    /// rank, whichever asks first — or None when all are dealt. Not a collective: ranks call it
+    /// independently, as fast as they get through their items (the rollout's load balancing).
+    fn claim(&mut self, round: u64, total: usize) -> Result<Option<usize>> {
+        let _ = (round, total);
+        bail!("work claims need a group of ranks")
+    }
 }
 
 /// Every rank's `mine`, in rank order, on every rank (lengths may differ): two sum-all-reduces,
@@ -101,6 +108,7 @@ struct Shared {
     timeout: Duration,
     state: Mutex<State>,
     cv: Condvar,
+    claims: Mutex<Claims>,
 }
 
 struct State {
@@ -114,6 +122,13 @@ struct State {
     aborted: Option<String>,
     /// Ranks whose handle is gone, with the number of collectives they made.
     left: Vec<Option<u64>>,
+}
+
+/// Work items of one round, dealt in order (`claim`).
+#[derive(Default)]
+struct Claims {
+    round: u64,
+    next: usize,
 }
 
 impl State {
@@ -146,6 +161,7 @@ impl ThreadGroup {
             timeout,
             state: Mutex::new(State { call: 0, slots: vec![None; world], result: None, taken: 0, aborted: None, left: vec![None; world] }),
             cv: Condvar::new(),
+            claims: Mutex::new(Claims::default()),
         });
         (0..world).map(|rank| ThreadGroup { rank, calls: 0, shared: shared.clone() }).collect()
     }
@@ -272,6 +288,20 @@ impl Collective for ThreadGroup {
         buf.copy_from_slice(&r);
         Ok(())
     }
+    fn claim(&mut self, round: u64, total: usize) -> Result<Option<usize>> {
+        let mut c = self.shared.claims.lock().unwrap_or_else(|p| p.into_inner());
+        // A later round starts afresh; an earlier one is over (it was dealt out before any
+        // rank could move on).
+        if round > c.round {
+            *c = Claims { round, next: 0 };
+        } else if round < c.round {
+            return Ok(None);
+        }
+        Ok((c.next < total).then(|| {
+            c.next += 1;
+            c.next - 1
+        }))
+    }
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()> {
         if root >= self.shared.world {
             bail!("broadcast from rank {root} in a group of {}", self.shared.world);
@@ -381,6 +411,27 @@ mod tests {
             assert_eq!(o.unwrap(), vec![vec![], vec![10.0], vec![20.0, 21.0]]);
         }
         assert_eq!(all_gather_f64(&mut SingleRank, &[1.0, f64::NAN]).unwrap()[0][0], 1.0);
+    }
+
+    #[test]
+    fn claims_deal_each_item_once_and_the_faster_rank_takes_more() {
+        let out = run(2, 10_000, |mut g| {
+            let mut mine = Vec::new();
+            while let Some(i) = g.claim(3, 60).unwrap() {
+                mine.push(i);
+                // Rank 1's items take longer (long responses).
+                std::thread::sleep(Duration::from_millis(if g.rank() == 1 { 20 } else { 1 }));
+            }
+            // A new round starts afresh.
+            let again = g.claim(4, 1).unwrap();
+            (mine, again)
+        });
+        let got: Vec<(Vec<usize>, Option<usize>)> = out.into_iter().map(|o| o.unwrap()).collect();
+        let mut all: Vec<usize> = got.iter().flat_map(|(m, _)| m.clone()).collect();
+        all.sort();
+        assert_eq!(all, (0..60).collect::<Vec<_>>());
+        assert!(got[0].0.len() > 2 * got[1].0.len(), "rank 0 took {}, rank 1 {}", got[0].0.len(), got[1].0.len());
+        assert_eq!(got.iter().filter(|(_, a)| a.is_some()).count(), 1);
     }
 
     #[test]

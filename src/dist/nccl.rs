@@ -9,7 +9,7 @@
 //! which one died.
 
 use super::collective::Collective;
-use super::heartbeat::{OnFault, Watch};
+use super::heartbeat::{Dealer, OnFault, Watch};
 use super::launch::Topology;
 use super::rendezvous;
 use crate::device::nccl::{unique_id, Aborter, CommStream, NcclComm};
@@ -51,6 +51,10 @@ pub struct NcclGroup {
     /// The gradient buckets' stream (made on the first bucket) and whether buckets are pending.
     buckets: Option<CommStream>,
     pending: bool,
+    /// How long a rank waits for an answer to a work claim.
+    timeout: Duration,
+    /// The dealer of a group of one.
+    solo: Dealer,
     _watch: Option<Watch>,
     stop_watchdog: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -91,7 +95,7 @@ impl NcclGroup {
             let (shared, stop) = (shared.clone(), stop_watchdog.clone());
             std::thread::spawn(move || watchdog(shared, stop, rank, timeout));
         }
-        Ok(NcclGroup { comm, dev, shared, calls: 0, buckets: None, pending: false, _watch: watch, stop_watchdog })
+        Ok(NcclGroup { comm, dev, shared, calls: 0, buckets: None, pending: false, timeout, solo: Dealer::default(), _watch: watch, stop_watchdog })
     }
 
     fn failed(&self) -> Result<()> {
@@ -166,6 +170,14 @@ impl Collective for NcclGroup {
         self.guarded(&dev, |c| c.broadcast_f32(&dev, &b, root))?;
         buf.copy_from_slice(&dev.download::<f32>(&b)?);
         Ok(())
+    }
+    /// Over the heartbeat connections: rank 0 deals (a group of one deals to itself).
+    fn claim(&mut self, round: u64, total: usize) -> Result<Option<usize>> {
+        self.failed()?;
+        match &self._watch {
+            Some(w) => w.claim(round, total, self.timeout).with_context(|| format!("rank {}: claiming work", self.comm.rank())),
+            None => Ok(self.solo.next(round, total)),
+        }
     }
     /// In place on the GPU: the flat gradient buffer never leaves the device.
     fn all_reduce_sum_buffer(&mut self, dev: &Device, buf: &Buffer) -> Result<()> {

@@ -1,7 +1,10 @@
 //! The GRPO step across data-parallel ranks (`crate::dist`: who the ranks are, the collectives).
 //!
-//! 1. Rollout: each rank samples a contiguous share of the step's prompts, whole groups, seeded
-//!    by their place in the whole batch (so the samples do not depend on the number of ranks).
+//! 1. Rollout: the batch's prompts are cut into runs of whole groups, about four per rank, and
+//!    each rank claims the next run from rank 0 as soon as it has finished its last (so a rank
+//!    whose responses run long takes fewer, and none idles while another finishes a long
+//!    tail); every sample is seeded by its place in the whole batch, so the samples do not
+//!    depend on the number of ranks or on who rolled them out.
 //! 2. The graded samples are gathered: every rank then holds the whole batch (tokens, rewards,
 //!    the sampler's log-probs), computes the same advantages and metrics, and takes the same
 //!    stage decisions.
@@ -18,67 +21,89 @@
 //!
 //! With one rank every step is the single-process step, bit for bit.
 
-use super::metrics::LogProbGap;
+use super::metrics::{LogProbGap, PhaseTime};
 use super::rollout::Rollouts;
 use crate::dist::{all_gather_f64, Collective};
 use anyhow::Result;
 
-/// The prompts of a step's batch that one rank rolls out: `first..first + len` of `total`.
+/// The rollout's work items: runs of consecutive prompts (their groups whole), about four per
+/// rank so that a rank slowed by long responses takes fewer of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Share {
-    pub first: usize,
-    pub len: usize,
-    pub total: usize,
+pub struct RolloutRuns {
+    prompts: usize,
+    per_run: usize,
 }
 
-impl Share {
-    /// All of a batch of `total` prompts (one rank).
-    pub fn whole(total: usize) -> Share {
-        Share { first: 0, len: total, total }
+impl RolloutRuns {
+    pub fn new(prompts: usize, world: usize) -> RolloutRuns {
+        RolloutRuns { prompts, per_run: (prompts / (4 * world.max(1))).max(1) }
     }
 
-    /// Rank `rank`'s block of `total` prompts over `world` ranks: sizes differ by at most one,
-    /// in rank order (so the ranks' samples concatenated are the batch's, in order).
-    pub fn of(total: usize, rank: usize, world: usize) -> Share {
-        let first = rank * total / world;
-        Share { first, len: (rank + 1) * total / world - first, total }
+    /// How many runs (claims) there are.
+    pub fn count(&self) -> usize {
+        self.prompts.div_ceil(self.per_run)
     }
 
-    /// Prompt `p` of the batch as an index into this rank's prompts, if it is one of them.
-    pub fn local(&self, p: usize) -> Option<usize> {
-        (self.first..self.first + self.len).contains(&p).then(|| p - self.first)
+    /// The prompts of run `i`.
+    pub fn get(&self, i: usize) -> std::ops::Range<usize> {
+        i * self.per_run..((i + 1) * self.per_run).min(self.prompts)
     }
 }
 
-/// The whole batch's rollouts, every rank's share concatenated in rank order (= batch order);
-/// the timings stay this rank's. One rank: `ro` itself.
-pub fn gather_rollouts(comm: &mut dyn Collective, ro: Rollouts) -> Result<Rollouts> {
-    if comm.world_size() == 1 {
-        return Ok(ro);
+/// The whole batch's rollouts on every rank, in batch order, from each rank's runs (`parts`:
+/// the batch index of each run's first prompt, and its rollouts); the timings are this rank's.
+/// One rank with one run: that run itself.
+pub fn gather_rollouts(comm: &mut dyn Collective, mut parts: Vec<(usize, Rollouts)>) -> Result<Rollouts> {
+    if comm.world_size() == 1 && parts.len() == 1 {
+        return Ok(parts.pop().expect("one part").1);
     }
-    // Per sample: total length, prompt length, reward, correct, cut, tokens, log-probs.
+    let (mut rollout_s, mut rollout_tok, mut verify_s) = (0.0, 0, 0.0);
+    // Per run: its first prompt and sample count; per sample: total length, prompt length,
+    // reward, correct, cut, tokens, log-probs.
     let mut mine = Vec::new();
-    for i in 0..ro.seqs.len() {
-        mine.extend([ro.seqs[i].len() as f64, ro.prompt_lens[i] as f64, ro.rewards[i] as f64]);
-        mine.extend([ro.correct[i] as u8 as f64, ro.cut[i] as u8 as f64]);
-        mine.extend(ro.seqs[i].iter().map(|&t| t as f64));
-        mine.extend(ro.logprobs[i].iter().map(|&l| l as f64));
+    for (first, ro) in &parts {
+        rollout_s += ro.rollout_time.secs;
+        rollout_tok += ro.rollout_time.tokens;
+        verify_s += ro.verify_time.secs;
+        mine.extend([*first as f64, ro.seqs.len() as f64]);
+        for i in 0..ro.seqs.len() {
+            mine.extend([ro.seqs[i].len() as f64, ro.prompt_lens[i] as f64, ro.rewards[i] as f64]);
+            mine.extend([ro.correct[i] as u8 as f64, ro.cut[i] as u8 as f64]);
+            mine.extend(ro.seqs[i].iter().map(|&t| t as f64));
+            mine.extend(ro.logprobs[i].iter().map(|&l| l as f64));
+        }
     }
-    let mut all = Rollouts { seqs: Vec::new(), prompt_lens: Vec::new(), logprobs: Vec::new(), rewards: Vec::new(), correct: Vec::new(), cut: Vec::new(), rollout_time: ro.rollout_time, verify_time: ro.verify_time };
+    let mut runs: Vec<(usize, Rollouts)> = Vec::new();
     for part in all_gather_f64(comm, &mine)? {
         let mut at = 0;
         while at < part.len() {
-            let (len, plen) = (part[at] as usize, part[at + 1] as usize);
-            all.rewards.push(part[at + 2] as f32);
-            all.correct.push(part[at + 3] != 0.0);
-            all.cut.push(part[at + 4] != 0.0);
-            at += 5;
-            all.seqs.push(part[at..at + len].iter().map(|&t| t as u32).collect());
-            at += len;
-            all.logprobs.push(part[at..at + len - plen].iter().map(|&l| l as f32).collect());
-            at += len - plen;
-            all.prompt_lens.push(plen);
+            let (first, count) = (part[at] as usize, part[at + 1] as usize);
+            at += 2;
+            let mut ro = Rollouts { seqs: Vec::new(), prompt_lens: Vec::new(), logprobs: Vec::new(), rewards: Vec::new(), correct: Vec::new(), cut: Vec::new(), rollout_time: Default::default(), verify_time: Default::default() };
+            for _ in 0..count {
+                let (len, plen) = (part[at] as usize, part[at + 1] as usize);
+                ro.rewards.push(part[at + 2] as f32);
+                ro.correct.push(part[at + 3] != 0.0);
+                ro.cut.push(part[at + 4] != 0.0);
+                at += 5;
+                ro.seqs.push(part[at..at + len].iter().map(|&t| t as u32).collect());
+                at += len;
+                ro.logprobs.push(part[at..at + len - plen].iter().map(|&l| l as f32).collect());
+                at += len - plen;
+                ro.prompt_lens.push(plen);
+            }
+            runs.push((first, ro));
         }
+    }
+    runs.sort_by_key(|(first, _)| *first);
+    let mut all = Rollouts { seqs: Vec::new(), prompt_lens: Vec::new(), logprobs: Vec::new(), rewards: Vec::new(), correct: Vec::new(), cut: Vec::new(), rollout_time: PhaseTime::new(rollout_s, rollout_tok), verify_time: PhaseTime::new(verify_s, 0) };
+    for (_, ro) in runs {
+        all.seqs.extend(ro.seqs);
+        all.prompt_lens.extend(ro.prompt_lens);
+        all.logprobs.extend(ro.logprobs);
+        all.rewards.extend(ro.rewards);
+        all.correct.extend(ro.correct);
+        all.cut.extend(ro.cut);
     }
     Ok(all)
 }
@@ -144,20 +169,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_cover_the_batch_once_in_order() {
-        for (total, world) in [(8, 2), (7, 3), (2, 4), (1, 1)] {
-            let shares: Vec<Share> = (0..world).map(|r| Share::of(total, r, world)).collect();
-            let mut next = 0;
-            for s in &shares {
-                assert_eq!(s.first, next, "{shares:?}");
-                assert!(s.len + 1 >= total / world && s.len <= total.div_ceil(world), "{shares:?}");
-                next += s.len;
-            }
-            assert_eq!(next, total);
-            let owners: Vec<usize> = (0..total).map(|p| shares.iter().filter(|s| s.local(p).is_some()).count()).collect();
-            assert!(owners.iter().all(|&c| c == 1));
+    fn rollout_runs_cover_the_batch_once_in_order() {
+        for (prompts, world) in [(128, 8), (7, 3), (2, 4), (1, 1), (64, 2)] {
+            let runs = RolloutRuns::new(prompts, world);
+            let covered: Vec<usize> = (0..runs.count()).flat_map(|i| runs.get(i)).collect();
+            assert_eq!(covered, (0..prompts).collect::<Vec<_>>(), "{prompts} prompts, {world} ranks");
+            assert!(runs.count() >= (4 * world).min(prompts), "{prompts} prompts, {world} ranks: {} runs", runs.count());
         }
-        assert_eq!(Share::whole(5), Share::of(5, 0, 1));
     }
 
     #[test]

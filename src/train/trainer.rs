@@ -31,7 +31,7 @@ use super::metrics::{MetricsLog, PhaseTime, ResponseLens, StepMetrics, METRICS_F
 use super::rollout::{self, roll_out, Replay, RolloutParams};
 use super::step::{response_logprobs, PassOptions};
 use super::update::{ppo_updates_on, UpdateBatch, UpdatePlan};
-use super::data_parallel::{deal_by_tokens, gather_gap, gather_per_sample, gather_rollouts, Share};
+use super::data_parallel::{deal_by_tokens, gather_gap, gather_per_sample, gather_rollouts, RolloutRuns};
 use super::step::Sample;
 use crate::dist::{Collective, SingleRank};
 use super::validation::Validator;
@@ -276,17 +276,13 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
         let data_epoch = data.cursor().epoch;
         let batch = data.next_batch(cfg.rollout.batch_prompts);
         let n = stage.n;
-        let share = Share::of(batch.len(), comm.rank(), comm.world_size());
 
-        // Rollouts and rewards, of this rank's share of the prompts.
-        let batch_prompts: Vec<(&[u32], &Gold)> = batch[share.first..share.first + share.len]
-            .iter()
-            .map(|rec| (prompts[rec.id].tokens.as_slice(), &rec.gold))
-            .collect();
+        // Rollouts and rewards.
+        let batch_prompts: Vec<(&[u32], &Gold)> = batch.iter().map(|rec| (prompts[rec.id].tokens.as_slice(), &rec.gold)).collect();
         let params = RolloutParams {
             seed: cfg.seed,
             step,
-            first_prompt: share.first,
+            first_prompt: 0,
             n,
             max_response_len: stage.max_response_len,
             temperature: cfg.rollout.temperature,
@@ -302,16 +298,30 @@ fn run<O: Ops>(ops: O, cfg: &RunConfig, opts: &TrainOptions, comm: &mut dyn Coll
             p
         };
         ops.reset_peak_memory();
-        let ro = match &mut replay {
-            Some(r) => r.take(step, &batch_prompts, n, stage.max_response_len)?,
-            None => roll_out(&policy.model, &tokenizer, &batch_prompts, &params, &reward_cfg)?,
+        let parts = if comm.world_size() == 1 {
+            let ro = match &mut replay {
+                Some(r) => r.take(step, &batch_prompts, n, stage.max_response_len)?,
+                None => roll_out(&policy.model, &tokenizer, &batch_prompts, &params, &reward_cfg)?,
+            };
+            if opts.record_rollouts {
+                rollout::record(&run_dir, step, &ro)?;
+            }
+            vec![(0, ro)]
+        } else {
+            // Several ranks: each takes runs of prompt groups from rank 0 as fast as it gets
+            // through them, so long responses do not leave the other ranks idle.
+            let runs = RolloutRuns::new(batch_prompts.len(), comm.world_size());
+            let mut parts = Vec::new();
+            while let Some(i) = comm.claim(step as u64, runs.count())? {
+                let r = runs.get(i);
+                let p = RolloutParams { first_prompt: r.start, ..params };
+                parts.push((r.start, roll_out(&policy.model, &tokenizer, &batch_prompts[r], &p, &reward_cfg)?));
+            }
+            parts
         };
-        if opts.record_rollouts {
-            rollout::record(&run_dir, step, &ro)?;
-        }
         let rollout_peak = phase_peak(&ops);
-        // Every rank's samples: the whole batch, on every rank (one rank: its own).
-        let ro = gather_rollouts(comm, ro)?;
+        // Every rank's samples: the whole batch, in batch order, on every rank.
+        let ro = gather_rollouts(comm, parts)?;
         let rewards = &ro.rewards;
         let adv = ro.advantages(n, cfg.loss.norm_adv_by_std, cfg.loss.adv_eps);
         let zero_var = ro.zero_variance_groups(n);
