@@ -175,7 +175,14 @@ impl Collective for NcclGroup {
     fn claim(&mut self, round: u64, total: usize) -> Result<Option<usize>> {
         self.failed()?;
         match &self._watch {
-            Some(w) => w.claim(round, total, self.timeout).with_context(|| format!("rank {}: claiming work", self.comm.rank())),
+            Some(w) => match w.claim(round, total, self.timeout) {
+                Ok(item) => Ok(item),
+                // A dead rank 0 ends the wait too: say why, if the heartbeat knows.
+                Err(e) => {
+                    self.failed()?;
+                    Err(e).with_context(|| format!("rank {}: claiming work", self.comm.rank()))
+                }
+            },
             None => Ok(self.solo.next(round, total)),
         }
     }
