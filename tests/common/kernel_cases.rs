@@ -4,7 +4,7 @@
 //! tests/gpu.rs runs them on a GPU (with shapes of the 1.5B target model added there).
 #![allow(dead_code)]
 use half::bf16;
-use scalerl::ops::cpu::{norm, rope, swiglu};
+use scalerl::ops::cpu::{norm, rope, split, swiglu};
 use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Arg, Device, Dim3, LaunchConfig};
 use scalerl::ops::cpu::KvCache;
@@ -185,6 +185,49 @@ pub fn silu_mul_cases(dev: &Device) {
         k::silu_mul(dev, &bg, &bu, &bg, n).unwrap();
         assert_eq!(dev.download::<bf16>(&bg).unwrap(), got, "silu_mul n={n} in place");
     }
+}
+
+/// The fused projections' column split and its inverse (kernels/split_cols.cu): exact copies,
+/// so bit-identical to the CPU reference. Shapes: the q|k|v and gate|up splits of the fixture
+/// and 1.5B models, 1 and many rows (past the grid cap), odd widths; outputs poisoned.
+pub fn split_cols_cases(dev: &Device) {
+    let mut shapes: Vec<(usize, Vec<usize>)> = vec![
+        (1, vec![48, 16, 16]),
+        (7, vec![48, 16, 16]),
+        (5, vec![13, 1, 7]),
+        (3, vec![96, 96]),
+        (9, vec![5, 3]),
+        (700, vec![1536, 256, 256]), // 1.5B q|k|v: 1.6M elements, past the 4096-block grid cap
+    ];
+    if dev.is_gpu() {
+        shapes.push((4096, vec![8960, 8960]));
+    }
+    for (rows, widths) in shapes {
+        let w: usize = widths.iter().sum();
+        let src = random_bf16(rows * w, (rows * w) as u64, 3.0);
+        let src32 = to_f32(&src);
+        let mut want: Vec<Vec<f32>> = widths.iter().map(|&n| vec![0f32; rows * n]).collect();
+        split::split_cols(&src32, &mut want.iter_mut().map(|v| v.as_mut_slice()).collect::<Vec<_>>(), rows);
+        let bsrc = dev.upload(&src).unwrap();
+        let parts: Vec<_> = widths.iter().map(|&n| dev.upload(&vec![POISON; rows * n]).unwrap()).collect();
+        k::split::split_cols(dev, &bsrc, &parts.iter().collect::<Vec<_>>(), rows, &widths).unwrap();
+        for (p, (b, want)) in parts.iter().zip(&want).enumerate() {
+            let got = to_f32(&dev.download::<bf16>(b).unwrap());
+            assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "split_cols {rows}x{widths:?} part {p} on {}", dev.name());
+        }
+        // Back: the concatenation of the parts is the source, bit for bit.
+        let mut want_back = vec![0f32; rows * w];
+        split::concat_cols(&want.iter().map(|v| v.as_slice()).collect::<Vec<_>>(), &mut want_back, rows);
+        assert!(want_back.iter().zip(&src32).all(|(a, b)| a.to_bits() == b.to_bits()), "CPU concat_cols ∘ split_cols {rows}x{widths:?}");
+        let bdst = dev.upload(&vec![POISON; rows * w]).unwrap();
+        k::split::concat_cols(dev, &parts.iter().collect::<Vec<_>>(), &bdst, rows, &widths).unwrap();
+        assert_eq!(dev.download::<bf16>(&bdst).unwrap(), src, "concat_cols {rows}x{widths:?} on {}", dev.name());
+        println!("split_cols / concat_cols {rows} x {widths:?}: exact");
+    }
+    // A part too small is refused by name.
+    let b = dev.upload(&[bf16::ZERO; 8]).unwrap();
+    let e = k::split::split_cols(dev, &b, &[&b, &b], 2, &[2, 3]).unwrap_err().to_string();
+    assert!(e.contains("split_cols_bf16") && e.contains("src"), "{e}");
 }
 
 pub fn embedding_cases(dev: &Device) {

@@ -42,6 +42,7 @@ pub mod rmsnorm_backward;
 pub mod rope;
 pub mod rope_backward;
 pub mod sample;
+pub mod split;
 pub mod swiglu;
 pub mod swiglu_backward;
 
@@ -54,7 +55,7 @@ pub use embedding_backward::{embedding_backward, EmbedGradPlan};
 pub use kv_cache_write::kv_cache_write;
 pub use meta::TokenMeta;
 pub use norm::rmsnorm_residual;
-pub use params::DeviceParams;
+pub use params::{DeviceParams, SpanView, SpanViewMut};
 pub use rmsnorm_backward::rmsnorm_backward;
 pub use rope::rope_qk;
 pub use rope_backward::rope_qk_backward;
@@ -136,6 +137,8 @@ impl Ops for CudaOps {
     type Param = Buffer;
     type Cache = DeviceKvCache;
     type Batch = CudaBatch;
+    type Span<'a> = SpanView<'a>;
+    type SpanMut<'a> = SpanViewMut<'a>;
 
     fn name(&self) -> String {
         self.dev.name()
@@ -170,6 +173,14 @@ impl Ops for CudaOps {
 
     fn param_mut<'a>(&self, p: &'a mut DeviceParams, id: ParamId) -> &'a mut Buffer {
         &mut p.views[id.0]
+    }
+
+    fn param_span<'a>(&self, p: &'a DeviceParams, first: ParamId, last: ParamId) -> Result<SpanView<'a>> {
+        SpanView::new(p, first, last)
+    }
+
+    fn param_span_mut<'a>(&self, p: &'a mut DeviceParams, first: ParamId, last: ParamId) -> Result<SpanViewMut<'a>> {
+        SpanViewMut::new(p, first, last)
     }
 
     /// f32: gradients and AdamW moments.
@@ -279,6 +290,10 @@ impl Ops for CudaOps {
         attention_packed::attention_packed(&self.dev, &p.plan, q, k, v, out, lse, c.num_heads, c.num_kv_heads, c.head_dim)
     }
 
+    fn split_cols(&self, src: &Buffer, parts: &mut [&mut Buffer], rows: usize, widths: &[usize]) -> Result<()> {
+        split::split_cols(&self.dev, src, &parts.iter().map(|p| &**p).collect::<Vec<_>>(), rows, widths)
+    }
+
     fn swiglu(&self, gate: &Buffer, up: &Buffer, out: &mut Buffer, n: usize) -> Result<()> {
         silu_mul(&self.dev, gate, up, out, n)
     }
@@ -329,6 +344,10 @@ impl Ops for CudaOps {
 
     fn rope_backward(&self, b: &CudaBatch, dq: &mut Buffer, dk: &mut Buffer, c: &ModelConfig) -> Result<()> {
         rope_qk_backward(&self.dev, dq, dk, &b.meta, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_theta)
+    }
+
+    fn concat_cols(&self, parts: &[&Buffer], dst: &mut Buffer, rows: usize, widths: &[usize]) -> Result<()> {
+        split::concat_cols(&self.dev, parts, dst, rows, widths)
     }
 
     fn swiglu_backward(&self, gate: &Buffer, up: &Buffer, dy: &Buffer, dgate: &mut Buffer, dup: &mut Buffer, n: usize) -> Result<()> {
