@@ -181,9 +181,24 @@ pub fn silu_mul_cases(dev: &Device) {
         let got = dev.download::<bf16>(&bo).unwrap();
         assert_close_bf16(&got, &want, &format!("silu_mul n={n} on {}", dev.name()));
         println!("silu_mul n={n}: max abs err {:.2e}", max_abs_err(&got, &want));
-        // In place (out = gate), as the model calls it.
+        // In place (out = gate).
         k::silu_mul(dev, &bg, &bu, &bg, n).unwrap();
         assert_eq!(dev.download::<bf16>(&bg).unwrap(), got, "silu_mul n={n} in place");
+    }
+    // As the model calls it: gate and up read from the fused gate|up output [rows, 2·inter].
+    let mut shapes = vec![(1usize, 37usize), (5, 8), (7, 96), (300, 1000)];
+    if dev.is_gpu() {
+        shapes.push((4096, 8960));
+    }
+    for (rows, inter) in shapes {
+        let gu = random_bf16(rows * 2 * inter, (rows * inter) as u64 + 7, 6.0);
+        let mut want = vec![0f32; rows * inter];
+        swiglu::silu_mul_fused(&to_f32(&gu), &mut want, rows, inter);
+        let (bgu, bo) = (dev.upload(&gu).unwrap(), dev.upload(&vec![POISON; rows * inter]).unwrap());
+        k::swiglu::silu_mul_fused(dev, &bgu, &bo, rows, inter).unwrap();
+        let got = dev.download::<bf16>(&bo).unwrap();
+        assert_close_bf16(&got, &want, &format!("silu_mul fused {rows}x{inter} on {}", dev.name()));
+        println!("silu_mul fused {rows}x{inter}: max abs err {:.2e}", max_abs_err(&got, &want));
     }
 }
 
@@ -508,7 +523,7 @@ pub fn launch_error_cases(dev: &Device) {
     }
     if dev.is_gpu() {
         let host = Device::interpret().alloc(64).unwrap();
-        let err = dev.launch("silu_mul_bf16", cfg, &[Arg::Buf(&host), Arg::Buf(&host), Arg::Buf(&host), Arg::I64(1)]);
+        let err = dev.launch("silu_mul_bf16", cfg, &[Arg::Buf(&host), Arg::Buf(&host), Arg::Buf(&host), Arg::I64(1), Arg::I64(1), Arg::I64(1)]);
         assert!(err.unwrap_err().to_string().contains("host"));
         let err = dev.download::<u8>(&host).unwrap_err().to_string();
         assert!(err.contains("host"), "{err}");
@@ -538,14 +553,12 @@ pub fn graph_cases(dev: &Device) {
     let w = dev.upload(&random_bf16(n * h, 2, 0.05)).unwrap();
     let (x, res, normed) = (dev.alloc(t * h * 2).unwrap(), dev.alloc(t * h * 2).unwrap(), dev.alloc(t * h * 2).unwrap());
     let (y, act, out32) = (dev.alloc(t * n * 2).unwrap(), dev.alloc(t * n / 2 * 2).unwrap(), dev.alloc(t * n / 2 * 4).unwrap());
-    // gate = y[:, ..n/2] and up = y[:, n/2..] would need strided views; use the two halves of
-    // the flat buffer instead (same element count), which is all SwiGLU needs here.
+    // gate = y[:, ..n/2] and up = y[:, n/2..]: SwiGLU reads the fused gate|up output in place.
     let half = t * n / 2;
     let body = |d: &Device| -> anyhow::Result<()> {
         k::rmsnorm_residual(d, Some(&x), &res, &w_norm, &normed, t, h, 1e-6)?;
         d.gemm_bf16_nt(&normed, &w, &y, t, n, h)?;
-        let cfg = LaunchConfig { grid: Dim3::x(1024), block: Dim3::x(256), shared_bytes: 0 };
-        d.launch("silu_mul_bf16", cfg, &[Arg::Buf(&y), Arg::BufAt(&y, half * 2), Arg::Buf(&act), Arg::I64(half as i64)])?;
+        k::swiglu::silu_mul_fused(d, &y, &act, t, n / 2)?;
         k::cast_bf16_to_f32(d, &act, &out32, half)
     };
     let inputs = |seed: u64| (random_bf16(t * h, seed, 2.0), random_bf16(t * h, seed + 1, 2.0));
