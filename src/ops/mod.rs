@@ -199,8 +199,9 @@ pub trait Ops: Clone {
     /// `parts[p][r, c] = src[r, off_p + c]` (`off_p` = Σ of the earlier widths; 2 or 3 parts):
     /// the fused projections' output `[rows, Σ widths]` into one tensor per part (exact copies).
     fn split_cols(&self, src: &Self::Tensor, parts: &mut [&mut Self::Tensor], rows: usize, widths: &[usize]) -> Result<()>;
-    /// `out = silu(gate) · up` over `n` elements.
-    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor, out: &mut Self::Tensor, n: usize) -> Result<()>;
+    /// `out[r] = silu(gate[r]) · up[r]`, gate and up read from the fused gate|up projection's
+    /// output `[rows, 2·inter]` (gate the first `inter` columns of a row); `out` `[rows, inter]`.
+    fn swiglu(&self, gate_up: &Self::Tensor, out: &mut Self::Tensor, rows: usize, inter: usize) -> Result<()>;
     /// f32 logits `[rows.len(), vocab]` of the given rows of `hidden`, on the host.
     fn logits(&self, hidden: &Self::Tensor, rows: &[usize], lm_head: &Self::Param, c: &ModelConfig) -> Result<Vec<f32>>;
     /// One token drawn from the logits of each given row of `hidden` (`draws[i]` for `rows[i]`):
@@ -227,7 +228,9 @@ pub trait Ops: Clone {
     /// Backward of the rotation of `rope_qk`, in place (the bias gradient is `bias_backward`).
     fn rope_backward(&self, b: &Self::Batch, dq: &mut Self::Tensor, dk: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
-    fn swiglu_backward(&self, gate: &Self::Tensor, up: &Self::Tensor, dy: &Self::Tensor, dgate: &mut Self::Tensor, dup: &mut Self::Tensor, n: usize) -> Result<()>;
+    /// Backward of `swiglu`: `d_gate_up` `[rows, 2·inter]` (overwritten: dgate | dup per row, the
+    /// fused projection's output gradient) from `gate_up` and `dy` `[rows, inter]`.
+    fn swiglu_backward(&self, gate_up: &Self::Tensor, dy: &Self::Tensor, d_gate_up: &mut Self::Tensor, rows: usize, inter: usize) -> Result<()>;
     /// Backward of `attention_packed` from its saved output and LSE: dq, dk, dv overwritten.
     #[allow(clippy::too_many_arguments)]
     fn attention_packed_backward(

@@ -241,8 +241,8 @@ impl Ops for CpuOps {
         Ok(())
     }
 
-    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>, _n: usize) -> Result<()> {
-        swiglu::silu_mul(gate, up, out);
+    fn swiglu(&self, gate_up: &Vec<f32>, out: &mut Vec<f32>, rows: usize, inter: usize) -> Result<()> {
+        swiglu::silu_mul_fused(gate_up, out, rows, inter);
         Ok(())
     }
 
@@ -306,8 +306,8 @@ impl Ops for CpuOps {
         Ok(())
     }
 
-    fn swiglu_backward(&self, gate: &Vec<f32>, up: &Vec<f32>, dy: &Vec<f32>, dgate: &mut Vec<f32>, dup: &mut Vec<f32>, _n: usize) -> Result<()> {
-        swiglu::silu_mul_backward(gate, up, dy, dgate, dup);
+    fn swiglu_backward(&self, gate_up: &Vec<f32>, dy: &Vec<f32>, d_gate_up: &mut Vec<f32>, rows: usize, inter: usize) -> Result<()> {
+        swiglu::silu_mul_fused_backward(gate_up, dy, d_gate_up, rows, inter);
         Ok(())
     }
 

@@ -6,7 +6,10 @@
 //!
 //! One launcher file per kernel file (`norm.rs` ↔ kernels/rmsnorm.cu, …); `CudaOps` adapts them to
 //! the `Ops` interface. The forward's fusions: the q/k biases are added inside `rope_qk_bf16`, the
-//! v bias inside `kv_cache_write_bf16`, and the residual add inside `rmsnorm_residual_bf16`.
+//! v bias inside `kv_cache_write_bf16`, and the residual add inside `rmsnorm_residual_bf16`; the
+//! q/k/v and gate/up projections are one GEMM each over a view of their consecutive weights
+//! (`param_span`: `DeviceParams::span`); q|k|v is split by `split.rs` (kernels/split_cols.cu),
+//! gate|up read in place by SwiGLU and its backward.
 //!
 //! Training (issue 13): `packed_batch` uploads the packing (`PackedBatch`), and attention over
 //! packed sequences runs kernels/attention_packed{,_backward}.cu (`attention_packed.rs`; its LSE
@@ -294,8 +297,8 @@ impl Ops for CudaOps {
         split::split_cols(&self.dev, src, &parts.iter().map(|p| &**p).collect::<Vec<_>>(), rows, widths)
     }
 
-    fn swiglu(&self, gate: &Buffer, up: &Buffer, out: &mut Buffer, n: usize) -> Result<()> {
-        silu_mul(&self.dev, gate, up, out, n)
+    fn swiglu(&self, gate_up: &Buffer, out: &mut Buffer, rows: usize, inter: usize) -> Result<()> {
+        swiglu::silu_mul_fused(&self.dev, gate_up, out, rows, inter)
     }
 
     /// The rows' f32 logits (`device_logits`), downloaded.
@@ -350,8 +353,8 @@ impl Ops for CudaOps {
         split::concat_cols(&self.dev, parts, dst, rows, widths)
     }
 
-    fn swiglu_backward(&self, gate: &Buffer, up: &Buffer, dy: &Buffer, dgate: &mut Buffer, dup: &mut Buffer, n: usize) -> Result<()> {
-        silu_mul_backward(&self.dev, gate, up, dy, dgate, dup, n)
+    fn swiglu_backward(&self, gate_up: &Buffer, dy: &Buffer, d_gate_up: &mut Buffer, rows: usize, inter: usize) -> Result<()> {
+        swiglu_backward::silu_mul_fused_backward(&self.dev, gate_up, dy, d_gate_up, rows, inter)
     }
 
     fn attention_packed_backward(
