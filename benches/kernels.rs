@@ -131,10 +131,10 @@ fn silu_bench(c: &mut Criterion, dev: &Device) {
     g.finish();
 }
 
-/// The fused projections' split (kernels/split_cols.cu): q|k|v and gate|up outputs into parts.
+/// The fused q|k|v projection's split (kernels/split_cols.cu) into q, k, v.
 fn split_bench(c: &mut Criterion, dev: &Device) {
     let mut g = c.benchmark_group("split_cols_bf16");
-    for (name, widths) in [("qkv", vec![H, KV, KV]), ("gate_up", vec![INTER, INTER])] {
+    for (name, widths) in [("qkv", vec![H, KV, KV])] {
         let w: usize = widths.iter().sum();
         for t in TOKENS {
             let bytes = 4 * (t * w) as u64;

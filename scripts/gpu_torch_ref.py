@@ -127,8 +127,8 @@ def main():
             return lambda: F.silu(gt) * u
         bench(f"silu_mul_bf16/t{t}", mk_silu)
 
-    # The fused projections' split (kernels/split_cols.cu): PyTorch's split + contiguous copies.
-    for name, widths in [("qkv", [H, KV, KV]), ("gate_up", [INTER, INTER])]:
+    # The fused q|k|v projection's split (kernels/split_cols.cu): PyTorch's split + contiguous copies.
+    for name, widths in [("qkv", [H, KV, KV])]:
         for t in TOKENS:
             def mk_split(t=t, widths=widths):
                 x = rnd(t, sum(widths))
