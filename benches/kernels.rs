@@ -131,6 +131,24 @@ fn silu_bench(c: &mut Criterion, dev: &Device) {
     g.finish();
 }
 
+/// The fused q|k|v projection's split (kernels/split_cols.cu) into q, k, v.
+fn split_bench(c: &mut Criterion, dev: &Device) {
+    let mut g = c.benchmark_group("split_cols_bf16");
+    for (name, widths) in [("qkv", vec![H, KV, KV])] {
+        let w: usize = widths.iter().sum();
+        for t in TOKENS {
+            let bytes = 4 * (t * w) as u64;
+            let sets: Vec<_> = (0..sets_for(bytes))
+                .map(|s| (up(dev, t * w, 150 + s as u64, 1.0), widths.iter().map(|&n| dev.alloc(t * n * 2).unwrap()).collect::<Vec<_>>()))
+                .collect();
+            bench_op(&mut g, dev, BenchmarkId::from_parameter(format!("{name}_t{t}")), Throughput::Bytes(bytes), &sets, |(src, parts)| {
+                k::split::split_cols(dev, src, &parts.iter().collect::<Vec<_>>(), t, &widths)
+            });
+        }
+    }
+    g.finish();
+}
+
 fn cast_bench(c: &mut Criterion, dev: &Device) {
     let mut g = c.benchmark_group("cast_bf16_to_f32");
     // The logits of 1 and 64 rows (bf16 lm_head output → f32 for the host).
@@ -183,9 +201,12 @@ fn attention_bench(c: &mut Criterion, dev: &Device) {
 fn gemm_bench(c: &mut Criterion, dev: &Device) {
     let mut g = c.benchmark_group("gemm_bf16_nt");
     // (layer, n, k, token counts)
-    let shapes: [(&str, usize, usize, &[usize]); 5] = [
+    let shapes: [(&str, usize, usize, &[usize]); 7] = [
         ("q_proj", H, H, &TOKENS),
         ("kv_proj", KV, H, &[64]),
+        // The fused projections the model runs (issue 15): one GEMM for q|k|v, one for gate|up.
+        ("qkv_fused", H + 2 * KV, H, &TOKENS),
+        ("gate_up_fused", 2 * INTER, H, &TOKENS),
         ("gate_up", INTER, H, &TOKENS),
         ("down", H, INTER, &TOKENS),
         ("lm_head", VOCAB, H, &[64]),
@@ -212,6 +233,7 @@ fn benches(c: &mut Criterion) {
     rope_bench(c, &dev);
     kv_write_bench(c, &dev);
     silu_bench(c, &dev);
+    split_bench(c, &dev);
     cast_bench(c, &dev);
     attention_bench(c, &dev);
     gemm_bench(c, &dev);

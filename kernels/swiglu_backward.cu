@@ -5,11 +5,16 @@
 //   dgate[i] = dy · u · s · (1 + g · (1 − s))  (d silu / dg = s + g s (1 − s))
 //
 // f32 math in the CPU reference's order of operations, bf16 in and out.
-// CPU reference: src/ops/cpu/swiglu.rs `silu_mul_backward`.
-// Layout: gate, up, dy, dgate, dup [n] bf16 (the [tokens, intermediate] activations, flattened).
+// CPU reference: src/ops/cpu/swiglu.rs `silu_mul_backward` (flat), `silu_mul_fused_backward`.
+// Layout: dy [rows, inter] bf16 row-major; gate, up, dgate, dup rows `ld` elements apart. The
+// model passes the fused gate|up activations [rows, 2·inter] and their gradient (gate/dgate the
+// pointers, up/dup inter elements in, ld = 2·inter): d(gate|up) comes out as the one matrix the
+// fused projection's weight and input gradients read, no concatenation (issue 15); rows = 1,
+// inter = ld = n is the flat case.
 // An output may alias an input (each element is read before one thread writes it).
-// Launch: grid = min(ceil(n / 8 / 256), 4096), block = 256, grid-stride; 8 elements per step with
-// 16-byte loads and stores when all five pointers are 16-byte aligned, else 1. No shared memory.
+// Launch: grid = min(ceil(n / 8 / 256), 4096), block = 256, grid-stride, n = rows·inter; 8
+// elements per step with 16-byte loads and stores when all five pointers are 16-byte aligned and
+// inter and ld are multiples of 8 (a vector stays in one row), else 1. No shared memory.
 // Napkin math: bytes = 10n (read gate, up, dy; write dgate, dup); ~12 FLOPs + one exp per
 // element: memory-bound, roofline = copy bandwidth. 1.5B, 4096 tokens: n = 36.7M, 367 MB per
 // layer, ~120 µs at 3 TB/s.
@@ -32,31 +37,37 @@ __device__ __forceinline__ void swiglu_grad_x2(uint32_t g2, uint32_t u2, uint32_
 
 extern "C" __global__ void silu_mul_backward_bf16(const __nv_bfloat16* gate, const __nv_bfloat16* up,
                                                   const __nv_bfloat16* dy, __nv_bfloat16* dgate,
-                                                  __nv_bfloat16* dup, long long n) {
+                                                  __nv_bfloat16* dup, long long rows, long long inter,
+                                                  long long ld) {
+    const size_t n = (size_t)rows * (size_t)inter;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t scalar_from = 0;
-    if ((((uintptr_t)gate | (uintptr_t)up | (uintptr_t)dy | (uintptr_t)dgate | (uintptr_t)dup) & 15) == 0) {
-        const size_t n8 = (size_t)n / 8;
-        for (size_t i = first; i < n8; i += stride) {
-            const uint4 g = reinterpret_cast<const uint4*>(gate)[i];
-            const uint4 u = reinterpret_cast<const uint4*>(up)[i];
-            const uint4 d = reinterpret_cast<const uint4*>(dy)[i];
+    if ((((uintptr_t)gate | (uintptr_t)up | (uintptr_t)dy | (uintptr_t)dgate | (uintptr_t)dup) & 15) == 0 &&
+        inter % 8 == 0 && ld % 8 == 0) {
+        // Vector v covers elements 8v .. 8v + 7 of dy, all in row 8v / inter.
+        const size_t n8 = n / 8, inter8 = (size_t)inter / 8, ld8 = (size_t)ld / 8;
+        for (size_t v = first; v < n8; v += stride) {
+            const size_t at = v / inter8 * ld8 + v % inter8;
+            const uint4 g = reinterpret_cast<const uint4*>(gate)[at];
+            const uint4 u = reinterpret_cast<const uint4*>(up)[at];
+            const uint4 d = reinterpret_cast<const uint4*>(dy)[v];
             uint4 dg, du;
             swiglu_grad_x2(g.x, u.x, d.x, dg.x, du.x);
             swiglu_grad_x2(g.y, u.y, d.y, dg.y, du.y);
             swiglu_grad_x2(g.z, u.z, d.z, dg.z, du.z);
             swiglu_grad_x2(g.w, u.w, d.w, dg.w, du.w);
-            reinterpret_cast<uint4*>(dgate)[i] = dg;
-            reinterpret_cast<uint4*>(dup)[i] = du;
+            reinterpret_cast<uint4*>(dgate)[at] = dg;
+            reinterpret_cast<uint4*>(dup)[at] = du;
         }
         scalar_from = n8 * 8;
     }
-    for (size_t i = scalar_from + first; i < (size_t)n; i += stride) {
+    for (size_t i = scalar_from + first; i < n; i += stride) {
+        const size_t at = i / (size_t)inter * (size_t)ld + i % (size_t)inter;
         float dg, du;
-        swiglu_grad(__bfloat162float(gate[i]), __bfloat162float(up[i]), __bfloat162float(dy[i]), dg, du);
-        dgate[i] = __float2bfloat16(dg);
-        dup[i] = __float2bfloat16(du);
+        swiglu_grad(__bfloat162float(gate[at]), __bfloat162float(up[at]), __bfloat162float(dy[i]), dg, du);
+        dgate[at] = __float2bfloat16(dg);
+        dup[at] = __float2bfloat16(du);
     }
 }
 SCALERL_EXPORT_KERNEL(silu_mul_backward_bf16)

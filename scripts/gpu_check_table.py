@@ -22,7 +22,7 @@ import re
 import sys
 
 ORDER = ["copy", "rmsnorm_residual_bf16", "embedding_gather_bf16", "rope_qk_bf16", "kv_cache_write_bf16",
-         "silu_mul_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "attention_decode", "prefill_attention_bf16", "mixed_attention_bf16",
+         "silu_mul_bf16", "split_cols_bf16", "cast_bf16_to_f32", "cast_f32_to_bf16", "attention_decode", "prefill_attention_bf16", "mixed_attention_bf16",
          "paged_attention_bf16", "attention_packed_fwd", "attention_packed_bwd", "gemm_bf16_nt",
          # benches/backward_kernels.rs
          "add_bf16", "add_bias_bf16", "silu_mul_backward_bf16", "rope_qk_backward_bf16", "rmsnorm_backward_bf16",

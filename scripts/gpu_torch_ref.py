@@ -127,6 +127,14 @@ def main():
             return lambda: F.silu(gt) * u
         bench(f"silu_mul_bf16/t{t}", mk_silu)
 
+    # The fused q|k|v projection's split (kernels/split_cols.cu): PyTorch's split + contiguous copies.
+    for name, widths in [("qkv", [H, KV, KV])]:
+        for t in TOKENS:
+            def mk_split(t=t, widths=widths):
+                x = rnd(t, sum(widths))
+                return lambda: [p.contiguous() for p in torch.split(x, widths, dim=1)]
+            bench(f"split_cols_bf16/{name}_t{t}", mk_split)
+
     for r in [1, 64]:
         bench(f"cast_bf16_to_f32/logits_r{r}", lambda r=r: (lambda x: lambda: x.float())(rnd(r * VOCAB, scale=8.0)))
     bench("cast_f32_to_bf16/weight_8960x1536", lambda: (lambda x: lambda: x.to(bf))(rnd(INTER * H, dtype=torch.float32, scale=0.1)))
@@ -168,7 +176,8 @@ def main():
             results[f"paged_attention_bf16/prefill_t{t}"] = results[f"prefill_attention_bf16/prefill_t{t}"]
     bench("prefill_attention_bf16/chunked_b8_c512_ctx4096", lambda: mk_causal(512, 4096, b=8))
 
-    for layer, n, k, tokens in [("q_proj", H, H, TOKENS), ("kv_proj", KV, H, [64]), ("gate_up", INTER, H, TOKENS),
+    for layer, n, k, tokens in [("q_proj", H, H, TOKENS), ("kv_proj", KV, H, [64]), ("qkv_fused", H + 2 * KV, H, TOKENS),
+                                ("gate_up_fused", 2 * INTER, H, TOKENS), ("gate_up", INTER, H, TOKENS),
                                 ("down", H, INTER, TOKENS), ("lm_head", VOCAB, H, [64])]:
         w = rnd(n, k, scale=0.05)
         for m in tokens:

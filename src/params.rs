@@ -170,6 +170,18 @@ impl ParamTable {
         &self.entries[id.0]
     }
 
+    /// The elements of the consecutive tensors `first..=last` in the flat buffer: one matrix when
+    /// they share their column count (the q/k/v projections are `[q + 2·kv, hidden]`, gate/up
+    /// `[2·inter, hidden]`), which the fused projections read and write as a view (issue 15).
+    pub fn span(&self, first: ParamId, last: ParamId) -> anyhow::Result<std::ops::Range<usize>> {
+        anyhow::ensure!(first.0 <= last.0 && last.0 < self.entries.len(), "a span of parameters {}..={} of {}", first.0, last.0, self.entries.len());
+        for w in self.entries[first.0..=last.0].windows(2) {
+            // `push` lays the tensors out one after the other; this states what the view relies on.
+            anyhow::ensure!(w[0].offset + w[0].len == w[1].offset, "`{}` and `{}` are not consecutive", w[0].name, w[1].name);
+        }
+        Ok(self.entries[first.0].offset..self.entries[last.0].offset + self.entries[last.0].len)
+    }
+
     /// Elements of the flat buffer.
     pub fn total(&self) -> usize {
         self.total

@@ -240,24 +240,20 @@ where
     let mut res = o.upload(x_mid)?;
     let mut n2 = o.zeros(t * h)?;
     o.add_rmsnorm(&mut res, None, o.param(w, id(Kind::PostNorm)), &mut n2, t, h, eps)?;
-    let (mut gate, mut up, mut act) = (o.zeros(t * inter)?, o.zeros(t * inter)?, o.zeros(t * inter)?);
-    o.linear(&n2, o.param(w, id(Kind::GateProj)), &mut gate, t, inter, h)?;
-    o.linear(&n2, o.param(w, id(Kind::UpProj)), &mut up, t, inter, h)?;
-    o.swiglu(&gate, &up, &mut act, t * inter)?;
+    let (mut gate_up, mut act) = (o.zeros(t * 2 * inter)?, o.zeros(t * inter)?);
+    o.linear(&n2, &*o.param_span(w, id(Kind::GateProj), id(Kind::UpProj))?, &mut gate_up, t, 2 * inter, h)?;
+    o.swiglu(&gate_up, &mut act, t, inter)?;
     // Backward, the op sequence of Transformer::layer_backward's MLP half.
     let mut g = o.zeros_params(table)?;
     let mut dx = o.upload(dout)?;
     let mut d_act = o.zeros(t * inter)?;
     o.linear_backward_input(&dx, o.param(w, id(Kind::DownProj)), &mut d_act, t, h, inter)?;
     o.linear_backward_weight(&dx, &act, o.param_mut(&mut g, id(Kind::DownProj)), t, h, inter)?;
-    let (mut d_gate, mut d_up) = (o.zeros(t * inter)?, o.zeros(t * inter)?);
-    o.swiglu_backward(&gate, &up, &d_act, &mut d_gate, &mut d_up, t * inter)?;
-    o.linear_backward_weight(&d_gate, &n2, o.param_mut(&mut g, id(Kind::GateProj)), t, inter, h)?;
-    o.linear_backward_weight(&d_up, &n2, o.param_mut(&mut g, id(Kind::UpProj)), t, inter, h)?;
+    let mut d_gate_up = o.zeros(t * 2 * inter)?;
+    o.swiglu_backward(&gate_up, &d_act, &mut d_gate_up, t, inter)?;
+    o.linear_backward_weight(&d_gate_up, &n2, &mut *o.param_span_mut(&mut g, id(Kind::GateProj), id(Kind::UpProj))?, t, 2 * inter, h)?;
     let (mut d_n2, mut tmp) = (o.zeros(t * h)?, o.zeros(t * h)?);
-    o.linear_backward_input(&d_gate, o.param(w, id(Kind::GateProj)), &mut d_n2, t, inter, h)?;
-    o.linear_backward_input(&d_up, o.param(w, id(Kind::UpProj)), &mut tmp, t, inter, h)?;
-    o.add(&mut d_n2, &tmp)?;
+    o.linear_backward_input(&d_gate_up, &*o.param_span(w, id(Kind::GateProj), id(Kind::UpProj))?, &mut d_n2, t, 2 * inter, h)?;
     o.rmsnorm_backward(&res, o.param(w, id(Kind::PostNorm)), &d_n2, &mut tmp, o.param_mut(&mut g, id(Kind::PostNorm)), t, h, eps)?;
     o.add(&mut dx, &tmp)?;
     Ok((o.download(&dx)?, g.to_host(o)?))

@@ -165,6 +165,7 @@ fn cases_pass_in_interpret_mode() {
     rmsnorm_cases(&dev);
     rope_cases(&dev);
     silu_mul_cases(&dev);
+    split_cols_cases(&dev);
     embedding_cases(&dev);
     cast_cases(&dev);
     kv_cache_write_cases(&dev);
@@ -206,6 +207,13 @@ fn gpu_rope_qk_matches_cpu() {
 fn gpu_silu_mul_matches_cpu() {
     if let Some(d) = gpu() {
         silu_mul_cases(&d);
+    }
+}
+
+#[test]
+fn gpu_split_cols_is_exact() {
+    if let Some(d) = gpu() {
+        split_cols_cases(&d);
     }
 }
 

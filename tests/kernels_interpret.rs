@@ -36,6 +36,8 @@ fn every_kernel_is_compiled_in() {
         "prefill_attention_d128_bf16",
         "sample_f32",
         "sample_bf16",
+        "split_cols_bf16",
+        "concat_cols_bf16",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }
@@ -54,6 +56,11 @@ fn rope_qk_with_bias_matches_cpu() {
 #[test]
 fn silu_mul_matches_cpu() {
     on_every_schedule(silu_mul_cases);
+}
+
+#[test]
+fn split_and_concat_cols_are_exact() {
+    on_every_schedule(split_cols_cases);
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! | linear, NN/TN backward     | linear.rs (matmul.rs, gemm.rs) | cuBLASLt (device/cuda.rs)  | (Device::gemm_bf16_nt, _nn, _tn_acc_f32) |
 //! | bias add, bias backward    | matmul.rs, linear.rs         | add.cu, colsum.cu            | add.rs, colsum.rs        |
 //! | add (residual, gradients)  | norm.rs                      | add.cu                       | add.rs                   |
+//! | split / concat of the fused q|k|v and gate|up columns | split.rs | split_cols.cu    | split.rs                 |
 //! | RoPE (+q/k bias), bwd      | rope.rs                      | rope.cu, rope_backward.cu    | rope.rs, rope_backward.rs |
 //! | KV-cache write (+v bias)   | kv_cache.rs                  | kv_cache_write.cu            | kv_cache_write.rs        |
 //! | attention, paged           | attention.rs                 | attention_prefill.cu, attention_decode.cu, attention_paged.cu | attention*.rs |
@@ -139,6 +140,14 @@ pub trait Ops: Clone {
     type Param: ?Sized;
     type Cache;
     type Batch;
+    /// A view of consecutive parameters (`param_span`): `&[f32]` on the CPU, a buffer view on
+    /// the CUDA backend.
+    type Span<'a>: std::ops::Deref<Target = Self::Param>
+    where
+        Self: 'a;
+    type SpanMut<'a>: std::ops::DerefMut<Target = Self::Param>
+    where
+        Self: 'a;
 
     /// Where it runs, for logs and errors.
     fn name(&self) -> String;
@@ -151,6 +160,10 @@ pub trait Ops: Clone {
     fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
     fn param<'a>(&self, p: &'a Self::Params, id: ParamId) -> &'a Self::Param;
     fn param_mut<'a>(&self, p: &'a mut Self::Params, id: ParamId) -> &'a mut Self::Param;
+    /// The consecutive parameters `first..=last` as one tensor, a view of the flat set (no
+    /// copy): the fused q/k/v and gate/up projections' weights, biases and their gradients.
+    fn param_span<'a>(&self, p: &'a Self::Params, first: ParamId, last: ParamId) -> Result<Self::Span<'a>>;
+    fn param_span_mut<'a>(&self, p: &'a mut Self::Params, first: ParamId, last: ParamId) -> Result<Self::SpanMut<'a>>;
     /// A parameter set of `table`'s shape, all zero (gradients, optimizer moments).
     fn zeros_params(&self, table: &Arc<ParamTable>) -> Result<Self::Params>;
 
@@ -183,8 +196,12 @@ pub trait Ops: Clone {
     /// Causal GQA attention within each packed sequence, with the row log-sum-exp `[rows, heads]`.
     #[allow(clippy::too_many_arguments)]
     fn attention_packed(&self, b: &Self::Batch, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, out: &mut Self::Tensor, lse: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
-    /// `out = silu(gate) · up` over `n` elements.
-    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor, out: &mut Self::Tensor, n: usize) -> Result<()>;
+    /// `parts[p][r, c] = src[r, off_p + c]` (`off_p` = Σ of the earlier widths; 2 or 3 parts):
+    /// the fused projections' output `[rows, Σ widths]` into one tensor per part (exact copies).
+    fn split_cols(&self, src: &Self::Tensor, parts: &mut [&mut Self::Tensor], rows: usize, widths: &[usize]) -> Result<()>;
+    /// `out[r] = silu(gate[r]) · up[r]`, gate and up read from the fused gate|up projection's
+    /// output `[rows, 2·inter]` (gate the first `inter` columns of a row); `out` `[rows, inter]`.
+    fn swiglu(&self, gate_up: &Self::Tensor, out: &mut Self::Tensor, rows: usize, inter: usize) -> Result<()>;
     /// f32 logits `[rows.len(), vocab]` of the given rows of `hidden`, on the host.
     fn logits(&self, hidden: &Self::Tensor, rows: &[usize], lm_head: &Self::Param, c: &ModelConfig) -> Result<Vec<f32>>;
     /// One token drawn from the logits of each given row of `hidden` (`draws[i]` for `rows[i]`):
@@ -200,6 +217,9 @@ pub trait Ops: Clone {
     /// `dw[n, k] += dy[m, n]ᵀ · x[m, k]`.
     #[allow(clippy::too_many_arguments)]
     fn linear_backward_weight(&self, dy: &Self::Tensor, x: &Self::Tensor, dw: &mut Self::Param, m: usize, n: usize, k: usize) -> Result<()>;
+    /// `dst[r, off_p + c] = parts[p][r, c]`: the inverse of `split_cols` (the fused projections'
+    /// output gradient from its parts').
+    fn concat_cols(&self, parts: &[&Self::Tensor], dst: &mut Self::Tensor, rows: usize, widths: &[usize]) -> Result<()>;
     /// `db += Σ_rows dy`.
     fn bias_backward(&self, dy: &Self::Tensor, db: &mut Self::Param, rows: usize, n: usize) -> Result<()>;
     /// Backward of `out = rmsnorm(x) · w`: `dx` overwritten, `dw` accumulated.
@@ -208,7 +228,9 @@ pub trait Ops: Clone {
     /// Backward of the rotation of `rope_qk`, in place (the bias gradient is `bias_backward`).
     fn rope_backward(&self, b: &Self::Batch, dq: &mut Self::Tensor, dk: &mut Self::Tensor, c: &ModelConfig) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
-    fn swiglu_backward(&self, gate: &Self::Tensor, up: &Self::Tensor, dy: &Self::Tensor, dgate: &mut Self::Tensor, dup: &mut Self::Tensor, n: usize) -> Result<()>;
+    /// Backward of `swiglu`: `d_gate_up` `[rows, 2·inter]` (overwritten: dgate | dup per row, the
+    /// fused projection's output gradient) from `gate_up` and `dy` `[rows, inter]`.
+    fn swiglu_backward(&self, gate_up: &Self::Tensor, dy: &Self::Tensor, d_gate_up: &mut Self::Tensor, rows: usize, inter: usize) -> Result<()>;
     /// Backward of `attention_packed` from its saved output and LSE: dq, dk, dv overwritten.
     #[allow(clippy::too_many_arguments)]
     fn attention_packed_backward(

@@ -98,6 +98,30 @@ pub fn swiglu_backward_cases(dev: &Device) {
             }
         }
     }
+    // As the model calls it: gate|up and d(gate|up) as one [rows, 2·inter] matrix each; inter a
+    // multiple of 8 takes the vector path (when aligned: pad 0), other widths the scalar one.
+    let mut shapes = vec![(1usize, 37usize), (5, 8), (7, 96), (3, 100), (300, 1000)];
+    if dev.is_gpu() {
+        shapes.push((4096, 8960));
+    }
+    for (rows, inter) in shapes {
+        let gu = random_bf16(rows * 2 * inter, (rows * inter) as u64 + 3, 6.0);
+        let d = random_bf16(rows * inter, (rows * inter) as u64 + 4, 2.0);
+        let mut want = vec![0f32; rows * 2 * inter];
+        swiglu::silu_mul_fused_backward(&to_f32(&gu), &to_f32(&d), &mut want, rows, inter);
+        for pad in [0usize, 1] {
+            let (_a, bgu) = upload_at(dev, &gu, pad, POISON);
+            let (_b, bd) = upload_at(dev, &d, pad, POISON);
+            let (_c, bdgu) = upload_at(dev, &vec![POISON; rows * 2 * inter], pad, POISON);
+            k::swiglu_backward::silu_mul_fused_backward(dev, &bgu, &bd, &bdgu, rows, inter).unwrap();
+            let got = dev.download::<bf16>(&bdgu).unwrap();
+            let what = format!("swiglu_backward fused {rows}x{inter} pad {pad} on {}", dev.name());
+            assert_close_bf16(&got, &want, &what);
+            if pad == 0 {
+                println!("{what}: max abs err {:.2e}", max_abs_err(&got, &want));
+            }
+        }
+    }
 }
 
 pub fn rope_backward_cases(dev: &Device) {

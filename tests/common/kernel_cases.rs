@@ -4,7 +4,7 @@
 //! tests/gpu.rs runs them on a GPU (with shapes of the 1.5B target model added there).
 #![allow(dead_code)]
 use half::bf16;
-use scalerl::ops::cpu::{norm, rope, swiglu};
+use scalerl::ops::cpu::{norm, rope, split, swiglu};
 use scalerl::ops::cuda::{self as k, TokenMeta};
 use scalerl::device::{Arg, Device, Dim3, LaunchConfig};
 use scalerl::ops::cpu::KvCache;
@@ -181,10 +181,68 @@ pub fn silu_mul_cases(dev: &Device) {
         let got = dev.download::<bf16>(&bo).unwrap();
         assert_close_bf16(&got, &want, &format!("silu_mul n={n} on {}", dev.name()));
         println!("silu_mul n={n}: max abs err {:.2e}", max_abs_err(&got, &want));
-        // In place (out = gate), as the model calls it.
+        // In place (out = gate).
         k::silu_mul(dev, &bg, &bu, &bg, n).unwrap();
         assert_eq!(dev.download::<bf16>(&bg).unwrap(), got, "silu_mul n={n} in place");
     }
+    // As the model calls it: gate and up read from the fused gate|up output [rows, 2·inter].
+    let mut shapes = vec![(1usize, 37usize), (5, 8), (7, 96), (300, 1000)];
+    if dev.is_gpu() {
+        shapes.push((4096, 8960));
+    }
+    for (rows, inter) in shapes {
+        let gu = random_bf16(rows * 2 * inter, (rows * inter) as u64 + 7, 6.0);
+        let mut want = vec![0f32; rows * inter];
+        swiglu::silu_mul_fused(&to_f32(&gu), &mut want, rows, inter);
+        let (bgu, bo) = (dev.upload(&gu).unwrap(), dev.upload(&vec![POISON; rows * inter]).unwrap());
+        k::swiglu::silu_mul_fused(dev, &bgu, &bo, rows, inter).unwrap();
+        let got = dev.download::<bf16>(&bo).unwrap();
+        assert_close_bf16(&got, &want, &format!("silu_mul fused {rows}x{inter} on {}", dev.name()));
+        println!("silu_mul fused {rows}x{inter}: max abs err {:.2e}", max_abs_err(&got, &want));
+    }
+}
+
+/// The fused projections' column split and its inverse (kernels/split_cols.cu): exact copies,
+/// so bit-identical to the CPU reference. Shapes: the q|k|v and gate|up splits of the fixture
+/// and 1.5B models, 1 and many rows (past the grid cap), odd widths; outputs poisoned.
+pub fn split_cols_cases(dev: &Device) {
+    let mut shapes: Vec<(usize, Vec<usize>)> = vec![
+        (1, vec![48, 16, 16]),
+        (7, vec![48, 16, 16]),
+        (5, vec![13, 1, 7]),
+        (3, vec![96, 96]),
+        (9, vec![5, 3]),
+        (700, vec![1536, 256, 256]), // 1.5B q|k|v: 1.6M elements, past the 4096-block grid cap
+    ];
+    if dev.is_gpu() {
+        shapes.push((4096, vec![8960, 8960]));
+    }
+    for (rows, widths) in shapes {
+        let w: usize = widths.iter().sum();
+        let src = random_bf16(rows * w, (rows * w) as u64, 3.0);
+        let src32 = to_f32(&src);
+        let mut want: Vec<Vec<f32>> = widths.iter().map(|&n| vec![0f32; rows * n]).collect();
+        split::split_cols(&src32, &mut want.iter_mut().map(|v| v.as_mut_slice()).collect::<Vec<_>>(), rows);
+        let bsrc = dev.upload(&src).unwrap();
+        let parts: Vec<_> = widths.iter().map(|&n| dev.upload(&vec![POISON; rows * n]).unwrap()).collect();
+        k::split::split_cols(dev, &bsrc, &parts.iter().collect::<Vec<_>>(), rows, &widths).unwrap();
+        for (p, (b, want)) in parts.iter().zip(&want).enumerate() {
+            let got = to_f32(&dev.download::<bf16>(b).unwrap());
+            assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "split_cols {rows}x{widths:?} part {p} on {}", dev.name());
+        }
+        // Back: the concatenation of the parts is the source, bit for bit.
+        let mut want_back = vec![0f32; rows * w];
+        split::concat_cols(&want.iter().map(|v| v.as_slice()).collect::<Vec<_>>(), &mut want_back, rows);
+        assert!(want_back.iter().zip(&src32).all(|(a, b)| a.to_bits() == b.to_bits()), "CPU concat_cols ∘ split_cols {rows}x{widths:?}");
+        let bdst = dev.upload(&vec![POISON; rows * w]).unwrap();
+        k::split::concat_cols(dev, &parts.iter().collect::<Vec<_>>(), &bdst, rows, &widths).unwrap();
+        assert_eq!(dev.download::<bf16>(&bdst).unwrap(), src, "concat_cols {rows}x{widths:?} on {}", dev.name());
+        println!("split_cols / concat_cols {rows} x {widths:?}: exact");
+    }
+    // A part too small is refused by name.
+    let b = dev.upload(&[bf16::ZERO; 8]).unwrap();
+    let e = k::split::split_cols(dev, &b, &[&b, &b], 2, &[2, 3]).unwrap_err().to_string();
+    assert!(e.contains("split_cols_bf16") && e.contains("src"), "{e}");
 }
 
 pub fn embedding_cases(dev: &Device) {
@@ -465,7 +523,7 @@ pub fn launch_error_cases(dev: &Device) {
     }
     if dev.is_gpu() {
         let host = Device::interpret().alloc(64).unwrap();
-        let err = dev.launch("silu_mul_bf16", cfg, &[Arg::Buf(&host), Arg::Buf(&host), Arg::Buf(&host), Arg::I64(1)]);
+        let err = dev.launch("silu_mul_bf16", cfg, &[Arg::Buf(&host), Arg::Buf(&host), Arg::Buf(&host), Arg::I64(1), Arg::I64(1), Arg::I64(1)]);
         assert!(err.unwrap_err().to_string().contains("host"));
         let err = dev.download::<u8>(&host).unwrap_err().to_string();
         assert!(err.contains("host"), "{err}");
@@ -495,14 +553,12 @@ pub fn graph_cases(dev: &Device) {
     let w = dev.upload(&random_bf16(n * h, 2, 0.05)).unwrap();
     let (x, res, normed) = (dev.alloc(t * h * 2).unwrap(), dev.alloc(t * h * 2).unwrap(), dev.alloc(t * h * 2).unwrap());
     let (y, act, out32) = (dev.alloc(t * n * 2).unwrap(), dev.alloc(t * n / 2 * 2).unwrap(), dev.alloc(t * n / 2 * 4).unwrap());
-    // gate = y[:, ..n/2] and up = y[:, n/2..] would need strided views; use the two halves of
-    // the flat buffer instead (same element count), which is all SwiGLU needs here.
+    // gate = y[:, ..n/2] and up = y[:, n/2..]: SwiGLU reads the fused gate|up output in place.
     let half = t * n / 2;
     let body = |d: &Device| -> anyhow::Result<()> {
         k::rmsnorm_residual(d, Some(&x), &res, &w_norm, &normed, t, h, 1e-6)?;
         d.gemm_bf16_nt(&normed, &w, &y, t, n, h)?;
-        let cfg = LaunchConfig { grid: Dim3::x(1024), block: Dim3::x(256), shared_bytes: 0 };
-        d.launch("silu_mul_bf16", cfg, &[Arg::Buf(&y), Arg::BufAt(&y, half * 2), Arg::Buf(&act), Arg::I64(half as i64)])?;
+        k::swiglu::silu_mul_fused(d, &y, &act, t, n / 2)?;
         k::cast_bf16_to_f32(d, &act, &out32, half)
     };
     let inputs = |seed: u64| (random_bf16(t * h, seed, 2.0), random_bf16(t * h, seed + 1, 2.0));

@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod norm;
 pub mod rope;
 pub mod sample;
+pub mod split;
 pub mod swiglu;
 
 pub use kv_cache::KvCache;
@@ -71,6 +72,15 @@ fn check_tokens(c: &ModelConfig, tokens: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// Each part of a column split `[rows, widths[p]]`.
+fn check_parts(lens: impl ExactSizeIterator<Item = usize>, rows: usize, widths: &[usize], what: &str) -> Result<()> {
+    ensure!(lens.len() == widths.len(), "{what}: {} parts for {} widths", lens.len(), widths.len());
+    for (p, (len, w)) in lens.zip(widths).enumerate() {
+        ensure!(len == rows * w, "{what}: part {p} holds {len} elements, not [{rows}, {w}]");
+    }
+    Ok(())
+}
+
 fn attn_shape(c: &ModelConfig) -> AttnShape {
     AttnShape { num_heads: c.num_heads, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim }
 }
@@ -92,6 +102,8 @@ impl Ops for CpuOps {
     type Param = [f32];
     type Cache = KvCache;
     type Batch = CpuBatch;
+    type Span<'a> = &'a [f32];
+    type SpanMut<'a> = &'a mut [f32];
 
     fn name(&self) -> String {
         "cpu (f32 reference)".to_string()
@@ -114,6 +126,14 @@ impl Ops for CpuOps {
     }
     fn param_mut<'a>(&self, p: &'a mut HostParams, id: ParamId) -> &'a mut [f32] {
         p.get_mut(id)
+    }
+    fn param_span<'a>(&self, p: &'a HostParams, first: ParamId, last: ParamId) -> Result<&'a [f32]> {
+        let r = p.table().span(first, last)?;
+        Ok(&p.flat()[r])
+    }
+    fn param_span_mut<'a>(&self, p: &'a mut HostParams, first: ParamId, last: ParamId) -> Result<&'a mut [f32]> {
+        let r = p.table().span(first, last)?;
+        Ok(&mut p.flat_mut()[r])
     }
     fn zeros_params(&self, table: &Arc<ParamTable>) -> Result<HostParams> {
         Ok(HostParams::zeros(table))
@@ -214,8 +234,15 @@ impl Ops for CpuOps {
         Ok(())
     }
 
-    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>, _n: usize) -> Result<()> {
-        swiglu::silu_mul(gate, up, out);
+    fn split_cols(&self, src: &Vec<f32>, parts: &mut [&mut Vec<f32>], rows: usize, widths: &[usize]) -> Result<()> {
+        check_parts(parts.iter().map(|p| p.len()), rows, widths, "split_cols")?;
+        ensure!(src.len() == rows * widths.iter().sum::<usize>(), "split_cols: {} elements for [{rows}, {}]", src.len(), widths.iter().sum::<usize>());
+        split::split_cols(src, &mut parts.iter_mut().map(|p| p.as_mut_slice()).collect::<Vec<_>>(), rows);
+        Ok(())
+    }
+
+    fn swiglu(&self, gate_up: &Vec<f32>, out: &mut Vec<f32>, rows: usize, inter: usize) -> Result<()> {
+        swiglu::silu_mul_fused(gate_up, out, rows, inter);
         Ok(())
     }
 
@@ -272,8 +299,15 @@ impl Ops for CpuOps {
         Ok(())
     }
 
-    fn swiglu_backward(&self, gate: &Vec<f32>, up: &Vec<f32>, dy: &Vec<f32>, dgate: &mut Vec<f32>, dup: &mut Vec<f32>, _n: usize) -> Result<()> {
-        swiglu::silu_mul_backward(gate, up, dy, dgate, dup);
+    fn concat_cols(&self, parts: &[&Vec<f32>], dst: &mut Vec<f32>, rows: usize, widths: &[usize]) -> Result<()> {
+        check_parts(parts.iter().map(|p| p.len()), rows, widths, "concat_cols")?;
+        ensure!(dst.len() == rows * widths.iter().sum::<usize>(), "concat_cols: {} elements for [{rows}, {}]", dst.len(), widths.iter().sum::<usize>());
+        split::concat_cols(&parts.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), dst, rows);
+        Ok(())
+    }
+
+    fn swiglu_backward(&self, gate_up: &Vec<f32>, dy: &Vec<f32>, d_gate_up: &mut Vec<f32>, rows: usize, inter: usize) -> Result<()> {
+        swiglu::silu_mul_fused_backward(gate_up, dy, d_gate_up, rows, inter);
         Ok(())
     }
 

@@ -6,7 +6,10 @@
 //!
 //! One launcher file per kernel file (`norm.rs` ↔ kernels/rmsnorm.cu, …); `CudaOps` adapts them to
 //! the `Ops` interface. The forward's fusions: the q/k biases are added inside `rope_qk_bf16`, the
-//! v bias inside `kv_cache_write_bf16`, and the residual add inside `rmsnorm_residual_bf16`.
+//! v bias inside `kv_cache_write_bf16`, and the residual add inside `rmsnorm_residual_bf16`; the
+//! q/k/v and gate/up projections are one GEMM each over a view of their consecutive weights
+//! (`param_span`: `DeviceParams::span`); q|k|v is split by `split.rs` (kernels/split_cols.cu),
+//! gate|up read in place by SwiGLU and its backward.
 //!
 //! Training (issue 13): `packed_batch` uploads the packing (`PackedBatch`), and attention over
 //! packed sequences runs kernels/attention_packed{,_backward}.cu (`attention_packed.rs`; its LSE
@@ -42,6 +45,7 @@ pub mod rmsnorm_backward;
 pub mod rope;
 pub mod rope_backward;
 pub mod sample;
+pub mod split;
 pub mod swiglu;
 pub mod swiglu_backward;
 
@@ -54,7 +58,7 @@ pub use embedding_backward::{embedding_backward, EmbedGradPlan};
 pub use kv_cache_write::kv_cache_write;
 pub use meta::TokenMeta;
 pub use norm::rmsnorm_residual;
-pub use params::DeviceParams;
+pub use params::{DeviceParams, SpanView, SpanViewMut};
 pub use rmsnorm_backward::rmsnorm_backward;
 pub use rope::rope_qk;
 pub use rope_backward::rope_qk_backward;
@@ -136,6 +140,8 @@ impl Ops for CudaOps {
     type Param = Buffer;
     type Cache = DeviceKvCache;
     type Batch = CudaBatch;
+    type Span<'a> = SpanView<'a>;
+    type SpanMut<'a> = SpanViewMut<'a>;
 
     fn name(&self) -> String {
         self.dev.name()
@@ -170,6 +176,14 @@ impl Ops for CudaOps {
 
     fn param_mut<'a>(&self, p: &'a mut DeviceParams, id: ParamId) -> &'a mut Buffer {
         &mut p.views[id.0]
+    }
+
+    fn param_span<'a>(&self, p: &'a DeviceParams, first: ParamId, last: ParamId) -> Result<SpanView<'a>> {
+        SpanView::new(p, first, last)
+    }
+
+    fn param_span_mut<'a>(&self, p: &'a mut DeviceParams, first: ParamId, last: ParamId) -> Result<SpanViewMut<'a>> {
+        SpanViewMut::new(p, first, last)
     }
 
     /// f32: gradients and AdamW moments.
@@ -279,8 +293,12 @@ impl Ops for CudaOps {
         attention_packed::attention_packed(&self.dev, &p.plan, q, k, v, out, lse, c.num_heads, c.num_kv_heads, c.head_dim)
     }
 
-    fn swiglu(&self, gate: &Buffer, up: &Buffer, out: &mut Buffer, n: usize) -> Result<()> {
-        silu_mul(&self.dev, gate, up, out, n)
+    fn split_cols(&self, src: &Buffer, parts: &mut [&mut Buffer], rows: usize, widths: &[usize]) -> Result<()> {
+        split::split_cols(&self.dev, src, &parts.iter().map(|p| &**p).collect::<Vec<_>>(), rows, widths)
+    }
+
+    fn swiglu(&self, gate_up: &Buffer, out: &mut Buffer, rows: usize, inter: usize) -> Result<()> {
+        swiglu::silu_mul_fused(&self.dev, gate_up, out, rows, inter)
     }
 
     /// The rows' f32 logits (`device_logits`), downloaded.
@@ -331,8 +349,12 @@ impl Ops for CudaOps {
         rope_qk_backward(&self.dev, dq, dk, &b.meta, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_theta)
     }
 
-    fn swiglu_backward(&self, gate: &Buffer, up: &Buffer, dy: &Buffer, dgate: &mut Buffer, dup: &mut Buffer, n: usize) -> Result<()> {
-        silu_mul_backward(&self.dev, gate, up, dy, dgate, dup, n)
+    fn concat_cols(&self, parts: &[&Buffer], dst: &mut Buffer, rows: usize, widths: &[usize]) -> Result<()> {
+        split::concat_cols(&self.dev, parts, dst, rows, widths)
+    }
+
+    fn swiglu_backward(&self, gate_up: &Buffer, dy: &Buffer, d_gate_up: &mut Buffer, rows: usize, inter: usize) -> Result<()> {
+        swiglu_backward::silu_mul_fused_backward(&self.dev, gate_up, dy, d_gate_up, rows, inter)
     }
 
     fn attention_packed_backward(

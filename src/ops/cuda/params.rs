@@ -4,7 +4,7 @@
 //! set is one buffer for the optimizer's single pass (and for one all-reduce).
 use super::cast::{cast_bf16_to_f32, cast_f32_to_bf16};
 use crate::device::{Buffer, DType, Device};
-use crate::params::{HostParams, ParamTable};
+use crate::params::{HostParams, ParamId, ParamTable};
 use anyhow::{bail, ensure, Context, Result};
 use std::sync::Arc;
 
@@ -117,8 +117,54 @@ impl DeviceParams {
         self.table.total() == 0
     }
 
+    /// The consecutive tensors `first..=last` as one view of the flat buffer (no copy).
+    pub fn span(&self, first: ParamId, last: ParamId) -> Result<Buffer> {
+        let r = self.table.span(first, last)?;
+        let size = self.dtype.size();
+        self.flat.view(r.start * size, r.len() * size)
+    }
+
     /// The flat buffer (every tensor, table order).
     pub fn flat(&self) -> &Buffer {
         &self.flat
+    }
+}
+
+/// A view of consecutive parameters borrowed from their set (`Ops::param_span`): the buffer
+/// view it holds is only valid while the set lives, which the lifetime states.
+pub struct SpanView<'a>(Buffer, std::marker::PhantomData<&'a DeviceParams>);
+
+/// As `SpanView`, written through (a gradient span), the set borrowed mutably.
+pub struct SpanViewMut<'a>(Buffer, std::marker::PhantomData<&'a mut DeviceParams>);
+
+impl<'a> SpanView<'a> {
+    pub fn new(p: &'a DeviceParams, first: ParamId, last: ParamId) -> Result<Self> {
+        Ok(SpanView(p.span(first, last)?, std::marker::PhantomData))
+    }
+}
+
+impl<'a> SpanViewMut<'a> {
+    pub fn new(p: &'a mut DeviceParams, first: ParamId, last: ParamId) -> Result<Self> {
+        Ok(SpanViewMut(p.span(first, last)?, std::marker::PhantomData))
+    }
+}
+
+impl std::ops::Deref for SpanView<'_> {
+    type Target = Buffer;
+    fn deref(&self) -> &Buffer {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SpanViewMut<'_> {
+    type Target = Buffer;
+    fn deref(&self) -> &Buffer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SpanViewMut<'_> {
+    fn deref_mut(&mut self) -> &mut Buffer {
+        &mut self.0
     }
 }
