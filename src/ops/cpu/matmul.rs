@@ -163,19 +163,12 @@ pub fn matmul_nt(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usi
 /// `yᵀ[n, m] = w[n, k] · xᵀ[k, m]` on the packed GEMM: w is its strided A operand read in
 /// place; only x and y are transposed (m·k and m·n elements, small next to the n·k weights).
 fn matmul_nt_packed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
-    let mut xt = vec![0f32; k * m];
-    for (i, row) in x.chunks_exact(k).enumerate() {
-        for (p, v) in row.iter().enumerate() {
-            xt[p * m + i] = *v;
-        }
-    }
+    // The transposes are blocked and parallel (`linear::transpose`): done element by element on
+    // one thread, their strided writes took more time than the GEMM itself at prefill shapes.
+    let xt = super::linear::transpose(x, m, k);
     let mut yt = vec![0f32; n * m];
     gemm_acc(n, m, k, StridedA { data: w, rs: k, cs: 1 }, &xt, &mut yt);
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n + j] = *v;
-        }
-    }
+    y.copy_from_slice(&super::linear::transpose(&yt, n, m));
 }
 
 /// `y += bias` broadcast over rows.
