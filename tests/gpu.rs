@@ -409,7 +409,7 @@ fn nccl_one_rank_collectives() {
 }
 
 /// The multi-GPU run's group with one rank (no rendezvous): its collectives, and the gradient
-/// all-reduce of the CUDA backend through it (in place, NCCL) — what `scalerl train` under a
+/// all-reduce of the CUDA backend through it (in place, in per-layer buckets on NCCL's stream) — what `scalerl train` under a
 /// launcher runs, at world size 1.
 #[test]
 fn nccl_group_of_one_reduces_the_gradient_set() {
@@ -426,7 +426,15 @@ fn nccl_group_of_one_reduces_the_gradient_set() {
     let mut group = NcclGroup::new(&Topology::single(), ops.dev.clone(), std::time::Duration::from_secs(60)).unwrap();
     let model = Model::load(&fixture("tiny-qwen2-d64")).unwrap();
     let mut grads = ops.params_from_host(&model.weights, true).unwrap();
-    ops.all_reduce_params(&mut group, &mut grads).unwrap();
+    // The whole set as the step's buckets: each layer, then the rest, then the join.
+    let table = model.table().clone();
+    for l in (0..table.num_layers()).rev() {
+        ops.all_reduce_params_range(&mut group, &mut grads, table.layer_range(l)).unwrap();
+    }
+    for r in table.global_ranges() {
+        ops.all_reduce_params_range(&mut group, &mut grads, r).unwrap();
+    }
+    ops.finish_all_reduce(&mut group).unwrap();
     assert_eq!(ops.params_to_host(&grads).unwrap().flat(), model.weights.flat());
     let mut x = vec![1.5f32, -2.0];
     group.all_reduce_sum(&mut x).unwrap();

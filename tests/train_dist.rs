@@ -137,7 +137,7 @@ fn two_ranks_on_half_the_groups_train_like_one_rank_on_all() {
 }
 
 /// The same on the CUDA backend in interpret mode (the head_dim-64 fixture; the gradient set is
-/// reduced through `Ops::all_reduce_params`, which NCCL does in place on a GPU).
+/// reduced through `Ops::all_reduce_params_range`, which NCCL does in place on a GPU).
 #[test]
 fn two_ranks_match_one_on_the_interpret_device() {
     let (one, two) = (tmp("one-interpret"), tmp("two-interpret"));

@@ -106,10 +106,9 @@ impl Watch {
     }
 
     /// Rank `rank` > 0: watches its connection to rank 0 (and receives its answers to claims).
-    pub fn peer(rank: usize, to_rank0: TcpStream, on_fault: OnFault) -> std::io::Result<Watch> {
+    pub fn peer(_rank: usize, to_rank0: TcpStream, on_fault: OnFault) -> std::io::Result<Watch> {
         let read = to_rank0.try_clone()?;
         let links = Arc::new(Mutex::new(vec![(0, to_rank0)]));
-        let _ = rank;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(read);

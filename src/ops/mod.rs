@@ -280,14 +280,6 @@ pub trait Ops: Clone {
     fn sum_squares(&self, g: &Self::Params) -> Result<f64>;
     fn scale_params(&self, g: &mut Self::Params, s: f32) -> Result<()>;
     fn zero_params(&self, g: &mut Self::Params) -> Result<()>;
-    /// g ← Σ over the ranks of `comm` of g (a data-parallel gradient). By default through the
-    /// host; the backends reduce their flat buffer in place (NCCL on a GPU).
-    fn all_reduce_params(&self, comm: &mut dyn Collective, g: &mut Self::Params) -> Result<()> {
-        let mut h = self.params_to_host(g)?;
-        comm.all_reduce_sum(h.flat_mut())?;
-        *g = self.params_from_host(&h, true)?;
-        Ok(())
-    }
     /// Starts g[range] ← Σ over the ranks of `comm` of g[range] (one bucket: a layer's
     /// gradients); `finish_all_reduce` waits for all started. By default at once, through the host.
     fn all_reduce_params_range(&self, comm: &mut dyn Collective, g: &mut Self::Params, range: std::ops::Range<usize>) -> Result<()> {

@@ -25,11 +25,18 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], m: usiz
 /// `out[c, r] = x[r, c]`: a `[rows, cols]` matrix transposed to `[cols, rows]`, a block of 32
 /// output rows per task (reads stay within a few cache lines per input row).
 pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(x.len(), rows * cols, "transpose: x is not [rows, cols]");
-    const B: usize = 32;
     let mut out = vec![0f32; rows * cols];
+    transpose_into(x, rows, cols, &mut out);
+    out
+}
+
+/// `transpose` into `out` (`[cols, rows]`, overwritten).
+pub fn transpose_into(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    assert_eq!(x.len(), rows * cols, "transpose: x is not [rows, cols]");
+    assert_eq!(out.len(), rows * cols, "transpose: out is not [cols, rows]");
+    const B: usize = 32;
     if rows == 0 || cols == 0 {
-        return out;
+        return;
     }
     out.par_chunks_mut(B * rows).enumerate().for_each(|(cb, block)| {
         let (c0, cn) = (cb * B, block.len() / rows);
@@ -39,7 +46,6 @@ pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
             }
         }
     });
-    out
 }
 
 /// Input gradient of a linear layer: `dx[m, k] = dy[m, n] · W[n, k]` (overwrites dx).

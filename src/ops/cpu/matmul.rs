@@ -168,7 +168,7 @@ fn matmul_nt_packed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: 
     let xt = super::linear::transpose(x, m, k);
     let mut yt = vec![0f32; n * m];
     gemm_acc(n, m, k, StridedA { data: w, rs: k, cs: 1 }, &xt, &mut yt);
-    y.copy_from_slice(&super::linear::transpose(&yt, n, m));
+    super::linear::transpose_into(&yt, n, m, y);
 }
 
 /// `y += bias` broadcast over rows.

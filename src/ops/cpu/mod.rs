@@ -382,10 +382,6 @@ impl Ops for CpuOps {
         Ok(())
     }
 
-    fn all_reduce_params(&self, comm: &mut dyn crate::dist::Collective, g: &mut HostParams) -> Result<()> {
-        comm.all_reduce_sum(g.flat_mut())
-    }
-
     fn all_reduce_params_range(&self, comm: &mut dyn crate::dist::Collective, g: &mut HostParams, range: std::ops::Range<usize>) -> Result<()> {
         comm.all_reduce_sum(&mut g.flat_mut()[range])
     }

@@ -427,13 +427,8 @@ impl Ops for CudaOps {
         self.dev.zero(g.flat())
     }
 
-    /// The flat f32 gradient buffer in one collective: NCCL's in-place all-reduce on a GPU, through
-    /// the host for the in-process group of interpret mode.
-    fn all_reduce_params(&self, comm: &mut dyn crate::dist::Collective, g: &mut DeviceParams) -> Result<()> {
-        f32_set(g, "all_reduce_params", "gradients")?;
-        comm.all_reduce_sum_buffer(&self.dev, g.flat())
-    }
-
+    /// One bucket of the f32 gradient set in one collective: NCCL's in-place all-reduce on a GPU
+    /// (on its own stream), through the host for the in-process group of interpret mode.
     fn all_reduce_params_range(&self, comm: &mut dyn crate::dist::Collective, g: &mut DeviceParams, range: std::ops::Range<usize>) -> Result<()> {
         f32_set(g, "all_reduce_params_range", "gradients")?;
         comm.all_reduce_bucket(&self.dev, &g.flat().view(range.start * 4, range.len() * 4)?)
