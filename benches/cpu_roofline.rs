@@ -4,8 +4,8 @@
 //! `cargo test --all-targets` (CI) runs it once on small shapes.
 //!
 //! Ceilings, all threads of the rayon pool (RAYON_NUM_THREADS):
-//! - FMA peak: 12 independent 8-wide FMA chains per thread (AVX2+FMA when the CPU has them,
-//!   the GEMM's own path; scalar otherwise), 2 FLOPs per lane per FMA; enough chains to cover
+//! - FMA peak: 12 independent FMA chains per thread, as wide as the GEMM's own path (16 lanes
+//!   with AVX-512, 8 with AVX2+FMA, scalar otherwise), 2 FLOPs per lane per FMA; enough chains to cover
 //!   the FMA latency (4-5 cycles × 2 ports).
 //! - Bandwidth: a parallel copy of a buffer far larger than the caches, counted as read + write
 //!   (the write-allocate read is not counted, as STREAM's "copy").
@@ -80,8 +80,41 @@ unsafe fn fma_chains_avx2(iters: usize) -> f32 {
     out.iter().sum()
 }
 
-/// FLOPs of one thread's `fma_chains(iters)`, and the chains themselves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // As the AVX2 chains, sixteen lanes wide (the GEMM's tile when the CPU has AVX-512).
+    let (a, b) = (_mm512_set1_ps(black_box(0.999_9)), _mm512_set1_ps(black_box(1e-4)));
+    let one = _mm512_set1_ps(black_box(1.0));
+    let (mut c0, mut c1, mut c2, mut c3, mut c4, mut c5) = (one, one, one, one, one, one);
+    let (mut c6, mut c7, mut c8, mut c9, mut c10, mut c11) = (one, one, one, one, one, one);
+    for _ in 0..black_box(iters) {
+        c0 = _mm512_fmadd_ps(c0, a, b);
+        c1 = _mm512_fmadd_ps(c1, a, b);
+        c2 = _mm512_fmadd_ps(c2, a, b);
+        c3 = _mm512_fmadd_ps(c3, a, b);
+        c4 = _mm512_fmadd_ps(c4, a, b);
+        c5 = _mm512_fmadd_ps(c5, a, b);
+        c6 = _mm512_fmadd_ps(c6, a, b);
+        c7 = _mm512_fmadd_ps(c7, a, b);
+        c8 = _mm512_fmadd_ps(c8, a, b);
+        c9 = _mm512_fmadd_ps(c9, a, b);
+        c10 = _mm512_fmadd_ps(c10, a, b);
+        c11 = _mm512_fmadd_ps(c11, a, b);
+    }
+    let s = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11].into_iter().fold(_mm512_setzero_ps(), |s, x| _mm512_add_ps(s, x));
+    _mm512_reduce_add_ps(s)
+}
+
+/// FLOPs of one thread's `fma_chains(iters)`, and the chains themselves: the widest FMA the
+/// CPU has (AVX-512, else AVX2+FMA, else scalar), the one the packed GEMM runs with.
 fn fma_chains(iters: usize) -> (f64, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was detected just above.
+        return ((iters * 12 * 16 * 2) as f64, unsafe { fma_chains_avx512(iters) });
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected just above.

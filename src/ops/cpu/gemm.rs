@@ -2,28 +2,50 @@
 //! strides (so `dy` and `dyᵀ` need no transposed copy) and B row-major. Backward: dX = dY·W
 //! (A = dY, B = W) and dW += dYᵀ·X (A = dYᵀ, B = X). Forward with many rows (prefill, training):
 //! yᵀ = W·xᵀ (A = W read in place, B = xᵀ), see `matmul::matmul_nt`.
-//! Napkin math: 2·m·n·k FLOPs; the 6×16 tile does 12 FMAs per 2 loads + 6 broadcasts, so it is
-//! FMA-bound (peak = 2 FMA/cycle × 8 lanes × 2 FLOPs per core).
 //!
-//! Blocking (BLIS style): rayon tasks own disjoint MC × NC blocks of C. Per KC slice of the
-//! reduction a task packs its B block into 16-column panels `[kc][16]` and its A block into
-//! 6-row panels `[kc][6]` (zero-padded at the edges), then a 6 × 16 register tile does, for each
-//! p, two vector loads of B and six broadcasts of A into 12 eight-lane accumulators (outer
-//! products: no horizontal sums). The tile is written with AVX2+FMA intrinsics (picked at run
-//! time) and has a portable version.
+//! Napkin math: 2·m·n·k FLOPs, FMA-bound. The 12 × 32 register tile does, per step p of the
+//! reduction, 24 sixteen-lane FMAs for 2 vector loads of B and 12 broadcasts of A (AVX-512: 24 of
+//! the 32 zmm registers hold C), so the peak is 2 FMA ports × 16 lanes × 2 FLOPs per cycle per
+//! core. Without AVX-512 the same tile runs as four 6 × 16 AVX2 tiles (8 lanes: half the peak).
+//!
+//! Blocking (BLIS style). For each KC slice of the reduction: B[p0.., :] is packed once into
+//! 32-column panels `[kc][32]` (zero-padded past n, parallel over panels, shared by every task);
+//! then rayon tasks own disjoint MC × NC blocks of C, each packs its rows of A into 12-row
+//! panels `[kc][12]` and runs the register tile over its panels. The A panel (12 KiB) stays in
+//! L1 while the B panels of the block (≤ 384 KiB) stream from L2.
+//!
+//! Deterministic and ISA-independent: every element of C gets, per KC slice in order, one FMA
+//! chain over p from zero, added to C — the same order whatever the tile width, thread count
+//! or path (AVX-512, AVX2+FMA: bit-identical; the portable path rounds a·b separately).
 
 use rayon::prelude::*;
 
-const MR: usize = 6;
-const NR: usize = 16;
+const MR: usize = 12;
+const NR: usize = 32;
 const KC: usize = 256;
 const MC: usize = 96;
-const NC: usize = 192;
+const NC: usize = 384;
 
 /// A `[m, k]` operand read as `a[i * rs + p * cs]`.
 #[derive(Clone, Copy)]
 pub struct StridedA<'a> {
     pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// A `[k, n]` operand read as `b[p * rs + j * cs]` (row-major: `rs = n, cs = 1`; a row-major
+/// `[n, k]` matrix read transposed: `rs = 1, cs = k`).
+#[derive(Clone, Copy)]
+pub struct StridedB<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// The `[m, n]` result, written as `c[i * rs + j * cs]` (`rs = 1, cs = m`: stored transposed).
+pub struct StridedC<'a> {
+    pub data: &'a mut [f32],
     pub rs: usize,
     pub cs: usize,
 }
@@ -40,10 +62,65 @@ impl CPtr {
     }
 }
 
-/// 6 × 16 tile over packed panels: `acc[r][j] = Σ_p a[p][r] · b[p][j]`.
+/// The instruction set the tile runs with, picked once per call from the CPU's features.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    pub(crate) fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every path this CPU can run (tests compare them).
+    #[cfg(test)]
+    pub(crate) fn all_available() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
+type Tile = [[f32; NR]; MR];
+
+/// Whether the packs may use the AVX-512 transposes (`pack_avx512.rs`).
+fn isa_has_avx512(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return isa == Isa::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
+/// The 12 × 32 tile over packed panels, `acc[r][j] = Σ_p a[p][r] · b[p][j]`, as four 6 × 16
+/// quadrants (rows r0.., columns j0..) — the portable reference of the SIMD tiles.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn tile_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+fn tile_portable(kc: usize, a: &[f32], b: &[f32]) -> Tile {
     let mut acc = [[0f32; NR]; MR];
     for p in 0..kc {
         let bv: &[f32; NR] = b[p * NR..p * NR + NR].try_into().unwrap();
@@ -58,143 +135,301 @@ fn tile_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile_avx2(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+unsafe fn tile_avx512(kc: usize, a: &[f32], b: &[f32]) -> Tile {
     use std::arch::x86_64::*;
     debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    let mut c = [[_mm256_setzero_ps(); 2]; MR];
+    let mut c = [[_mm512_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let b0 = _mm512_loadu_ps(bp.add(p * NR));
+        let b1 = _mm512_loadu_ps(bp.add(p * NR + 16));
+        for r in 0..MR {
+            let av = _mm512_set1_ps(*ap.add(p * MR + r));
+            c[r][0] = _mm512_fmadd_ps(av, b0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(av, b1, c[r][1]);
+        }
+    }
+    let mut out = [[0f32; NR]; MR];
+    for r in 0..MR {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), c[r][0]);
+        _mm512_storeu_ps(out[r].as_mut_ptr().add(16), c[r][1]);
+    }
+    out
+}
+
+/// One 6 × 16 quadrant (rows r0..r0 + 6, columns j0..j0 + 16) of the tile in AVX2: 12
+/// accumulators of the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn quadrant_avx2(kc: usize, a: &[f32], b: &[f32], r0: usize, j0: usize, out: &mut Tile) {
+    use std::arch::x86_64::*;
+    debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    let (ap, bp) = (a.as_ptr().add(r0), b.as_ptr().add(j0));
+    let mut c = [[_mm256_setzero_ps(); 2]; 6];
     for p in 0..kc {
         let b0 = _mm256_loadu_ps(bp.add(p * NR));
         let b1 = _mm256_loadu_ps(bp.add(p * NR + 8));
-        for r in 0..MR {
+        for r in 0..6 {
             let av = _mm256_broadcast_ss(&*ap.add(p * MR + r));
             c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
             c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
         }
     }
-    let mut out = [[0f32; NR]; MR];
-    for r in 0..MR {
-        _mm256_storeu_ps(out[r].as_mut_ptr(), c[r][0]);
-        _mm256_storeu_ps(out[r].as_mut_ptr().add(8), c[r][1]);
+    for r in 0..6 {
+        _mm256_storeu_ps(out[r0 + r].as_mut_ptr().add(j0), c[r][0]);
+        _mm256_storeu_ps(out[r0 + r].as_mut_ptr().add(j0 + 8), c[r][1]);
     }
-    out
 }
 
-fn tile(avx2: bool, kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: the caller checked the CPU features; the panels hold kc·MR and kc·NR floats.
-        return unsafe { tile_avx2(kc, a, b) };
-    }
-    let _ = avx2;
-    tile_portable(kc, a, b)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// `c[m, n] += A · b[k, n]` (c and b row-major). Deterministic: each element of C is summed in
-/// the same order whatever the thread count.
-pub fn gemm_acc(m: usize, n: usize, k: usize, a: StridedA, b: &[f32], c: &mut [f32]) {
-    assert_eq!(b.len(), k * n, "gemm_acc: b is not [k, n]");
-    assert_eq!(c.len(), m * n, "gemm_acc: c is not [m, n]");
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm_acc: a is too small for [m, k]");
-    let avx2 = has_avx2();
-    let cp = CPtr(c.as_mut_ptr());
-    let (mb, nb) = (m.div_ceil(MC), n.div_ceil(NC));
-    (0..mb * nb).into_par_iter().for_each(|task| {
-        let (i0, j0) = ((task / nb) * MC, (task % nb) * NC);
-        let (mc, nc) = ((m - i0).min(MC), (n - j0).min(NC));
-        let (mpanels, npanels) = (mc.div_ceil(MR), nc.div_ceil(NR));
-        let mut apack = vec![0f32; mpanels * KC * MR];
-        let mut bpack = vec![0f32; npanels * KC * NR];
-        for p0 in (0..k).step_by(KC) {
-            let kc = (k - p0).min(KC);
-            // Pack B[p0.., j0..] into [panel][p][16], zero-padded past n.
-            for jp in 0..npanels {
-                let panel = &mut bpack[jp * KC * NR..jp * KC * NR + kc * NR];
-                let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
-                for p in 0..kc {
-                    let (src, dst) = (&b[(p0 + p) * n + jj..], &mut panel[p * NR..p * NR + NR]);
-                    if w == NR {
-                        // Fixed-size copy: inlined vector moves, not a memcpy call per 64 bytes.
-                        let d: &mut [f32; NR] = dst.try_into().unwrap();
-                        *d = src[..NR].try_into().unwrap();
-                    } else {
-                        dst[..w].copy_from_slice(&src[..w]);
-                        dst[w..].fill(0.0);
-                    }
-                }
+fn tile(isa: Isa, kc: usize, a: &[f32], b: &[f32]) -> Tile {
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR, "tile: panels shorter than kc");
+    match isa {
+        // SAFETY (both): `Isa::best` checked the CPU features; the panels hold kc·MR and kc·NR
+        // floats (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { tile_avx512(kc, a, b) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            let mut out = [[0f32; NR]; MR];
+            for (r0, j0) in [(0, 0), (0, 16), (6, 0), (6, 16)] {
+                unsafe { quadrant_avx2(kc, a, b, r0, j0, &mut out) };
             }
-            // Pack A[i0.., p0..] into [panel][p][6]; rows past m stay zero from the allocation.
-            for ip in 0..mpanels {
-                let panel = &mut apack[ip * KC * MR..ip * KC * MR + kc * MR];
-                let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
-                if a.cs == 1 {
-                    // Row-major A (dy): one contiguous run per row.
-                    for r in 0..h {
-                        let row = &a.data[(ii + r) * a.rs + p0..(ii + r) * a.rs + p0 + kc];
-                        for (dst, v) in panel.chunks_exact_mut(MR).zip(row) {
-                            dst[r] = *v;
-                        }
-                    }
-                } else if a.rs == 1 {
-                    // Transposed A (dyᵀ): the panel's rows are adjacent for each p.
-                    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                        let col = &a.data[(p0 + p) * a.cs + ii..(p0 + p) * a.cs + ii + h];
-                        dst[..h].iter_mut().zip(col).for_each(|(d, v)| *d = *v);
-                    }
+            out
+        }
+        Isa::Portable => tile_portable(kc, a, b),
+    }
+}
+
+/// Packs `B[p0 .. p0 + kc, :]` into 32-column panels `[kc][32]`, zero-padded past n.
+fn pack_b(isa: Isa, b: StridedB, n: usize, p0: usize, kc: usize, bpack: &mut [f32]) {
+    bpack.par_chunks_mut(KC * NR).enumerate().for_each(|(jp, panel)| {
+        let (jj, w) = (jp * NR, (n - jp * NR).min(NR));
+        let panel = &mut panel[..kc * NR];
+        if w < NR {
+            panel.fill(0.0);
+        }
+        if b.cs == 1 {
+            // Row-major B (W, x): a contiguous run of each row.
+            for p in 0..kc {
+                let (src, dst) = (&b.data[(p0 + p) * b.rs + jj..], &mut panel[p * NR..p * NR + NR]);
+                if w == NR {
+                    // Fixed-size copy: inlined vector moves, not a memcpy call per 128 bytes.
+                    let d: &mut [f32; NR] = dst.try_into().unwrap();
+                    *d = src[..NR].try_into().unwrap();
                 } else {
-                    for p in 0..kc {
-                        for r in 0..h {
-                            panel[p * MR + r] = a.data[(ii + r) * a.rs + (p0 + p) * a.cs];
-                        }
-                    }
+                    dst[..w].copy_from_slice(&src[..w]);
                 }
             }
-            for ip in 0..mpanels {
-                let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
-                let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
-                for jp in 0..npanels {
-                    let bp = &bpack[jp * KC * NR..jp * KC * NR + kc * NR];
-                    let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
-                    let t = tile(avx2, kc, ap, bp);
-                    for (r, row) in t.iter().enumerate().take(h) {
-                        // SAFETY: tasks own disjoint blocks of C; (ii + r, jj..jj + w) is inside it.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(cp.at((ii + r) * n + jj), w) };
-                        for (d, v) in dst.iter_mut().zip(row) {
-                            *d += v;
-                        }
-                    }
+        } else if b.rs == 1 && isa_has_avx512(isa) {
+            // Transposed B (xᵀ of the forward, the lm_head chunk of the log-prob): each column is
+            // a contiguous run; 16 columns at a time transposed in registers.
+            #[cfg(target_arch = "x86_64")]
+            for half in 0..NR / 16 {
+                let h = w.saturating_sub(half * 16).min(16);
+                if h > 0 {
+                    let src = &b.data[(jj + half * 16) * b.cs + p0..];
+                    assert!((h - 1) * b.cs + kc <= src.len() && panel.len() >= kc * NR);
+                    // SAFETY: AVX-512 was detected (isa); the h columns of kc floats are inside
+                    // b.data and the panel holds kc·NR floats (asserted just above).
+                    unsafe { super::pack_avx512::pack_rows_transposed(src.as_ptr(), b.cs, h, kc, panel.as_mut_ptr(), NR, half * 16, 16) };
+                }
+            }
+        } else if b.rs == 1 {
+            for jc in 0..w {
+                let col = &b.data[(jj + jc) * b.cs + p0..(jj + jc) * b.cs + p0 + kc];
+                for (dst, v) in panel.chunks_exact_mut(NR).zip(col) {
+                    dst[jc] = *v;
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for jc in 0..w {
+                    panel[p * NR + jc] = b.data[(p0 + p) * b.rs + (jj + jc) * b.cs];
                 }
             }
         }
     });
 }
 
+/// Packs rows `i0 .. i0 + mc` of `A[:, p0 .. p0 + kc]` into 12-row panels `[kc][12]`; rows past
+/// the block are zero.
+fn pack_a(isa: Isa, a: StridedA, i0: usize, mc: usize, p0: usize, kc: usize, apack: &mut [f32]) {
+    for (ip, panel) in apack.chunks_mut(KC * MR).take(mc.div_ceil(MR)).enumerate() {
+        let panel = &mut panel[..kc * MR];
+        let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
+        if h < MR {
+            panel.fill(0.0);
+        }
+        if a.cs == 1 && isa_has_avx512(isa) {
+            // Row-major A (dy, W): 12 rows transposed in registers, 16 steps at a time.
+            #[cfg(target_arch = "x86_64")]
+            {
+                let src = &a.data[ii * a.rs + p0..];
+                assert!((h - 1) * a.rs + kc <= src.len());
+                // SAFETY: AVX-512 was detected (isa); the h rows of kc floats are inside a.data
+                // (asserted) and the panel holds kc·MR floats.
+                unsafe { super::pack_avx512::pack_rows_transposed(src.as_ptr(), a.rs, h, kc, panel.as_mut_ptr(), MR, 0, MR) };
+            }
+        } else if a.cs == 1 {
+            // Row-major A (dy, W): one contiguous run per row.
+            for r in 0..h {
+                let row = &a.data[(ii + r) * a.rs + p0..(ii + r) * a.rs + p0 + kc];
+                for (dst, v) in panel.chunks_exact_mut(MR).zip(row) {
+                    dst[r] = *v;
+                }
+            }
+        } else if a.rs == 1 {
+            // Transposed A (dyᵀ): the panel's rows are adjacent for each p.
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                let col = &a.data[(p0 + p) * a.cs + ii..(p0 + p) * a.cs + ii + h];
+                dst[..h].copy_from_slice(col);
+            }
+        } else {
+            for p in 0..kc {
+                for r in 0..h {
+                    panel[p * MR + r] = a.data[(ii + r) * a.rs + (p0 + p) * a.cs];
+                }
+            }
+        }
+    }
+}
+
+/// `c[m, n] += A · b[k, n]` (c and b row-major). Deterministic: each element of C is summed in
+/// the same order whatever the thread count or instruction set.
+pub fn gemm_acc(m: usize, n: usize, k: usize, a: StridedA, b: &[f32], c: &mut [f32]) {
+    let b = StridedB { data: b, rs: n, cs: 1 };
+    gemm_strided(Isa::best(), m, n, k, a, b, StridedC { data: c, rs: n, cs: 1 })
+}
+
+/// `C += A · B` with every operand read or written through strides: the forward's
+/// `yᵀ = W · xᵀ` reads x and writes y in place (no transposed copies).
+pub fn gemm_acc_strided(m: usize, n: usize, k: usize, a: StridedA, b: StridedB, c: StridedC) {
+    gemm_strided(Isa::best(), m, n, k, a, b, c)
+}
+
+/// Adds the `h × w` corner of a tile to C at (ii, jj).
+fn add_tile(t: &Tile, h: usize, w: usize, c: (CPtr, usize, usize), ii: usize, jj: usize) {
+    let (cp, rs, cs) = c;
+    if cs == 1 {
+        for (r, row) in t.iter().enumerate().take(h) {
+            // SAFETY: tasks own disjoint blocks of C; (ii + r, jj..jj + w) is inside this one.
+            let dst = unsafe { std::slice::from_raw_parts_mut(cp.at((ii + r) * rs + jj), w) };
+            for (d, v) in dst.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+    } else if rs == 1 {
+        // C stored transposed: each column of the tile is a contiguous run.
+        for j in 0..w {
+            // SAFETY: as above, (ii..ii + h, jj + j) is inside this task's block.
+            let dst = unsafe { std::slice::from_raw_parts_mut(cp.at((jj + j) * cs + ii), h) };
+            for (r, d) in dst.iter_mut().enumerate() {
+                *d += t[r][j];
+            }
+        }
+    } else {
+        for (r, row) in t.iter().enumerate().take(h) {
+            for (j, v) in row.iter().enumerate().take(w) {
+                // SAFETY: as above.
+                unsafe { *cp.at((ii + r) * rs + (jj + j) * cs) += v };
+            }
+        }
+    }
+}
+
+pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, b: StridedB, c: StridedC) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(c.rs, c.cs, m, n) < c.data.len(), "gemm: c is too small for [{m}, {n}]");
+    // Distinct (i, j) must be distinct elements, or two tasks would write one element.
+    assert!((c.rs >= n * c.cs && c.cs >= 1) || (c.cs >= m * c.rs && c.rs >= 1), "gemm: c's strides overlap");
+    if k == 0 {
+        return;
+    }
+    assert!(last(a.rs, a.cs, m, k) < a.data.len(), "gemm: a is too small for [{m}, {k}]");
+    assert!(last(b.rs, b.cs, k, n) < b.data.len(), "gemm: b is too small for [{k}, {n}]");
+    let cp = (CPtr(c.data.as_mut_ptr()), c.rs, c.cs);
+    let (mb, nb) = (m.div_ceil(MC), n.div_ceil(NC));
+    let mut bpack = vec![0f32; n.div_ceil(NR) * KC * NR];
+    for p0 in (0..k).step_by(KC) {
+        let kc = (k - p0).min(KC);
+        pack_b(isa, b, n, p0, kc, &mut bpack);
+        let bpack = &bpack;
+        (0..mb * nb).into_par_iter().for_each_init(
+            || vec![0f32; MC.div_ceil(MR) * KC * MR],
+            |apack, task| {
+                let (i0, j0) = ((task / nb) * MC, (task % nb) * NC);
+                let (mc, nc) = ((m - i0).min(MC), (n - j0).min(NC));
+                pack_a(isa, a, i0, mc, p0, kc, apack);
+                for ip in 0..mc.div_ceil(MR) {
+                    let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
+                    let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
+                    for jp in 0..nc.div_ceil(NR) {
+                        let panel = j0 / NR + jp;
+                        let bp = &bpack[panel * KC * NR..panel * KC * NR + kc * NR];
+                        let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
+                        add_tile(&tile(isa, kc, ap, bp), h, w, cp, ii, jj);
+                    }
+                }
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn isas() -> Vec<Isa> {
+        Isa::all_available()
+    }
+
     #[test]
-    fn portable_tile_matches_simd_tile() {
+    fn simd_tiles_match_the_portable_tile_and_each_other_bit_for_bit() {
         let a: Vec<f32> = (0..37 * MR).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..37 * NR).map(|i| (i as f32 * 0.11).cos()).collect();
-        let (p, s) = (tile(false, 37, &a, &b), tile(has_avx2(), 37, &a, &b));
-        for (rp, rs) in p.iter().zip(&s) {
-            for (x, y) in rp.iter().zip(rs) {
-                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        let p = tile(Isa::Portable, 37, &a, &b);
+        let simd: Vec<Tile> = isas().into_iter().skip(1).map(|isa| tile(isa, 37, &a, &b)).collect();
+        for s in &simd {
+            for (rp, rs) in p.iter().zip(s) {
+                for (x, y) in rp.iter().zip(rs) {
+                    assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+                }
+            }
+            // The FMA paths (AVX2 and AVX-512) sum in the same order: identical bits.
+            assert_eq!(s.map(|r| r.map(f32::to_bits)), simd[0].map(|r| r.map(f32::to_bits)));
+        }
+    }
+
+    #[test]
+    fn transposed_b_and_c_match_row_major_bit_for_bit() {
+        // yᵀ = W·xᵀ as the forward runs it (x read as B through strides, y written transposed)
+        // against the same product with explicit transposed copies, on every path.
+        let (m, n, k) = (37, 45, 300);
+        let w: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut xt = vec![0f32; k * n];
+        for j in 0..n {
+            for p in 0..k {
+                xt[p * n + j] = x[j * k + p];
+            }
+        }
+        for isa in isas() {
+            let mut yt = vec![0f32; m * n];
+            let bt = StridedB { data: &xt, rs: n, cs: 1 };
+            gemm_strided(isa, m, n, k, StridedA { data: &w, rs: k, cs: 1 }, bt, StridedC { data: &mut yt, rs: n, cs: 1 });
+            let mut y = vec![0f32; n * m];
+            let b = StridedB { data: &x, rs: 1, cs: k };
+            gemm_strided(isa, m, n, k, StridedA { data: &w, rs: k, cs: 1 }, b, StridedC { data: &mut y, rs: 1, cs: m });
+            for i in 0..m {
+                for j in 0..n {
+                    assert_eq!(y[j * m + i].to_bits(), yt[i * n + j].to_bits(), "{isa:?} ({i}, {j})");
+                }
             }
         }
     }
@@ -206,7 +441,7 @@ mod tests {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        for &(m, n, k) in &[(1, 1, 1), (5, 17, 3), (7, 33, 300), (100, 200, 270), (13, 5, 600)] {
+        for &(m, n, k) in &[(1, 1, 1), (5, 17, 3), (7, 33, 300), (100, 200, 270), (13, 5, 600), (30, 400, 513)] {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let c0: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
@@ -223,13 +458,23 @@ mod tests {
                 } else {
                     (a.clone(), k, 1)
                 };
-                let mut c = c0.clone();
-                gemm_acc(m, n, k, StridedA { data: &data, rs, cs }, &b, &mut c);
-                for i in 0..m {
-                    for j in 0..n {
-                        let want = c0[i * n + j] as f64 + (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>();
-                        let got = c[i * n + j] as f64;
-                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({m},{n},{k}) t={transposed}: {got} vs {want}");
+                let mut first: Option<Vec<f32>> = None;
+                for isa in isas() {
+                    let mut c = c0.clone();
+                    let (bs, cs_) = (StridedB { data: &b, rs: n, cs: 1 }, StridedC { data: &mut c, rs: n, cs: 1 });
+                    gemm_strided(isa, m, n, k, StridedA { data: &data, rs, cs }, bs, cs_);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want = c0[i * n + j] as f64 + (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>();
+                            let got = c[i * n + j] as f64;
+                            assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({m},{n},{k}) t={transposed} {isa:?}: {got} vs {want}");
+                        }
+                    }
+                    if isa != Isa::Portable {
+                        match &first {
+                            None => first = Some(c),
+                            Some(f) => assert!(f.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} differs from AVX2"),
+                        }
                     }
                 }
             }

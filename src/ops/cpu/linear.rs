@@ -12,7 +12,6 @@
 
 pub use super::gemm::{gemm_acc, StridedA};
 pub use super::matmul::{add_bias, matmul_nt};
-use rayon::prelude::*;
 
 /// The forward: `y = x · Wᵀ (+ b)`.
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], m: usize, n: usize, k: usize) {
@@ -20,32 +19,6 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], m: usiz
     if let Some(b) = bias {
         add_bias(y, b);
     }
-}
-
-/// `out[c, r] = x[r, c]`: a `[rows, cols]` matrix transposed to `[cols, rows]`, a block of 32
-/// output rows per task (reads stay within a few cache lines per input row).
-pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * cols];
-    transpose_into(x, rows, cols, &mut out);
-    out
-}
-
-/// `transpose` into `out` (`[cols, rows]`, overwritten).
-pub fn transpose_into(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
-    assert_eq!(x.len(), rows * cols, "transpose: x is not [rows, cols]");
-    assert_eq!(out.len(), rows * cols, "transpose: out is not [cols, rows]");
-    const B: usize = 32;
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    out.par_chunks_mut(B * rows).enumerate().for_each(|(cb, block)| {
-        let (c0, cn) = (cb * B, block.len() / rows);
-        for r in 0..rows {
-            for (c, v) in x[r * cols + c0..r * cols + c0 + cn].iter().enumerate() {
-                block[c * rows + r] = *v;
-            }
-        }
-    });
 }
 
 /// Input gradient of a linear layer: `dx[m, k] = dy[m, n] · W[n, k]` (overwrites dx).
@@ -78,24 +51,5 @@ pub fn bias_backward(dy: &[f32], db: &mut [f32]) {
     }
     for (d, a) in db.iter_mut().zip(acc) {
         *d += a as f32;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transpose_round_trips_ragged_shapes() {
-        for &(r, c) in &[(1, 1), (3, 70), (33, 5), (65, 97)] {
-            let x: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
-            let t = transpose(&x, r, c);
-            for i in 0..r {
-                for j in 0..c {
-                    assert_eq!(t[j * r + i], x[i * c + j]);
-                }
-            }
-            assert_eq!(transpose(&t, c, r), x);
-        }
     }
 }

@@ -14,7 +14,8 @@
 //! and the backward recomputes each chunk's logits to form that `[rows × chunk]` block D:
 //!   ∂L/∂h += D · W_chunk,   ∂L/∂W_chunk += Dᵀ · h.
 
-use super::linear::{gemm_acc, linear_backward_weight, transpose, StridedA};
+use super::gemm::{gemm_acc, gemm_acc_strided, StridedA, StridedB, StridedC};
+use super::linear::linear_backward_weight;
 use crate::ops::{LogProbShape, TokenLogProbs};
 use rayon::prelude::*;
 
@@ -28,14 +29,14 @@ fn chunks(sh: &LogProbShape) -> impl Iterator<Item = (usize, usize)> {
     (0..v.div_ceil(c)).map(move |i| (i * c, ((i + 1) * c).min(v)))
 }
 
-/// `[rows, c1 − c0]` tempered logits of one vocabulary chunk: hidden · W_chunkᵀ / T (the chunk
-/// is transposed once, `chunk × hidden` copies against `rows × chunk × hidden` FMAs, so the
-/// packed outer-product GEMM of the backward can run it).
+/// `[rows, c1 − c0]` tempered logits of one vocabulary chunk: hidden · W_chunkᵀ / T on the packed
+/// GEMM, W_chunkᵀ read through strides (no transposed copy of the chunk).
 fn chunk_logits(hidden: &[f32], lm_head: &[f32], rows: usize, sh: &LogProbShape, c0: usize, c1: usize) -> Vec<f32> {
     let (h, n) = (sh.hidden, c1 - c0);
     let mut z = vec![0f32; rows * n];
-    let wt = transpose(&lm_head[c0 * h..c1 * h], n, h);
-    gemm_acc(rows, n, h, StridedA { data: hidden, rs: h, cs: 1 }, &wt, &mut z);
+    let wt = StridedB { data: &lm_head[c0 * h..c1 * h], rs: 1, cs: h };
+    let zc = StridedC { data: &mut z, rs: n, cs: 1 };
+    gemm_acc_strided(rows, n, h, StridedA { data: hidden, rs: h, cs: 1 }, wt, zc);
     let inv_t = 1.0 / sh.temperature;
     z.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v *= inv_t));
     z

@@ -12,7 +12,9 @@ pub mod linear;
 pub mod logprob;
 pub mod matmul;
 pub mod norm;
+mod pack_avx512;
 pub mod rope;
+pub mod simd;
 pub mod sample;
 pub mod split;
 pub mod swiglu;
@@ -24,6 +26,7 @@ use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
 use crate::model::{ModelConfig, SeqChunk};
 use crate::params::{HostParams, ParamId, ParamTable};
 use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
 use attention::{AttnShape, Packing, QueryPos};
 use std::sync::Arc;
 
@@ -257,8 +260,9 @@ impl Ops for CpuOps {
     fn sample(&self, hidden: &Vec<f32>, rows: &[usize], lm_head: &[f32], c: &ModelConfig, draws: &[Draw]) -> Result<Vec<Sampled>> {
         ensure!(rows.len() == draws.len(), "{} rows to sample with {} draws", rows.len(), draws.len());
         let logits = self.logits(hidden, rows, lm_head, c)?;
+        // Rows are independent (each draw is keyed on its own request and position): in parallel.
         logits
-            .chunks_exact(c.vocab_size)
+            .par_chunks_exact(c.vocab_size)
             .zip(draws)
             .enumerate()
             .map(|(i, (row, d))| sample::sample_row(row, d).with_context(|| format!("sampling row {} of the batch", rows[i])))

@@ -62,6 +62,7 @@ pub fn argmax(logits: &[f32]) -> usize {
 
 /// ⌊exp(d) · 2^44⌋ for d = s − m ≤ 0, evaluated the same way as kernels/sample.cu does: each
 /// step is one correctly rounded f32 operation (fused multiply-adds), so both give the same bits.
+#[inline(always)]
 pub fn fixed_weight(d: f32) -> u64 {
     // Below −31 the weight is under 2^−44 · 0.6: zero. (Also −∞; NaN never gets here.)
     if !(d >= -31.0) {
@@ -165,6 +166,24 @@ fn kept_threshold(keys: &[u32], q: &[u64], c: u64, d: &Draw) -> u32 {
 
 /// Draws one token from a row of logits (see the module doc for the exact definition).
 pub fn sample_row(logits: &[f32], d: &Draw) -> Result<Sampled> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU feature was just checked.
+        return unsafe { sample_row_fma(logits, d) };
+    }
+    sample_row_impl(logits, d)
+}
+
+/// The same code compiled with FMA enabled: `mul_add` is then one instruction rather than a
+/// call to libm's software `fmaf` (both correctly rounded: the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn sample_row_fma(logits: &[f32], d: &Draw) -> Result<Sampled> {
+    sample_row_impl(logits, d)
+}
+
+#[inline(always)]
+fn sample_row_impl(logits: &[f32], d: &Draw) -> Result<Sampled> {
     d.validate()?;
     let v = logits.len();
     ensure!(v > 0, "sampling from an empty row");
