@@ -16,6 +16,7 @@
 
 use super::gemm::{gemm_acc, gemm_acc_strided, StridedA, StridedB, StridedC};
 use super::linear::linear_backward_weight;
+use super::simd;
 use crate::ops::{LogProbShape, TokenLogProbs};
 use rayon::prelude::*;
 
@@ -42,6 +43,16 @@ fn chunk_logits(hidden: &[f32], lm_head: &[f32], rows: usize, sh: &LogProbShape,
     z
 }
 
+/// `x ← e^x` on a row: the 16-lane exp where the CPU has AVX-512, else the portable one.
+fn exp_in_place(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU feature was just checked.
+        return unsafe { simd::exp_slice_avx512(xs) };
+    }
+    simd::exp_slice(xs)
+}
+
 /// Forward: log-probs of `targets` (one per row of `hidden`, `[rows, hidden]`) and entropies.
 pub fn logprobs_forward(hidden: &[f32], lm_head: &[f32], targets: &[u32], sh: LogProbShape) -> TokenLogProbs {
     let rows = targets.len();
@@ -52,7 +63,7 @@ pub fn logprobs_forward(hidden: &[f32], lm_head: &[f32], targets: &[u32], sh: Lo
     let mut st = vec![(f32::NEG_INFINITY, 0f64, 0f64, f32::NAN); rows];
     for (c0, c1) in chunks(&sh) {
         let z = chunk_logits(hidden, lm_head, rows, &sh, c0, c1);
-        st.par_iter_mut().zip(z.par_chunks_exact(c1 - c0)).zip(targets.par_iter()).for_each(|((s, zr), &y)| {
+        st.par_iter_mut().zip(z.par_chunks_exact(c1 - c0)).zip(targets.par_iter()).for_each_init(Vec::new, |e, ((s, zr), &y)| {
             let cmax = zr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             if cmax > s.0 {
                 let r = ((s.0 - cmax) as f64).exp();
@@ -60,11 +71,20 @@ pub fn logprobs_forward(hidden: &[f32], lm_head: &[f32], targets: &[u32], sh: Lo
                 s.2 *= r;
                 s.0 = cmax;
             }
-            for &v in zr {
-                let e = (v - s.0).exp() as f64;
-                s.1 += e;
-                s.2 += e * v as f64;
+            // e^{z − max} for the whole row at once (vector exp), then the two sums in f64 over
+            // four interleaved accumulators (a single chain would wait on each add's latency).
+            e.clear();
+            e.extend(zr.iter().map(|&v| v - s.0));
+            exp_in_place(e);
+            let (mut se, mut sez) = ([0f64; 4], [0f64; 4]);
+            for (ec, zc) in e.chunks(4).zip(zr.chunks(4)) {
+                for l in 0..ec.len() {
+                    se[l] += ec[l] as f64;
+                    sez[l] += ec[l] as f64 * zc[l] as f64;
+                }
             }
+            s.1 += (se[0] + se[1]) + (se[2] + se[3]);
+            s.2 += (sez[0] + sez[1]) + (sez[2] + sez[3]);
             if (c0..c1).contains(&(y as usize)) {
                 s.3 = zr[y as usize - c0];
             }
@@ -106,15 +126,22 @@ pub fn logprobs_backward(
         let n = c1 - c0;
         // Overwritten in place: tempered logits → ∂L/∂(h·W) for this chunk.
         let mut d = chunk_logits(hidden, lm_head, rows, &sh, c0, c1);
-        d.par_chunks_exact_mut(n).enumerate().for_each(|(i, dr)| {
+        d.par_chunks_exact_mut(n).enumerate().for_each_init(Vec::new, |p, (i, dr)| {
             let (lse, mu, g) = (fwd.lse[i], fwd.mean_z[i], d_logp[i]);
             let e = d_entropy.map_or(0.0, |de| de[i]);
             let y = targets[i] as usize;
-            for (j, v) in dr.iter_mut().enumerate() {
+            let zy = (c0..c1).contains(&y).then(|| dr[y - c0]);
+            p.clear();
+            p.extend(dr.iter().map(|&z| z - lse));
+            exp_in_place(p);
+            for (v, &pv) in dr.iter_mut().zip(p.iter()) {
                 let z = *v;
-                let p = (z - lse).exp();
-                let onehot = if c0 + j == y { 1.0 } else { 0.0 };
-                *v = (g * (onehot - p) + e * p * (mu - z)) * inv_t;
+                *v = (g * (0.0 - pv) + e * pv * (mu - z)) * inv_t;
+            }
+            // The target's own column has the one-hot term (the same expression with onehot = 1).
+            if let Some(z) = zy {
+                let pv = p[y - c0];
+                dr[y - c0] = (g * (1.0 - pv) + e * pv * (mu - z)) * inv_t;
             }
         });
         gemm_acc(rows, h, n, StridedA { data: &d, rs: n, cs: 1 }, &lm_head[c0 * h..c1 * h], d_hidden);
