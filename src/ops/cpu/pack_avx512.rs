@@ -11,18 +11,38 @@
 
 use std::arch::x86_64::*;
 
+/// The permute indices of one level b: (lo, hi) as in the module doc (lanes ≥ 16 pick r_j).
+const fn level(b: usize) -> ([i32; 16], [i32; 16]) {
+    let (mut lo, mut hi) = ([0i32; 16], [0i32; 16]);
+    let mut c = 0;
+    while c < 16 {
+        if c & b == 0 {
+            lo[c] = c as i32;
+            hi[c] = (c + b) as i32;
+        } else {
+            lo[c] = (16 + c - b) as i32;
+            hi[c] = (16 + c) as i32;
+        }
+        c += 1;
+    }
+    (lo, hi)
+}
+
+/// Computed at compile time: building them per call cost as much as the permutes.
+const LEVELS: [(usize, ([i32; 16], [i32; 16])); 4] = [(8, level(8)), (4, level(4)), (2, level(2)), (1, level(1))];
+
 /// `rows[i][c]` → `rows[c][i]` for a 16 × 16 block.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn transpose16(rows: &mut [__m512; 16]) {
-    for b in [8usize, 4, 2, 1] {
-        let lo: [i32; 16] = std::array::from_fn(|c| if c & b == 0 { c as i32 } else { (16 + c - b) as i32 });
-        let hi: [i32; 16] = std::array::from_fn(|c| if c & b == 0 { (c + b) as i32 } else { (16 + c) as i32 });
+    for (b, (lo, hi)) in LEVELS {
         let (lo, hi) = (_mm512_loadu_si512(lo.as_ptr().cast()), _mm512_loadu_si512(hi.as_ptr().cast()));
-        for i in (0..16).filter(|i| i & b == 0) {
-            let (ri, rj) = (rows[i], rows[i + b]);
-            rows[i] = _mm512_permutex2var_ps(ri, lo, rj);
-            rows[i + b] = _mm512_permutex2var_ps(ri, hi, rj);
+        for i in 0..16 {
+            if i & b == 0 {
+                let (ri, rj) = (rows[i], rows[i + b]);
+                rows[i] = _mm512_permutex2var_ps(ri, lo, rj);
+                rows[i + b] = _mm512_permutex2var_ps(ri, hi, rj);
+            }
         }
     }
 }
@@ -51,13 +71,17 @@ pub unsafe fn pack_rows_transposed(src: *const f32, stride: usize, h: usize, kc:
     while p < kc {
         let n = (kc - p).min(16);
         let m = lanes(n);
-        let mut rows = [_mm512_setzero_ps(); 16];
-        for (r, row) in rows.iter_mut().enumerate().take(h) {
-            *row = _mm512_maskz_loadu_ps(m, src.add(r * stride + p));
-        }
+        // Fixed trip counts (rows past h load nothing: an all-zero mask reads no memory), so the
+        // 16 vectors stay in registers rather than in an array on the stack.
+        let mut rows: [__m512; 16] = std::array::from_fn(|r| {
+            let mr = if r < h { m } else { 0 };
+            _mm512_maskz_loadu_ps(mr, src.wrapping_add(r * stride + p))
+        });
         transpose16(&mut rows);
-        for (q, row) in rows.iter().enumerate().take(n) {
-            _mm512_mask_storeu_ps(dst.add((p + q) * step + offset), store, *row);
+        for (q, row) in rows.iter().enumerate() {
+            if q < n {
+                _mm512_mask_storeu_ps(dst.add((p + q) * step + offset), store, *row);
+            }
         }
         p += 16;
     }
