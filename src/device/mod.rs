@@ -7,6 +7,17 @@
 //! cuda.rs: cudarc, the embedded fatbin, cuBLASLt, CUDA graphs; launches asynchronous on one
 //! stream, `download`/`synchronize` wait for it). `Device::from_name` picks one by name
 //! ("interpret", "cuda", "cuda:N").
+//!
+//! CUDA graphs, on both: `Device::capture` records what a closure issues — kernel launches (the
+//! argument values baked in, pointers included), GEMMs, device copies and memsets — without
+//! running it, and `Graph::replay` runs it all again with one call. Inside a capture,
+//! allocation, host↔device copies, synchronisation and a nested capture are errors with the same
+//! message on both devices; a graph's inputs change only by writing into the same buffers
+//! before a replay. On a GPU it is a CUDA graph (`cuda.rs`); in interpret mode a recorded list
+//! (`interpret_graph.rs`) with the same contract, so the CPU tests of the decode graphs
+//! (src/ops/cuda/decode_graphs.rs, tests/decode_graphs.rs) run exactly what the GPU replays.
+//! `Device::allocations` counts `alloc` calls, so tests can assert that steady-state decode
+//! steps allocate nothing.
 
 pub mod cuda;
 pub mod fatbin;

@@ -23,6 +23,10 @@
 //! Sampling runs on the device too (kernels/sample.cu, `sample.rs`): `sample` draws from the
 //! rows' bf16 logits (the lm_head GEMM's output) bit for bit as the CPU reference does on the
 //! same values, and only each row's token and log-prob come to the host.
+//!
+//! Decode steps (one token per sequence, each drawn) run on persistent per-bucket buffers and
+//! replay a CUDA graph of the forward, the lm_head GEMM and the sampler (`decode_graphs.rs`,
+//! through `Ops::persistent_step`); prefill and mixed steps allocate per step.
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_packed;
