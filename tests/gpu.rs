@@ -22,6 +22,8 @@ mod common;
 mod backward_cases;
 #[path = "common/decode_cases.rs"]
 mod decode_cases;
+#[path = "common/decode_graph_cases.rs"]
+mod decode_graph_cases;
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
 #[path = "common/logprob_cases.rs"]
@@ -336,6 +338,17 @@ fn gpu_fatbin_kernels_match_interpret_signatures() {
 fn gpu_graph_replay_equals_direct_launches() {
     if let Some(d) = gpu() {
         graph_cases(&d);
+    }
+}
+
+/// The decode steps' CUDA graphs (src/ops/cuda/decode_graphs.rs) on real CUDA graphs and
+/// cuBLASLt: replay gives the bits of eager launches, and steady-state steps allocate nothing.
+/// (tests/decode_graphs.rs runs the same cases in interpret mode.)
+#[test]
+fn gpu_decode_graphs_replay_equals_eager_and_allocates_nothing() {
+    if gpu().is_some() {
+        decode_graph_cases::replay_equals_eager(&|| Device::cuda(0).unwrap(), false);
+        decode_graph_cases::no_allocation_after_warm_up(&|| Device::cuda(0).unwrap());
     }
 }
 

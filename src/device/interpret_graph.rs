@@ -195,7 +195,7 @@ fn host_bf16(b: &Buffer, n: usize) -> Result<Vec<f32>> {
     if n == 0 {
         return Ok(Vec::new()); // (a 0-byte buffer's pointer is not 2-aligned)
     }
-    if h.bytes < n * 2 || (h.ptr as usize) % 2 != 0 {
+    if h.bytes < n * 2 || !(h.ptr as usize).is_multiple_of(2) {
         bail!("a bf16 operand of {n} elements in a {}-byte buffer at {:p}", h.bytes, h.ptr);
     }
     // SAFETY: size and alignment checked above; bf16 has no invalid bit patterns.

@@ -48,7 +48,8 @@ use super::{CudaBatch, CudaOps, DeviceKvCache};
 use crate::device::{Buffer, DType, Device, Graph};
 use crate::model::{CudaModel, ForwardBufs, ModelConfig, SeqChunk};
 use crate::ops::{Draw, Sampled};
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -216,12 +217,12 @@ fn run(
         ws.buckets.clear();
         ws.weights = Some(weights);
     }
-    if !ws.buckets.contains_key(&rows) {
-        ws.buckets.insert(rows, Bucket::new(model, cache, rows, max_blocks)?);
-    }
-    let b = ws.buckets.get_mut(&rows).expect("inserted above");
+    let b = match ws.buckets.entry(rows) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(Bucket::new(model, cache, rows, max_blocks)?),
+    };
     ensure!(b.max_blocks == max_blocks, "a decode workspace of {} table entries for a cache that needs {max_blocks}", b.max_blocks);
-    let draws: Vec<Draw> = draws.iter().map(|d| d.expect("decode_step checked every draw")).collect();
+    let draws = draws.iter().map(|d| d.ok_or_else(|| anyhow!("a decode row without a draw"))).collect::<Result<Vec<Draw>>>()?;
     b.write_step(dev, c, cache, chunks, &draws)?;
 
     let longest = chunks.iter().map(|ch| ch.start_pos + 1).max().unwrap_or(1);
