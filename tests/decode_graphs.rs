@@ -73,3 +73,28 @@ fn capture_refuses_allocation_host_copies_and_nesting() {
     assert!(format!("{:#}", bad.err().unwrap()).contains("takes parameters of sizes"));
 }
 
+
+#[test]
+fn a_refused_decode_step_names_its_cause_and_leaves_the_workspace_usable() {
+    use scalerl::engine::SamplingParams;
+    use scalerl::model::{CudaModel, SeqChunk};
+    let model = decode_graph_cases::model();
+    let m = CudaModel::from_model(CudaOps::new(Device::interpret()), &model).unwrap();
+    let mut cache = m.new_cache(8, 4).unwrap();
+    let table: Vec<u32> = (0..8).collect();
+    let draw = Some(SamplingParams { temperature: 0.7, seed: 3, ..Default::default() }.draw(5));
+    let prompt = [5u32, 6, 7, 8, 9];
+    let mut step = |tokens: &[u32], start: usize, table: &[u32]| m.step(&mut cache, &[SeqChunk { tokens, start_pos: start, table }], &[draw]);
+    step(&prompt, 0, &table[..2]).unwrap();
+    let first = step(&[10], 5, &table[..2]).unwrap(); // the bucket's warm-up and capture
+    let e = format!("{:#}", step(&[10_000], 6, &table[..2]).unwrap_err());
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    // Block 8 is the cache's padding block: no sequence may name it.
+    let e = format!("{:#}", step(&[11], 6, &[0, 8]).unwrap_err());
+    assert!(e.contains("names block 8 of a 8-block cache"), "{e}");
+    // A refused step changed nothing the next one relies on: rerunning the warm-up's step
+    // (the same token at the same position) replays to the same draw.
+    let again = step(&[10], 5, &table[..2]).unwrap();
+    assert_eq!(again, first);
+    assert!(m.ops.decode_stats().replays >= 1);
+}

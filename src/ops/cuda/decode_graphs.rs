@@ -300,31 +300,36 @@ impl Bucket {
     /// Writes the step's metadata in place: ids, positions and draw parameters in one copy, and
     /// the block-table rows that changed since the last step (rows hold a sequence's blocks in
     /// their first entries; entries past its context are never read, so stale ones may stay).
-    /// Everything a kernel trusts is checked here, on the host, as `paged_batch` does.
+    /// Everything a kernel trusts is checked first, on the host, as `paged_batch` does, so a
+    /// refused step leaves the host's copy of the tables what the device holds.
     fn write_step(&mut self, dev: &Device, c: &ModelConfig, cache: &DeviceKvCache, chunks: &[SeqChunk], draws: &[Draw]) -> Result<()> {
         let (rows, mb, bs) = (self.rows, self.max_blocks, cache.block_size);
-        let mut step = vec![0u32; rows * (2 + PARAM_WORDS)];
+        let pad_table = [cache.pad_block as u32];
         let pad_draw = Draw { temperature: 0.0, top_p: 1.0, top_k: 0, min_p: 0.0, uniform: 0.0 };
-        let (mut first, mut last) = (usize::MAX, 0);
+        let row = |r: usize| match chunks.get(r) {
+            Some(ch) => (ch.tokens[0], ch.start_pos, &draws[r], ch.table),
+            None => (0, 0, &pad_draw, &pad_table[..]),
+        };
+        let mut step = vec![0u32; rows * (2 + PARAM_WORDS)];
         for r in 0..rows {
-            let (token, pos, draw, table) = match chunks.get(r) {
-                Some(ch) => (ch.tokens[0], ch.start_pos, &draws[r], ch.table),
-                None => (0, 0, &pad_draw, &[cache.pad_block as u32][..]),
-            };
+            let (token, pos, draw, table) = row(r);
             ensure!((token as usize) < c.vocab_size, "token id {token} is outside the vocabulary (size {})", c.vocab_size);
             ensure!(pos < table.len() * bs, "sequence {r}: block table covers {} positions, the chunk needs {}", table.len() * bs, pos + 1);
+            if let Some(&blk) = table.iter().find(|&&b| r < chunks.len() && b as usize >= cache.pad_block) {
+                anyhow::bail!("a block table names block {blk} of a {}-block cache", cache.pad_block);
+            }
             step[r] = token;
             step[rows + r] = u32::try_from(pos)?;
             let p = draw_params(draw, c.vocab_size).with_context(|| format!("sampling row {r} of the batch"))?;
             step[2 * rows + r * PARAM_WORDS..2 * rows + (r + 1) * PARAM_WORDS].copy_from_slice(&p);
-            let row = &mut self.tables_host[r * mb..r * mb + table.len()];
-            for (dst, &blk) in row.iter_mut().zip(table) {
-                let real = r < chunks.len();
-                ensure!(!real || (blk as usize) < cache.pad_block, "a block table names block {blk} of a {}-block cache", cache.pad_block);
+        }
+        let (mut first, mut last) = (usize::MAX, 0);
+        for r in 0..rows {
+            let table = row(r).3;
+            for (dst, &blk) in self.tables_host[r * mb..r * mb + table.len()].iter_mut().zip(table) {
                 if *dst != blk as i32 {
                     *dst = blk as i32;
-                    first = first.min(r);
-                    last = r;
+                    (first, last) = (first.min(r), r);
                 }
             }
         }
@@ -332,7 +337,12 @@ impl Bucket {
         if first <= last {
             // One copy of the changed rows' span.
             let span = &self.tables_host[first * mb..(last + 1) * mb];
-            dev.write(&self.tables.view(first * mb * 4, span.len() * 4)?, span)?;
+            let written = self.tables.view(first * mb * 4, span.len() * 4).and_then(|v| dev.write(&v, span));
+            if written.is_err() {
+                // The device may hold anything there now: the next step rewrites those rows.
+                self.tables_host[first * mb..(last + 1) * mb].fill(-1);
+            }
+            written?;
         }
         Ok(())
     }
