@@ -7,7 +7,10 @@
 //! roofline: the bytes a decode step must read — every weight but the embedding table (of which
 //! it reads `batch` rows) plus every sequence's K and V of every layer — over the
 //! device-to-device copy bandwidth measured in the same run. The engine's own bookkeeping around
-//! `Transformer::step` (scheduling, block tables) is not in it.
+//! `Transformer::step` (scheduling, block tables) is not in it. `engine step` is the same step as
+//! the engine runs it, `Transformer::step`: on the CUDA backend the bucket's CUDA graph replayed
+//! on its persistent buffers, with the metadata writes and the one download of the results
+//! (src/ops/cuda/decode_graphs.rs), against `step` = the per-step path's forward + sample.
 //!
 //! Napkin math (R1-Distill-1.5B: 28 layers, hidden 1536, 12 query / 2 KV heads of 128, MLP 8960,
 //! vocabulary 151,936 untied; bf16):
@@ -74,6 +77,8 @@ struct Row {
     sample_ms: f64,
     /// The host's issue time of the forward; None on the CPU (no device: the host does it all).
     host_issue_ms: Option<f64>,
+    /// `Transformer::step`, as the engine runs it (CUDA: the decode graph's replay).
+    engine_step_ms: f64,
     weight_bytes: u64,
     kv_bytes: u64,
     /// (weight + KV bytes) / the run's copy bandwidth; None on the CPU.
@@ -170,7 +175,8 @@ fn run_shapes<O: Ops>(
             (0..batch).map(|s| SeqChunk { tokens: &toks[s], start_pos: ctx - 1, table: &tabs[s] }).collect();
         let rows_idx: Vec<usize> = (0..batch).collect();
         let draws = vec![DRAW; batch];
-        let (mut fwd, mut smp, mut host) = (Vec::new(), Vec::new(), Vec::new());
+        let step_draws = vec![Some(DRAW); batch];
+        let (mut fwd, mut smp, mut host, mut engine) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let start = Instant::now();
         // One untimed step (first-use allocations, cuBLASLt's algorithm pick), then timed ones
         // until the budget or max_steps, at least 3 when timing.
@@ -183,6 +189,12 @@ fn run_shapes<O: Ops>(
             let t2 = Instant::now();
             let out = model.ops.sample(&hidden, &rows_idx, model.lm_head(), c, &draws).unwrap();
             let t3 = Instant::now();
+            sync();
+            let t4 = Instant::now();
+            // The first of these is the bucket's warm-up (eager run, then the capture).
+            let stepped = model.step(&mut cache, &chunks, &step_draws).unwrap();
+            let t5 = Instant::now();
+            assert!(stepped.iter().all(|s| s.is_some_and(|s| (s.token as usize) < c.vocab_size)), "bad engine step at b{batch} ctx{ctx}");
             assert_eq!(out.len(), batch);
             assert!(out.iter().all(|s| (s.token as usize) < c.vocab_size && s.logprob.is_finite()), "bad draw at b{batch} ctx{ctx}");
             if i == 0 && max_steps > 0 {
@@ -191,12 +203,14 @@ fn run_shapes<O: Ops>(
             host.push((t1 - t0).as_secs_f64() * 1e3);
             fwd.push((t2 - t0).as_secs_f64() * 1e3);
             smp.push((t3 - t2).as_secs_f64() * 1e3);
+            engine.push((t5 - t4).as_secs_f64() * 1e3);
             if fwd.len() >= 3 && start.elapsed() > budget {
                 break;
             }
         }
         let (forward_ms, sample_ms) = (median(&mut fwd), median(&mut smp));
         let host_issue_ms = copy_gbs.map(|_| median(&mut host));
+        let engine_step_ms = median(&mut engine);
         let step_ms = forward_ms + sample_ms;
         let weight_bytes = weight_bytes_per_step(c, model.table(), batch, elem);
         let kv_bytes = (batch * ctx) as u64 * kv_token_bytes;
@@ -210,6 +224,7 @@ fn run_shapes<O: Ops>(
             forward_ms,
             sample_ms,
             host_issue_ms,
+            engine_step_ms,
             weight_bytes,
             kv_bytes,
             roofline_ms,
@@ -223,17 +238,17 @@ fn run_shapes<O: Ops>(
 
 fn print_header(what: &str) {
     println!("{what}");
-    println!("(step = forward + sample; host: the host's issue time of the forward; x roof: step / roofline; fwd x: forward / roofline)");
+    println!("(step = forward + sample; host: the host's issue time of the forward; x roof: step / roofline; fwd x: forward / roofline; engine: Transformer::step, the decode graph on CUDA)");
     println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}",
-        "decode_step", "steps", "step", "forward", "sample", "host", "host %", "roofline", "x roof", "fwd x"
+        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>10}",
+        "decode_step", "steps", "step", "forward", "sample", "host", "host %", "roofline", "x roof", "fwd x", "engine"
     );
 }
 
 fn print_row(r: &Row) {
     let ms = |v: f64| format!("{v:.3} ms");
     println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}{}",
+        "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>10}{}",
         r.id,
         r.steps,
         ms(r.step_ms),
@@ -244,6 +259,7 @@ fn print_row(r: &Row) {
         r.roofline_ms.map(ms).unwrap_or_else(|| "-".into()),
         r.x_roofline.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
         r.roofline_ms.map(|x| format!("{:.2}x", r.forward_ms / x)).unwrap_or_else(|| "-".into()),
+        ms(r.engine_step_ms),
         if r.kv_wrapped { "  (K/V wrap the pool)" } else { "" }
     );
 }

@@ -93,7 +93,7 @@ def print_decode_step(path):
         model = "the R1-Distill-1.5B-shaped model" if part["backend"] == "cuda" else "a small model (same code path)"
         print(f"\ndecode_step ({part['backend']}: {part['device']}): one decode step of {model}; {ceiling}")
         hdr = (f"{'shape':<16} {'step':>10} {'forward':>10} {'sample':>10} {'host':>10} {'host %':>7} "
-               f"{'GB read':>8} {'roofline':>10} {'x roof':>7} {'fwd x':>6}")
+               f"{'GB read':>8} {'roofline':>10} {'x roof':>7} {'fwd x':>6} {'engine':>10} {'eng x':>6}")
         print(hdr)
         print("-" * len(hdr))
         for r in part["rows"]:
@@ -103,13 +103,17 @@ def print_decode_step(path):
             fx = f"{r['forward_ms'] / r['roofline_ms']:.2f}x" if r.get("roofline_ms") else "-"
             host = r.get("host_issue_ms")
             host_s, host_pct = (fmt_time(host * 1e6), f"{100 * host / r['step_ms']:.1f}%") if host else ("-", "-")
+            eng = r.get("engine_step_ms")
+            eng_s = fmt_time(eng * 1e6) if eng else "-"
+            ex = f"{eng / r['roofline_ms']:.2f}x" if eng and r.get("roofline_ms") else "-"
             print(f"{r['id']:<16} {fmt_time(r['step_ms'] * 1e6):>10} {fmt_time(r['forward_ms'] * 1e6):>10} "
-                  f"{fmt_time(r['sample_ms'] * 1e6):>10} {host_s:>10} {host_pct:>7} {gb:>8.2f} {roof:>10} {xr:>7} {fx:>6}"
+                  f"{fmt_time(r['sample_ms'] * 1e6):>10} {host_s:>10} {host_pct:>7} {gb:>8.2f} {roof:>10} {xr:>7} {fx:>6} {eng_s:>10} {ex:>6}"
                   f"{'  (K/V wrap a pool)' if r.get('kv_wrapped') else ''}")
             rows_out.append(dict(r, bench="decode_step", backend=part["backend"], device=part["device"],
                                  copy_gb_per_s=copy))
     print("(step = forward + sample, medians; x roof: step / roofline, fwd x: forward alone / roofline; sample: lm_head, logits to the host, the draw; host: time the host "
           "spends issuing the forward (launches, metadata, allocations), hidden while below the forward's; "
+          "engine: the whole step as the engine runs it (Transformer::step: on CUDA the bucket's CUDA graph replayed on persistent buffers), eng x: engine / roofline; "
           "targets: batch 128 x 8K within 1.25x of the roofline, batch 1 within 1.5x, host < 5% of the step)")
     return rows_out
 

@@ -53,4 +53,4 @@ step "kernel parity under AddressSanitizer"
 SCALERL_REQUIRE_ASAN=1 SCALERL_SANITIZE=address RUSTFLAGS="-C link-arg=-l:libasan.a" CARGO_TARGET_DIR=target/asan \
     cargo test --locked --test kernels_interpret --test attention_decode_interpret \
     --test attention_prefill_interpret --test attention_packed_interpret --test interpret_model --test backward_interpret \
-    --test logprob_interpret --test sample_interpret
+    --test logprob_interpret --test sample_interpret --test decode_graphs

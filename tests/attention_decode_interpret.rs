@@ -23,7 +23,7 @@ fn decode_kernels_are_compiled_in() {
 #[test]
 fn decode_attention_matches_cpu() {
     for schedule in SCHEDULES {
-        decode_attention_cases(&Device::Interpret { schedule });
+        decode_attention_cases(&Device::interpret_with(schedule));
     }
 }
 

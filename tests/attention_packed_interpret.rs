@@ -24,7 +24,7 @@ const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Sched
 fn packed_attention_matches_cpu_and_is_deterministic() {
     let mut first: Option<Vec<Bits>> = None;
     for schedule in SCHEDULES {
-        let bits = packed_attention_cases(&Device::Interpret { schedule });
+        let bits = packed_attention_cases(&Device::interpret_with(schedule));
         match &first {
             None => first = Some(bits),
             Some(f) => {

@@ -15,7 +15,7 @@ const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Sched
 #[test]
 fn prefill_attention_matches_cpu() {
     for schedule in SCHEDULES {
-        prefill_attention_cases(&Device::Interpret { schedule });
+        prefill_attention_cases(&Device::interpret_with(schedule));
     }
 }
 

@@ -33,15 +33,15 @@ const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Sched
 
 fn on_every_schedule(case: fn(&Device)) {
     for schedule in SCHEDULES {
-        case(&Device::Interpret { schedule });
+        case(&Device::interpret_with(schedule));
     }
 }
 
 /// Runs a reduction case on every schedule: the bits must not depend on it.
 fn deterministic_on_every_schedule(name: &str, case: fn(&Device) -> Vec<Vec<u32>>) {
-    let first = case(&Device::Interpret { schedule: SCHEDULES[0] });
+    let first = case(&Device::interpret_with(SCHEDULES[0]));
     for schedule in &SCHEDULES[1..] {
-        let again = case(&Device::Interpret { schedule: *schedule });
+        let again = case(&Device::interpret_with(*schedule));
         assert!(again == first, "{name}: the bits differ between {:?} and {schedule:?}", SCHEDULES[0]);
     }
     // And run to run on one schedule.
@@ -292,7 +292,7 @@ fn mlp_half_of_a_layer_backward_matches_cpu() {
     let x_mid: Vec<f32> = kernel_cases::to_f32(&kernel_cases::random_bf16(t * c.hidden_size, 1, 2.0));
     let dout: Vec<f32> = kernel_cases::to_f32(&kernel_cases::random_bf16(t * c.hidden_size, 2, 1.0));
     let (dx_c, g_c) = mlp_chain(&CpuOps, &model.weights, &table, &c, 1, &x_mid, &dout, t).unwrap();
-    let cuda = CudaOps::new(Device::Interpret { schedule: Schedule::Random(3) });
+    let cuda = CudaOps::new(Device::interpret_with(Schedule::Random(3)));
     let w = DeviceParams::upload(&cuda.dev, &model.weights).unwrap();
     let (dx_d, g_d) = mlp_chain(&cuda, &w, &table, &c, 1, &x_mid, &dout, t).unwrap();
     let e = rel_l2(&dx_d, &dx_c);
@@ -363,7 +363,7 @@ fn model_backward_on_device_ops_matches_cpu() {
     full_backward(&model, &samples, &d_logp, &d_entropy, false, &mut g_c).unwrap();
     assert!(g_c1.iter().all(|(_, g)| g.iter().any(|&x| x != 0.0)), "a CPU gradient is all zero: the check would be vacuous");
 
-    let ops = CudaOps::new(Device::Interpret { schedule: Schedule::Random(7) });
+    let ops = CudaOps::new(Device::interpret_with(Schedule::Random(7)));
     let w = DeviceParams::upload(&ops.dev, &model.weights).unwrap();
     let dev_model = Transformer::new(c.clone(), ops, w, table.clone()).unwrap();
     let mut runs = Vec::new();

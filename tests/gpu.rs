@@ -22,6 +22,8 @@ mod common;
 mod backward_cases;
 #[path = "common/decode_cases.rs"]
 mod decode_cases;
+#[path = "common/decode_graph_cases.rs"]
+mod decode_graph_cases;
 #[path = "common/kernel_cases.rs"]
 mod kernel_cases;
 #[path = "common/logprob_cases.rs"]
@@ -150,12 +152,13 @@ fn cuda_device_is_a_clear_error_without_a_gpu() {
             assert_eq!(format!("{by_name:#}"), msg);
         }
     }
-    assert!(matches!(Device::from_name("interpret"), Ok(Device::Interpret { .. })));
+    assert!(matches!(Device::from_name("interpret"), Ok(Device::Interpret(_))));
     let e = Device::from_name("tpu").err().unwrap().to_string();
     assert!(e.contains("unknown device"), "{e}");
     assert!(Device::from_name("cuda:x").is_err());
+    // Interpret mode captures as a GPU does (tests/decode_graphs.rs); an empty capture is refused.
     let e = Device::interpret().capture(|_| Ok(())).err().unwrap().to_string();
-    assert!(e.contains("GPU"), "{e}");
+    assert!(e.contains("recorded nothing"), "{e}");
 }
 
 /// The parity cases on the interpreter: keeps this file's GPU checks themselves tested in CI.
@@ -335,6 +338,17 @@ fn gpu_fatbin_kernels_match_interpret_signatures() {
 fn gpu_graph_replay_equals_direct_launches() {
     if let Some(d) = gpu() {
         graph_cases(&d);
+    }
+}
+
+/// The decode steps' CUDA graphs (src/ops/cuda/decode_graphs.rs) on real CUDA graphs and
+/// cuBLASLt: replay gives the bits of eager launches, and steady-state steps allocate nothing.
+/// (tests/decode_graphs.rs runs the same cases in interpret mode.)
+#[test]
+fn gpu_decode_graphs_replay_equals_eager_and_allocates_nothing() {
+    if gpu().is_some() {
+        decode_graph_cases::replay_equals_eager(&|| Device::cuda(0).unwrap(), false);
+        decode_graph_cases::no_allocation_after_warm_up(&|| Device::cuda(0).unwrap());
     }
 }
 

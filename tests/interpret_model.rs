@@ -186,7 +186,7 @@ fn results_do_not_depend_on_the_thread_schedule() {
     let base =
         CudaModel::from_model(CudaOps::new(Device::interpret()), &model).unwrap().sequence_logits(&prompt, true).unwrap();
     for schedule in [Schedule::Reverse, Schedule::Random(7)] {
-        let m = CudaModel::from_model(CudaOps::new(Device::Interpret { schedule }), &model).unwrap();
+        let m = CudaModel::from_model(CudaOps::new(Device::interpret_with(schedule)), &model).unwrap();
         assert_eq!(m.sequence_logits(&prompt, true).unwrap(), base, "{schedule:?}");
     }
 }

@@ -13,7 +13,7 @@ const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Sched
 
 fn on_every_schedule(case: fn(&Device)) {
     for schedule in SCHEDULES {
-        case(&Device::Interpret { schedule });
+        case(&Device::interpret_with(schedule));
     }
 }
 

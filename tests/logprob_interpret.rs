@@ -20,9 +20,9 @@ const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Sched
 
 /// `cases` on every schedule: the same bits on each.
 fn same_bits_on_every_schedule(what: &str, cases: fn(&Device) -> Vec<Vec<u32>>) {
-    let first = cases(&Device::Interpret { schedule: SCHEDULES[0] });
+    let first = cases(&Device::interpret_with(SCHEDULES[0]));
     for schedule in &SCHEDULES[1..] {
-        let out = cases(&Device::Interpret { schedule: *schedule });
+        let out = cases(&Device::interpret_with(*schedule));
         for (ci, (a, b)) in first.iter().zip(&out).enumerate() {
             assert!(a == b, "{what} case {ci}: results differ between schedules (Sequential vs {schedule:?})");
         }

@@ -13,7 +13,7 @@ const SCHEDULES: [Schedule; 4] = [Schedule::Sequential, Schedule::Reverse, Sched
 
 fn on_every_schedule(case: fn(&Device)) {
     for schedule in SCHEDULES {
-        case(&Device::Interpret { schedule });
+        case(&Device::interpret_with(schedule));
     }
 }
 
@@ -35,7 +35,7 @@ fn a_real_vocabulary_row_matches_the_cpu_sampler() {
     logits.extend(random_logits(v, 4, 6.0));
     let p = SamplingParams { temperature: 0.6, top_k: 500, top_p: 0.95, min_p: 0.001, seed: 9, ..Default::default() };
     let q = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 9, ..Default::default() };
-    check_rows(&Device::Interpret { schedule: Schedule::Random(3) }, v, &logits, &[p.draw(100), q.draw(101)], "V 151936");
+    check_rows(&Device::interpret_with(Schedule::Random(3)), v, &logits, &[p.draw(100), q.draw(101)], "V 151936");
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn bad_rows_are_errors_naming_row_and_column() {
 /// (df 2: 13.816, df 5: 20.515, df 6: 22.458); the seeds are fixed, so a pass is reproducible.
 #[test]
 fn sampled_frequencies_follow_the_truncated_softmax() {
-    let dev = Device::Interpret { schedule: Schedule::Random(1) };
+    let dev = Device::interpret_with(Schedule::Random(1));
     let logits = [2.0f32, 1.5, 1.5, 1.0, 0.6, 0.2, -0.4, -1.0, f32::NEG_INFINITY, -2.5, 0.9, -0.1];
     let n = 20_000;
     let p = |t, top_k, top_p, min_p| SamplingParams { temperature: t, top_k, top_p, min_p, seed: 77, ..Default::default() };

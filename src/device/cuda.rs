@@ -33,7 +33,7 @@ use cudarc::driver::sys::{self, CUdeviceptr, CUresult};
 use cudarc::driver::{result as dr, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DriverError};
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Dynamic shared memory a block may use without opting in (cuFuncSetAttribute).
@@ -169,6 +169,8 @@ pub struct CudaDevice {
     sms: usize,
     /// Bytes allocated through `alloc` and not yet freed, and their peak.
     memory: Arc<MemCounter>,
+    /// Calls of `alloc` (steady-state decode steps make none).
+    allocations: AtomicUsize,
 }
 
 fn driver_err(e: DriverError) -> anyhow::Error {
@@ -282,6 +284,7 @@ impl CudaDevice {
             cc,
             sms,
             memory: Arc::new(MemCounter::new()),
+            allocations: AtomicUsize::new(0),
         })
     }
 
@@ -312,9 +315,14 @@ impl CudaDevice {
 
     fn not_capturing(&self, what: &str) -> Result<()> {
         if self.capturing.load(Ordering::Acquire) {
-            bail!("{what} is not allowed while a CUDA graph is being captured (allocate and upload before Device::capture)");
+            return Err(super::interpret_graph::refused_in_capture(what));
         }
         Ok(())
+    }
+
+    /// Calls of `alloc` so far.
+    pub fn allocations(&self) -> usize {
+        self.allocations.load(Ordering::Relaxed)
     }
 
     /// The stream all of this device's work goes to (NCCL enqueues its collectives on it).
@@ -337,6 +345,7 @@ impl CudaDevice {
 
     pub fn alloc(&self, bytes: usize) -> Result<CudaBuffer> {
         self.not_capturing("allocating device memory")?;
+        self.allocations.fetch_add(1, Ordering::Relaxed);
         if bytes == 0 {
             return Ok(CudaBuffer { slice: None, ptr: 0, bytes: 0, stream: self.stream.cu_stream() });
         }
@@ -356,7 +365,7 @@ impl CudaDevice {
     }
 
     pub fn write(&self, dst: &CudaBuffer, src: &[u8]) -> Result<()> {
-        self.not_capturing("copying host data to the GPU")?;
+        self.not_capturing("copying host data to the device")?;
         if src.len() > dst.bytes {
             bail!("write of {} bytes into a buffer of {}", src.len(), dst.bytes);
         }
@@ -371,7 +380,7 @@ impl CudaDevice {
     }
 
     pub fn read(&self, src: &CudaBuffer, dst: &mut [u8]) -> Result<()> {
-        self.not_capturing("copying GPU data to the host")?;
+        self.not_capturing("copying device data to the host")?;
         if dst.len() > src.bytes {
             bail!("read of {} bytes from a buffer of {}", dst.len(), src.bytes);
         }
@@ -415,7 +424,7 @@ impl CudaDevice {
 
     /// Waits for everything queued on the stream; reports asynchronous kernel faults.
     pub fn synchronize(&self) -> Result<()> {
-        self.not_capturing("synchronising the stream")?;
+        self.not_capturing("synchronising the device")?;
         self.bind()?;
         self.stream
             .synchronize()

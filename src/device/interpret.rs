@@ -55,6 +55,18 @@ pub fn kernel_params(name: &str) -> Option<Vec<usize>> {
     (n >= 0).then(|| sizes[..(n as usize).min(64)].to_vec())
 }
 
+/// Fails unless kernel `name` is compiled in and takes parameters of exactly `given` sizes (a
+/// launch checks this when it is issued, so a capture refuses a bad launch as a GPU does).
+pub fn check_signature(name: &str, given: &[usize]) -> Result<()> {
+    let Some(sizes) = kernel_params(name) else {
+        bail!("kernel `{name}` is not compiled into this binary (interpret mode)");
+    };
+    if sizes != given {
+        bail!("kernel `{name}` takes parameters of sizes {sizes:?}, the launch passed {given:?}");
+    }
+    Ok(())
+}
+
 /// Launches `name` and waits for it. `args[i]` points at the value of parameter i; their sizes
 /// are checked against the kernel's signature first.
 ///
@@ -69,13 +81,8 @@ pub unsafe fn launch(
     args: &[(*mut c_void, usize)],
     schedule: Schedule,
 ) -> Result<()> {
-    let Some(sizes) = kernel_params(name) else {
-        bail!("kernel `{name}` is not compiled into this binary (interpret mode)");
-    };
-    if sizes.len() != args.len() || sizes.iter().zip(args).any(|(s, a)| *s != a.1) {
-        let given: Vec<usize> = args.iter().map(|a| a.1).collect();
-        bail!("kernel `{name}` takes parameters of sizes {sizes:?}, the launch passed {given:?}");
-    }
+    let given: Vec<usize> = args.iter().map(|a| a.1).collect();
+    check_signature(name, &given)?;
     let cname = CString::new(name)?;
     let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.0).collect();
     let (sched, seed) = match schedule {

@@ -7,6 +7,17 @@
 //! cuda.rs: cudarc, the embedded fatbin, cuBLASLt, CUDA graphs; launches asynchronous on one
 //! stream, `download`/`synchronize` wait for it). `Device::from_name` picks one by name
 //! ("interpret", "cuda", "cuda:N").
+//!
+//! CUDA graphs, on both: `Device::capture` records what a closure issues — kernel launches (the
+//! argument values baked in, pointers included), GEMMs, device copies and memsets — without
+//! running it, and `Graph::replay` runs it all again with one call. Inside a capture,
+//! allocation, host↔device copies, synchronisation and a nested capture are errors with the same
+//! message on both devices; a graph's inputs change only by writing into the same buffers
+//! before a replay. On a GPU it is a CUDA graph (`cuda.rs`); in interpret mode a recorded list
+//! (`interpret_graph.rs`) with the same contract, so the CPU tests of the decode graphs
+//! (src/ops/cuda/decode_graphs.rs, tests/decode_graphs.rs) run exactly what the GPU replays.
+//! `Device::allocations` counts `alloc` calls, so tests can assert that steady-state decode
+//! steps allocate nothing.
 
 pub mod cuda;
 pub mod fatbin;
@@ -16,6 +27,10 @@ pub mod nccl;
 
 pub use memory::MemStats;
 pub mod interpret;
+mod interpret_graph;
+
+pub use interpret_graph::Interpreter;
+use interpret_graph::{host_write, GemmKind, Op};
 
 use anyhow::{bail, Result};
 use std::alloc::Layout;
@@ -146,6 +161,20 @@ impl Buffer {
         }
     }
 
+    /// The address kernels see for the buffer's first byte: an identity (a graph captured over
+    /// a buffer is valid only for the buffer at that address).
+    pub fn address(&self) -> u64 {
+        match &self.repr {
+            Repr::Host(h) => h.ptr as u64,
+            Repr::Cuda(c) => c.device_ptr(),
+        }
+    }
+
+    /// A view of the whole buffer: shares (and keeps alive) its allocation.
+    fn whole(&self) -> Buffer {
+        self.view(0, self.len_bytes()).expect("a view of the whole buffer is in bounds")
+    }
+
     /// Whether this is GPU memory.
     pub fn is_gpu(&self) -> bool {
         matches!(self.repr, Repr::Cuda(_))
@@ -200,28 +229,51 @@ pub enum Arg<'a> {
 
 /// Where kernels run.
 pub enum Device {
-    Interpret { schedule: Schedule },
+    /// Kernels on the CPU (`Device::interpret`, `Device::interpret_with`).
+    Interpret(Interpreter),
     /// A GPU (src/device/cuda.rs). Create with `Device::cuda`.
     Cuda(Box<cuda::CudaDevice>),
 }
 
 /// A captured sequence of launches (`Device::capture`), replayed with one call.
 pub struct Graph {
-    exec: cuda::CudaGraphExec,
+    exec: GraphExec,
+}
+
+enum GraphExec {
+    Cuda(cuda::CudaGraphExec),
+    /// The recorded ops and the schedule of the device that recorded them.
+    Interpret { ops: Vec<Op>, schedule: Schedule },
 }
 
 impl Graph {
-    /// Runs the captured work again, on the same buffers (asynchronous, like a launch: a
-    /// download or `Device::synchronize` waits for it). Change inputs with `Device::write`
-    /// between replays.
+    /// Runs the captured work again, on the same buffers (asynchronous on a GPU, like a launch:
+    /// a download or `Device::synchronize` waits for it; done on return in interpret mode).
+    /// Change inputs with `Device::write` between replays.
     pub fn replay(&self) -> Result<()> {
-        self.exec.replay()
+        match &self.exec {
+            GraphExec::Cuda(e) => e.replay(),
+            GraphExec::Interpret { ops, schedule } => interpret_graph::replay(ops, *schedule),
+        }
+    }
+
+    /// Operations recorded (interpret mode; None on a GPU, whose graph is opaque).
+    pub fn recorded_ops(&self) -> Option<usize> {
+        match &self.exec {
+            GraphExec::Cuda(_) => None,
+            GraphExec::Interpret { ops, .. } => Some(ops.len()),
+        }
     }
 }
 
 impl Device {
     pub fn interpret() -> Self {
-        Device::Interpret { schedule: Schedule::Sequential }
+        Self::interpret_with(Schedule::Sequential)
+    }
+
+    /// Interpret mode resuming the threads of a block in `schedule`'s order.
+    pub fn interpret_with(schedule: Schedule) -> Self {
+        Device::Interpret(Interpreter::new(schedule))
     }
 
     /// GPU `ordinal`. Fails (without panicking) on a machine without an NVIDIA driver or GPU
@@ -245,7 +297,7 @@ impl Device {
 
     pub fn name(&self) -> String {
         match self {
-            Device::Interpret { .. } => "interpret (CPU, CUDA semantics)".to_string(),
+            Device::Interpret(_) => "interpret (CPU, CUDA semantics)".to_string(),
             Device::Cuda(c) => c.name().to_string(),
         }
     }
@@ -254,7 +306,7 @@ impl Device {
     /// H100 SXM's 132, so its launches have the grids the target GPU would get.
     pub fn sm_count(&self) -> usize {
         match self {
-            Device::Interpret { .. } => crate::ops::cuda::attention_decode::H100_SMS,
+            Device::Interpret(_) => crate::ops::cuda::attention_decode::H100_SMS,
             Device::Cuda(c) => c.sm_count(),
         }
     }
@@ -266,7 +318,9 @@ impl Device {
     /// Uninitialised device memory of `bytes` bytes.
     pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
         match self {
-            Device::Interpret { .. } => {
+            Device::Interpret(i) => {
+                i.not_capturing("allocating device memory")?;
+                i.count_allocation();
                 let ptr = if bytes == 0 {
                     std::ptr::NonNull::<u8>::dangling().as_ptr()
                 } else {
@@ -296,18 +350,12 @@ impl Device {
     /// Copies `data` to the start of `dst`. (GPU: returns once `data` is staged; the copy is
     /// ordered before every later launch.)
     pub fn write<T: bytemuck::Pod>(&self, dst: &Buffer, data: &[T]) -> Result<()> {
-        let src: &[u8] = bytemuck::cast_slice(data);
         match self {
-            Device::Interpret { .. } => {
-                let dst = dst.host()?;
-                if src.len() > dst.bytes {
-                    bail!("write of {} bytes into a buffer of {}", src.len(), dst.bytes);
-                }
-                // SAFETY: bounds checked above; the regions cannot overlap (dst is device memory).
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr, src.len()) };
-                Ok(())
+            Device::Interpret(i) => {
+                i.not_capturing("copying host data to the device")?;
+                host_write(dst, data)
             }
-            Device::Cuda(c) => c.write(cuda_buf(dst)?, src),
+            Device::Cuda(c) => c.write(cuda_buf(dst)?, bytemuck::cast_slice(data)),
         }
     }
 
@@ -317,7 +365,8 @@ impl Device {
         let mut out = vec![T::zeroed(); n];
         let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
         match self {
-            Device::Interpret { .. } => {
+            Device::Interpret(i) => {
+                i.not_capturing("copying device data to the host")?;
                 let src = src.host()?;
                 // SAFETY: dst has n·size_of::<T>() ≤ src.bytes bytes.
                 unsafe { std::ptr::copy_nonoverlapping(src.ptr, dst.as_mut_ptr(), dst.len()) };
@@ -330,14 +379,12 @@ impl Device {
     /// Copies the first `bytes` bytes of `src` to `dst` on the device.
     pub fn copy(&self, src: &Buffer, dst: &Buffer, bytes: usize) -> Result<()> {
         match self {
-            Device::Interpret { .. } => {
+            Device::Interpret(i) => {
                 let (s, d) = (src.host()?, dst.host()?);
                 if bytes > s.bytes || bytes > d.bytes {
                     bail!("copy of {bytes} bytes from a {}-byte into a {}-byte buffer", s.bytes, d.bytes);
                 }
-                // SAFETY: bounds checked; `copy` allows overlap (the same buffer twice).
-                unsafe { std::ptr::copy(s.ptr, d.ptr, bytes) };
-                Ok(())
+                i.issue(Op::Copy { src: src.whole(), dst: dst.whole(), bytes })
             }
             Device::Cuda(c) => c.copy(cuda_buf(src)?, cuda_buf(dst)?, bytes),
         }
@@ -346,11 +393,9 @@ impl Device {
     /// Sets every byte of `dst` to zero (GPU: stream-ordered, like a launch).
     pub fn zero(&self, dst: &Buffer) -> Result<()> {
         match self {
-            Device::Interpret { .. } => {
-                let d = dst.host()?;
-                // SAFETY: the buffer owns (a view of) `d.bytes` bytes at `d.ptr`.
-                unsafe { std::ptr::write_bytes(d.ptr, 0, d.bytes) };
-                Ok(())
+            Device::Interpret(i) => {
+                dst.host()?;
+                i.issue(Op::Zero { dst: dst.whole() })
             }
             Device::Cuda(c) => c.memset(cuda_buf(dst)?, 0, dst.len_bytes()),
         }
@@ -360,14 +405,14 @@ impl Device {
     /// (interpret mode: every interpret device's host allocations together).
     pub fn memory(&self) -> MemStats {
         match self {
-            Device::Interpret { .. } => memory::INTERPRET.stats(),
+            Device::Interpret(_) => memory::INTERPRET.stats(),
             Device::Cuda(c) => c.memory().stats(),
         }
     }
 
     pub fn reset_peak(&self) {
         match self {
-            Device::Interpret { .. } => memory::INTERPRET.reset_peak(),
+            Device::Interpret(_) => memory::INTERPRET.reset_peak(),
             Device::Cuda(c) => c.memory().reset_peak(),
         }
     }
@@ -375,7 +420,7 @@ impl Device {
     /// Total memory of a GPU in bytes (None in interpret mode, whose memory is the host's).
     pub fn total_memory(&self) -> Result<Option<usize>> {
         match self {
-            Device::Interpret { .. } => Ok(None),
+            Device::Interpret(_) => Ok(None),
             Device::Cuda(c) => Ok(Some(c.mem_info()?.1)),
         }
     }
@@ -384,21 +429,34 @@ impl Device {
     /// where an asynchronous kernel fault is reported.
     pub fn synchronize(&self) -> Result<()> {
         match self {
-            Device::Interpret { .. } => Ok(()),
+            Device::Interpret(i) => i.not_capturing("synchronising the device"),
             Device::Cuda(c) => c.synchronize(),
         }
     }
 
-    /// Records the launches and GEMMs that `f` issues on this device into a graph instead of
-    /// running them; `Graph::replay` runs them all with one call. GPU only. Inside `f`: no
-    /// allocation, uploads, downloads or synchronisation, and no buffer may be dropped; the
-    /// buffers used must outlive the graph (the pointers are baked in).
+    /// Records the launches, GEMMs, device-to-device copies and memsets that `f` issues on this
+    /// device into a graph instead of running them; `Graph::replay` runs them all with one call.
+    /// Inside `f`: no allocation, uploads, downloads, synchronisation or nested capture (each is
+    /// an error, and the capture is closed); the buffers used must outlive the graph (the
+    /// pointers and every argument's value are baked in: change inputs by writing into the same
+    /// buffers before a replay). On a GPU a CUDA graph (src/device/cuda.rs); in interpret mode
+    /// the same contract over a recorded list (src/device/interpret_graph.rs).
     pub fn capture(&self, f: impl FnOnce(&Device) -> Result<()>) -> Result<Graph> {
         match self {
-            Device::Interpret { .. } => {
-                bail!("CUDA graphs need a GPU device (interpret mode runs every launch directly)")
+            Device::Interpret(i) => {
+                let ops = i.capture(|| f(self))?;
+                Ok(Graph { exec: GraphExec::Interpret { ops, schedule: i.schedule() } })
             }
-            Device::Cuda(c) => Ok(Graph { exec: c.capture(|| f(self))? }),
+            Device::Cuda(c) => Ok(Graph { exec: GraphExec::Cuda(c.capture(|| f(self))?) }),
+        }
+    }
+
+    /// Calls of `alloc` on this device so far (tests check that steady-state decode steps
+    /// allocate nothing).
+    pub fn allocations(&self) -> usize {
+        match self {
+            Device::Interpret(i) => i.allocations(),
+            Device::Cuda(c) => c.allocations(),
         }
     }
 
@@ -407,11 +465,7 @@ impl Device {
     pub fn gemm_bf16_nt(&self, x: &Buffer, w: &Buffer, y: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
         gemm_operands("gemm_bf16_nt", [("x", x, m * k, DType::Bf16), ("w", w, n * k, DType::Bf16), ("y", y, m * n, DType::Bf16)], (m, n, k))?;
         match self {
-            Device::Interpret { .. } => {
-                let out = host_gemm::matmul_nt(&host_bf16(x, m * k)?, &host_bf16(w, n * k)?, m, n, k);
-                let y16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
-                self.write(y, &y16)
-            }
+            Device::Interpret(i) => i.issue(Op::Gemm { kind: GemmKind::Nt, a: x.whole(), b: w.whole(), c: y.whole(), m, n, k }),
             Device::Cuda(c) => c.gemm_bf16_nt(cuda_buf(x)?, cuda_buf(w)?, cuda_buf(y)?, m, n, k),
         }
     }
@@ -422,11 +476,7 @@ impl Device {
     pub fn gemm_bf16_nn(&self, dy: &Buffer, w: &Buffer, dx: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
         gemm_operands("gemm_bf16_nn", [("dy", dy, m * n, DType::Bf16), ("w", w, n * k, DType::Bf16), ("dx", dx, m * k, DType::Bf16)], (m, n, k))?;
         match self {
-            Device::Interpret { .. } => {
-                let out = host_gemm::matmul_nn(&host_bf16(dy, m * n)?, &host_bf16(w, n * k)?, m, n, k);
-                let dx16: Vec<half::bf16> = out.iter().map(|&v| half::bf16::from_f32(v)).collect();
-                self.write(dx, &dx16)
-            }
+            Device::Interpret(i) => i.issue(Op::Gemm { kind: GemmKind::Nn, a: dy.whole(), b: w.whole(), c: dx.whole(), m, n, k }),
             Device::Cuda(c) => c.gemm_bf16_nn(cuda_buf(dy)?, cuda_buf(w)?, cuda_buf(dx)?, m, n, k),
         }
     }
@@ -437,10 +487,8 @@ impl Device {
     pub fn gemm_bf16_tn_acc_f32(&self, dy: &Buffer, x: &Buffer, dw: &Buffer, m: usize, n: usize, k: usize) -> Result<()> {
         gemm_operands("gemm_bf16_tn_acc_f32", [("dy", dy, m * n, DType::Bf16), ("x", x, m * k, DType::Bf16), ("dw", dw, n * k * 2, DType::F32)], (m, n, k))?;
         match self {
-            Device::Interpret { .. } => {
-                let mut acc = host_f32(dw, n * k)?;
-                host_gemm::matmul_tn_acc(&host_bf16(dy, m * n)?, &host_bf16(x, m * k)?, &mut acc, m, n, k);
-                self.write(dw, &acc)
+            Device::Interpret(i) => {
+                i.issue(Op::Gemm { kind: GemmKind::TnAccF32, a: dy.whole(), b: x.whole(), c: dw.whole(), m, n, k })
             }
             Device::Cuda(c) => c.gemm_bf16_tn_acc_f32(cuda_buf(dy)?, cuda_buf(x)?, cuda_buf(dw)?, m, n, k),
         }
@@ -470,27 +518,39 @@ impl Device {
             slots.push(bits);
             sizes.push(size);
         }
+        let c = match self {
+            Device::Cuda(c) => c,
+            Device::Interpret(i) => {
+            // Kernels run synchronously; a capture records the argument bytes (pointers baked in,
+            // as on a GPU) and keeps the buffers alive with them.
+            let keep = if i.capturing() {
+                args.iter()
+                    .filter_map(|a| match a {
+                        Arg::Buf(b) | Arg::BufAt(b, _) => Some(b.whole()),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return i.issue(Op::Launch { name: name.to_string(), cfg, slots, sizes, _keep: keep });
+            }
+        };
         // Little-endian: a 4-byte parameter reads the low half of its u64 slot.
         let ptrs: Vec<(*mut c_void, usize)> =
             slots.iter_mut().zip(&sizes).map(|(s, &n)| (s as *mut u64 as *mut c_void, n)).collect();
-        match self {
-            Device::Interpret { schedule } => {
-                // SAFETY: pointer arguments come from live `Buffer`s; the kernel's bounds are
-                // its contract, checked by ASan in CI.
-                unsafe { interpret::launch(name, cfg.grid, cfg.block, cfg.shared_bytes, &ptrs, *schedule) }
-            }
-            // SAFETY: as above; the driver copies the parameter values at launch, so `slots`
-            // may go away once this returns.
-            Device::Cuda(c) => unsafe { c.launch(name, cfg, &ptrs) },
-        }
+        // SAFETY: pointer arguments come from live `Buffer`s of this device (checked by
+        // `pointer`); the kernel's bounds are its contract. The driver copies the parameter
+        // values at launch (or into the graph while capturing), so `slots` may go away after.
+        unsafe { c.launch(name, cfg, &ptrs) }
     }
 
     /// The address a kernel sees for buffer `b` on this device.
     fn pointer(&self, kernel: &str, b: &Buffer) -> Result<u64> {
         match (self, &b.repr) {
-            (Device::Interpret { .. }, Repr::Host(h)) => Ok(h.ptr as u64),
+            (Device::Interpret(_), Repr::Host(h)) => Ok(h.ptr as u64),
             (Device::Cuda(c), Repr::Cuda(cb)) => c.ptr(cb),
-            (Device::Interpret { .. }, Repr::Cuda(_)) => bail!("kernel `{kernel}`: a GPU buffer passed to interpret mode"),
+            (Device::Interpret(_), Repr::Cuda(_)) => bail!("kernel `{kernel}`: a GPU buffer passed to interpret mode"),
             (Device::Cuda(_), Repr::Host(_)) => bail!("kernel `{kernel}`: a host (interpret-mode) buffer passed to a GPU launch"),
         }
     }
@@ -505,32 +565,6 @@ fn gemm_operands<const N: usize>(op: &str, operands: [(&str, &Buffer, usize, DTy
         }
     }
     Ok(())
-}
-
-/// The first `n` bf16 values of an interpret-mode buffer, widened to f32 (exact).
-fn host_bf16(b: &Buffer, n: usize) -> Result<Vec<f32>> {
-    let h = b.host()?;
-    if n == 0 {
-        return Ok(Vec::new()); // (a 0-byte buffer's pointer is not 2-aligned)
-    }
-    if h.bytes < n * 2 || (h.ptr as usize) % 2 != 0 {
-        bail!("a bf16 operand of {n} elements in a {}-byte buffer at {:p}", h.bytes, h.ptr);
-    }
-    // SAFETY: size and alignment checked above; bf16 has no invalid bit patterns.
-    let s = unsafe { std::slice::from_raw_parts(h.ptr as *const half::bf16, n) };
-    Ok(s.iter().map(|v| v.to_f32()).collect())
-}
-
-/// The first `n` f32 values of an interpret-mode buffer (copied: the pointer may be unaligned).
-fn host_f32(b: &Buffer, n: usize) -> Result<Vec<f32>> {
-    let h = b.host()?;
-    if h.bytes < n * 4 {
-        bail!("an f32 operand of {n} elements in a {}-byte buffer", h.bytes);
-    }
-    let mut out = vec![0f32; n];
-    // SAFETY: h.ptr has n·4 bytes (checked); the destination is a fresh, aligned Vec.
-    unsafe { std::ptr::copy_nonoverlapping(h.ptr, out.as_mut_ptr() as *mut u8, n * 4) };
-    Ok(out)
 }
 
 fn cuda_buf(b: &Buffer) -> Result<&cuda::CudaBuffer> {

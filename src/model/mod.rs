@@ -11,4 +11,4 @@ pub use chat::ChatTemplate;
 pub use config::{Architecture, ModelConfig};
 pub use generation_config::GenerationConfig;
 pub use tokenizer::TextTokenizer;
-pub use transformer::{CudaModel, Model, PackedForward, Save, SeqChunk, Transformer};
+pub use transformer::{CudaModel, ForwardBufs, Model, PackedForward, Save, SeqChunk, Transformer};

@@ -128,6 +128,26 @@ impl<T> Fused<T> {
     }
 }
 
+/// Every buffer of one paged forward over `t` rows, from the embeddings to the final-normed
+/// hidden states. `forward` allocates them per call; the CUDA backend's decode steps keep one set
+/// per batch-size bucket (src/ops/cuda/decode_graphs.rs) and run `forward_into` on it every
+/// step, so a CUDA graph captured over it stays valid. Each buffer is overwritten before it is
+/// read in a forward, so nothing needs clearing between steps.
+pub struct ForwardBufs<T> {
+    res: T,
+    proj: T,
+    acts: Acts<T>,
+    fused: Fused<T>,
+    hidden: T,
+}
+
+impl<T> ForwardBufs<T> {
+    /// `[t, hidden]` final-normed hidden states of the last forward.
+    pub fn hidden(&self) -> &T {
+        &self.hidden
+    }
+}
+
 /// The result of `forward_packed`: final-normed hidden states and what the backward needs.
 pub struct PackedForward<O: Ops> {
     /// `[T, hidden]` final-normed hidden states, rows in sequence order.
@@ -232,23 +252,40 @@ impl<O: Ops> Transformer<O> {
     /// Runs the chunks through every layer, appending their K/V to the cache, and returns the
     /// final-normed hidden states `[total tokens, hidden]` in chunk order.
     pub fn forward(&self, cache: &mut O::Cache, chunks: &[SeqChunk]) -> Result<O::Tensor> {
-        let (o, c) = (&self.ops, &self.config);
         let t: usize = chunks.iter().map(|ch| ch.tokens.len()).sum();
         ensure!(t > 0, "forward of an empty batch");
-        let b = o.paged_batch(c, cache, chunks)?;
+        let b = self.ops.paged_batch(&self.config, cache, chunks)?;
+        let mut bufs = self.forward_buffers(t)?;
+        self.forward_into(&b, cache, t, &mut bufs)?;
+        Ok(bufs.hidden)
+    }
+
+    /// The buffers of a paged forward over `t` rows (see `ForwardBufs`).
+    pub fn forward_buffers(&self, t: usize) -> Result<ForwardBufs<O::Tensor>> {
+        let (o, c) = (&self.ops, &self.config);
         let h = c.hidden_size;
-        let mut res = o.zeros(t * h)?;
-        o.embed(&b, o.param(&self.weights, self.table.embed()), &mut res, c)?;
-        let mut proj = o.zeros(t * h)?;
-        let mut a = Acts::new(o, c, t, false)?;
-        let mut f = Fused::new(o, c, t)?;
+        Ok(ForwardBufs {
+            res: o.zeros(t * h)?,
+            proj: o.zeros(t * h)?,
+            acts: Acts::new(o, c, t, false)?,
+            fused: Fused::new(o, c, t)?,
+            hidden: o.zeros(t * h)?,
+        })
+    }
+
+    /// The paged forward of batch `b` (`t` rows) into `bufs`, allocating nothing: the work a
+    /// CUDA graph of a decode step captures. The final-normed hidden states end in
+    /// `bufs.hidden()`.
+    pub fn forward_into(&self, b: &O::Batch, cache: &mut O::Cache, t: usize, bufs: &mut ForwardBufs<O::Tensor>) -> Result<()> {
+        let (o, c) = (&self.ops, &self.config);
+        let h = c.hidden_size;
+        let ForwardBufs { res, proj, acts, fused, hidden } = bufs;
+        o.embed(b, o.param(&self.weights, self.table.embed()), res, c)?;
         for l in 0..c.num_layers {
-            self.layer_forward(l, &b, t, &mut res, &mut proj, l == 0, Some(&mut *cache), &mut a, &mut f, false)?;
+            self.layer_forward(l, b, t, res, proj, l == 0, Some(&mut *cache), acts, fused, false)?;
         }
-        let mut hidden = o.zeros(t * h)?;
-        let last = (c.num_layers > 0).then_some(&proj);
-        o.add_rmsnorm(&mut res, last, o.param(&self.weights, self.table.final_norm()), &mut hidden, t, h, c.rms_norm_eps)?;
-        Ok(hidden)
+        let last = (c.num_layers > 0).then_some(&*proj);
+        o.add_rmsnorm(res, last, o.param(&self.weights, self.table.final_norm()), hidden, t, h, c.rms_norm_eps)
     }
 
     /// f32 logits `[rows.len(), vocab]` of the given rows of final hidden states (debugging and
@@ -261,8 +298,14 @@ impl<O: Ops> Transformer<O> {
     /// with a draw, draws the next token of its sequence from the logits of its last position
     /// (`draws[i]` for chunk i; None for a prompt chunk that is not its last). Only the tokens
     /// and their log-probs come back.
+    ///
+    /// A backend with persistent step buffers runs the steps it can on them first
+    /// (`Ops::persistent_step`: the CUDA backend's decode steps, replayed as CUDA graphs).
     pub fn step(&self, cache: &mut O::Cache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Vec<Option<Sampled>>> {
         ensure!(chunks.len() == draws.len(), "{} chunks with {} draws", chunks.len(), draws.len());
+        if let Some(drawn) = O::persistent_step(self, cache, chunks, draws)? {
+            return Ok(drawn);
+        }
         let hidden = self.forward(cache, chunks)?;
         let (mut rows, mut wanted) = (Vec::new(), Vec::new());
         let mut end = 0;

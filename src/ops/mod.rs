@@ -40,7 +40,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod grpo;
 
-use crate::model::{ModelConfig, SeqChunk};
+use crate::model::{ModelConfig, SeqChunk, Transformer};
 use crate::params::{HostParams, ParamId, ParamTable};
 use crate::dist::Collective;
 use anyhow::Result;
@@ -202,6 +202,16 @@ pub trait Ops: Clone {
     /// `out[r] = silu(gate[r]) · up[r]`, gate and up read from the fused gate|up projection's
     /// output `[rows, 2·inter]` (gate the first `inter` columns of a row); `out` `[rows, inter]`.
     fn swiglu(&self, gate_up: &Self::Tensor, out: &mut Self::Tensor, rows: usize, inter: usize) -> Result<()>;
+    /// The engine's step (`Transformer::step`) on buffers the backend keeps from step to step,
+    /// for the steps it can run that way: the CUDA backend runs decode steps (one token per
+    /// sequence, each drawn) on a workspace per batch-size bucket, replayed as a CUDA graph
+    /// (src/ops/cuda/decode_graphs.rs). None: the generic step runs it (the default, and the
+    /// CPU backend's).
+    fn persistent_step(model: &Transformer<Self>, cache: &mut Self::Cache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Option<Vec<Option<Sampled>>>> {
+        let _ = (model, cache, chunks, draws);
+        Ok(None)
+    }
+
     /// f32 logits `[rows.len(), vocab]` of the given rows of `hidden`, on the host.
     fn logits(&self, hidden: &Self::Tensor, rows: &[usize], lm_head: &Self::Param, c: &ModelConfig) -> Result<Vec<f32>>;
     /// One token drawn from the logits of each given row of `hidden` (`draws[i]` for `rows[i]`):

@@ -106,7 +106,7 @@ pub fn run_case(dev: &Device, case: PackedCase, seed: u64) -> (Bits, Errors) {
     let t = pack.total();
     let sh = AttnShape { num_heads: nh, num_kv_heads: nkv, head_dim: d };
     let schedule = match dev {
-        Device::Interpret { schedule } => format!(", {schedule:?} schedule"),
+        Device::Interpret(i) => format!(", {:?} schedule", i.schedule()),
         _ => String::new(),
     };
     let what = format!("packed {lens:?} nh{nh} nkv{nkv} d{d} on {}{schedule}", dev.name());

@@ -23,6 +23,10 @@
 //! Sampling runs on the device too (kernels/sample.cu, `sample.rs`): `sample` draws from the
 //! rows' bf16 logits (the lm_head GEMM's output) bit for bit as the CPU reference does on the
 //! same values, and only each row's token and log-prob come to the host.
+//!
+//! Decode steps (one token per sequence, each drawn) run on persistent per-bucket buffers and
+//! replay a CUDA graph of the forward, the lm_head GEMM and the sampler (`decode_graphs.rs`,
+//! through `Ops::persistent_step`); prefill and mixed steps allocate per step.
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_packed;
@@ -32,6 +36,7 @@ pub mod adamw;
 pub mod add;
 pub mod cast;
 pub mod colsum;
+pub mod decode_graphs;
 pub mod embedding;
 pub mod embedding_backward;
 pub mod grpo_loss;
@@ -68,7 +73,8 @@ pub use swiglu_backward::silu_mul_backward;
 use super::grpo::{GrpoConfig, GrpoOutput, GrpoTokens};
 use super::{AdamWStep, Draw, LogProbShape, Ops, Sampled, TokenLogProbs};
 use crate::device::{Buffer, DType, Device};
-use crate::model::{ModelConfig, SeqChunk};
+use crate::model::{ModelConfig, SeqChunk, Transformer};
+use decode_graphs::{DecodeCounters, DecodeMode, DecodeWorkspaces};
 use crate::params::{HostParams, ParamId, ParamTable};
 use anyhow::{anyhow, bail, ensure, Result};
 use std::sync::Arc;
@@ -79,21 +85,30 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct CudaOps {
     pub dev: Arc<Device>,
+    /// How decode steps run (`decode_graphs.rs`); None: as `SCALERL_CUDA_GRAPHS` says.
+    decode_mode: Option<DecodeMode>,
+    decode_counters: Arc<DecodeCounters>,
 }
 
 impl CudaOps {
     pub fn new(dev: Device) -> Self {
-        CudaOps { dev: Arc::new(dev) }
+        CudaOps { dev: Arc::new(dev), decode_mode: None, decode_counters: Arc::default() }
     }
 }
 
 /// The paged KV cache in device memory: per layer, K and V as
 /// `[num_blocks, block_size, kv_heads, head_dim]` bf16 (the layout of `ops::cpu::KvCache`).
+/// `num_blocks` counts one block more than the engine asked for: the last, `pad_block`, is the
+/// scratch slot the padded rows of a decode bucket write to (src/ops/cuda/decode_graphs.rs); no
+/// block table of a sequence may name it. The decode workspaces live here too: their graphs bake
+/// in this cache's addresses.
 pub struct DeviceKvCache {
     pub num_blocks: usize,
     pub block_size: usize,
     pub k: Vec<Buffer>,
     pub v: Vec<Buffer>,
+    pub pad_block: usize,
+    decode: DecodeWorkspaces,
 }
 
 /// One forward's rows on the device: token ids, the metadata every paged kernel reads, and the
@@ -192,10 +207,13 @@ impl Ops for CudaOps {
     }
 
     fn new_cache(&self, c: &ModelConfig, num_blocks: usize, block_size: usize) -> Result<DeviceKvCache> {
-        // Uninitialised: only positions written by a forward are ever read.
+        // Uninitialised: only positions written by a forward are ever read. One block more for
+        // the decode buckets' padded rows.
+        let pad_block = num_blocks;
+        let num_blocks = num_blocks + 1;
         let bytes = num_blocks * block_size * c.kv_dim() * 2;
         let alloc = || (0..c.num_layers).map(|_| self.dev.alloc(bytes)).collect::<Result<Vec<_>>>();
-        Ok(DeviceKvCache { num_blocks, block_size, k: alloc()?, v: alloc()? })
+        Ok(DeviceKvCache { num_blocks, block_size, k: alloc()?, v: alloc()?, pad_block, decode: DecodeWorkspaces::default() })
     }
 
     fn paged_batch(&self, c: &ModelConfig, cache: &DeviceKvCache, chunks: &[SeqChunk]) -> Result<CudaBatch> {
@@ -211,8 +229,8 @@ impl Ops for CudaOps {
         ensure!(!ids.is_empty(), "forward of an empty batch");
         let seqs: Vec<(usize, usize, &[u32])> = chunks.iter().map(|ch| (ch.start_pos, ch.tokens.len(), ch.table)).collect();
         let meta = TokenMeta::upload(&self.dev, &seqs, cache.block_size)?;
-        if meta.blocks_used > cache.num_blocks {
-            bail!("a block table names block {} of a {}-block cache", meta.blocks_used - 1, cache.num_blocks);
+        if meta.blocks_used > cache.pad_block {
+            bail!("a block table names block {} of a {}-block cache", meta.blocks_used - 1, cache.pad_block);
         }
         let attention = AttentionPlan::new(&self.dev, &meta, c.num_heads, c.num_kv_heads, c.head_dim)?;
         Ok(CudaBatch { ids: self.dev.upload(&ids)?, meta, attention, packed: None })
@@ -299,6 +317,11 @@ impl Ops for CudaOps {
 
     fn swiglu(&self, gate_up: &Buffer, out: &mut Buffer, rows: usize, inter: usize) -> Result<()> {
         swiglu::silu_mul_fused(&self.dev, gate_up, out, rows, inter)
+    }
+
+    /// Decode steps on the persistent per-bucket buffers, as CUDA graphs (`decode_graphs.rs`).
+    fn persistent_step(model: &Transformer<Self>, cache: &mut DeviceKvCache, chunks: &[SeqChunk], draws: &[Option<Draw>]) -> Result<Option<Vec<Option<Sampled>>>> {
+        decode_graphs::decode_step(model, cache, chunks, draws)
     }
 
     /// The rows' f32 logits (`device_logits`), downloaded.
