@@ -139,7 +139,12 @@ unsafe fn tile_avx512<const R: usize, const C: usize>(x: *const f32, w: *const f
     let mut p = 0;
     while p < k {
         let mask: __mmask16 = if k - p >= 16 { 0xffff } else { ((1u32 << (k - p)) - 1) as u16 };
-        let wv: [__m512; C] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(mask, w.add(j * k + p)));
+        // Plain loops, no closures: a closure is not compiled with the function's target features,
+        // so an intrinsic inside one becomes a call (this cost half the decode step at batch 8).
+        let mut wv = [_mm512_setzero_ps(); C];
+        for j in 0..C {
+            wv[j] = _mm512_maskz_loadu_ps(mask, w.add(j * k + p));
+        }
         for i in 0..R {
             let xv = _mm512_maskz_loadu_ps(mask, x.add(i * k + p));
             for j in 0..C {
@@ -148,7 +153,13 @@ unsafe fn tile_avx512<const R: usize, const C: usize>(x: *const f32, w: *const f
         }
         p += 16;
     }
-    acc.map(|row| row.map(|a| _mm512_reduce_add_ps(a)))
+    let mut out = [[0f32; C]; R];
+    for i in 0..R {
+        for j in 0..C {
+            out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+        }
+    }
+    out
 }
 
 /// The strip with AVX-512: groups of 4 rows of w (their 4·k floats stay in L1) against groups
@@ -157,8 +168,7 @@ unsafe fn tile_avx512<const R: usize, const C: usize>(x: *const f32, w: *const f
 #[target_feature(enable = "avx512f")]
 unsafe fn strip_avx512(x: &[f32], w: &[f32], y: YPtr, m: usize, n: usize, k: usize, n0: usize, cols: usize) {
     debug_assert!(x.len() >= m * k && w.len() >= (n0 + cols) * k);
-    let put = |i: usize, j: usize, v: f32| *y.0.add(i * n + j) = v;
-    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let (xp, wp, yp) = (x.as_ptr(), w.as_ptr(), y.0);
     let mut j = n0;
     while j < n0 + cols {
         let c = (n0 + cols - j).min(4);
@@ -169,16 +179,22 @@ unsafe fn strip_avx512(x: &[f32], w: &[f32], y: YPtr, m: usize, n: usize, k: usi
             match (r, c) {
                 (4, 4) => {
                     let t = tile_avx512::<4, 4>(xi, wj, k);
-                    (0..4).for_each(|a| (0..4).for_each(|b| put(i + a, j + b, t[a][b])));
+                    for (a, row) in t.iter().enumerate() {
+                        for (b, v) in row.iter().enumerate() {
+                            *yp.add((i + a) * n + j + b) = *v;
+                        }
+                    }
                 }
                 (1, 4) => {
                     let t = tile_avx512::<1, 4>(xi, wj, k);
-                    (0..4).for_each(|b| put(i, j + b, t[0][b]));
+                    for (b, v) in t[0].iter().enumerate() {
+                        *yp.add(i * n + j + b) = *v;
+                    }
                 }
                 _ => {
                     for a in 0..r {
                         for b in 0..c {
-                            put(i + a, j + b, tile_avx512::<1, 1>(xi.add(a * k), wj.add(b * k), k)[0][0]);
+                            *yp.add((i + a) * n + j + b) = tile_avx512::<1, 1>(xi.add(a * k), wj.add(b * k), k)[0][0];
                         }
                     }
                 }

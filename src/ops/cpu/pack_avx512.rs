@@ -71,12 +71,13 @@ pub unsafe fn pack_rows_transposed(src: *const f32, stride: usize, h: usize, kc:
     while p < kc {
         let n = (kc - p).min(16);
         let m = lanes(n);
-        // Fixed trip counts (rows past h load nothing: an all-zero mask reads no memory), so the
-        // 16 vectors stay in registers rather than in an array on the stack.
-        let mut rows: [__m512; 16] = std::array::from_fn(|r| {
+        // Fixed trip counts (rows past h load nothing: an all-zero mask reads no memory) and no
+        // closures (a closure is not compiled with this function's AVX-512 feature).
+        let mut rows = [_mm512_setzero_ps(); 16];
+        for (r, row) in rows.iter_mut().enumerate() {
             let mr = if r < h { m } else { 0 };
-            _mm512_maskz_loadu_ps(mr, src.wrapping_add(r * stride + p))
-        });
+            *row = _mm512_maskz_loadu_ps(mr, src.wrapping_add(r * stride + p));
+        }
         transpose16(&mut rows);
         for (q, row) in rows.iter().enumerate() {
             if q < n {

@@ -192,7 +192,11 @@ fn sample_row_impl(logits: &[f32], d: &Draw) -> Result<Sampled> {
     let s = scaled(logits, if greedy { 1.0 } else { d.temperature })?;
     let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     ensure!(m > f32::NEG_INFINITY, "{ALL_MASKED}");
-    let q: Vec<u64> = s.iter().map(|&si| fixed_weight(si - m)).collect();
+    // A loop, not a closure: closures are not compiled with `sample_row_fma`'s FMA feature.
+    let mut q: Vec<u64> = Vec::with_capacity(v);
+    for &si in &s {
+        q.push(fixed_weight(si - m));
+    }
     let total: u64 = q.iter().sum();
     let token = if greedy {
         s.iter().position(|&si| si == m).expect("m is one of the values")
