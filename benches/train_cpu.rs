@@ -117,6 +117,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn main() {
+    scalerl::util::alloc::keep_freed_memory(); // as the scalerl binary does
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--json") {
         let dir = PathBuf::from(&args[i + 1]);

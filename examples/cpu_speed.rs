@@ -7,6 +7,7 @@ use scalerl::model::Model;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
+    scalerl::util::alloc::keep_freed_memory(); // as the scalerl binary does
     let args: Vec<String> = std::env::args().collect();
     let dir = args.get(1).expect("usage: cpu_speed MODEL_DIR [batch] [prompt_len] [new_tokens]");
     let arg = |i: usize, d: usize| args.get(i).map_or(d, |s| s.parse().expect("a number"));
