@@ -13,6 +13,7 @@ pub mod logprob;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod simd;
 pub mod sample;
 pub mod split;
 pub mod swiglu;
