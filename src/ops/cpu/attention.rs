@@ -186,7 +186,7 @@ unsafe fn grad_portable(s: &mut [f32; TILE], dp: &mut [f32; TILE], scale: f32, l
     }
     simd::exp_slice(s);
     for ((g, &p), &dc) in dp.iter_mut().zip(s.iter()).zip(d_c) {
-        *g = p * (*g - d_r - dc) * scale;
+        *g = p * ((*g - d_r - dc) * scale);
     }
 }
 
@@ -414,7 +414,7 @@ mod avx512 {
             let p = simd::exp_avx512(x);
             _mm512_storeu_ps(s.as_mut_ptr().add(o), p);
             let g = _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(dp.as_ptr().add(o)), dr), _mm512_loadu_ps(d_c.as_ptr().add(o)));
-            _mm512_storeu_ps(dp.as_mut_ptr().add(o), _mm512_mul_ps(_mm512_mul_ps(p, g), sc));
+            _mm512_storeu_ps(dp.as_mut_ptr().add(o), _mm512_mul_ps(p, _mm512_mul_ps(g, sc)));
         }
     }
 }
