@@ -77,22 +77,26 @@ type Tile = [[f32; TILE]; MR];
 struct Kernels {
     /// `s[r][j] = Σ_c a[r][c]·bt[c·ld + j]` for r < rows and every j < TILE: `bt` must be
     /// readable for TILE columns of d rows.
-    scores: unsafe fn(a: &[*const f32; MR], rows: usize, bt: *const f32, ld: usize, d: usize, s: &mut Tile),
+    scores: Scores,
     /// `s[r][j] = a[r]·kr[j]` (d-long rows) for r < rows and j < nk.
-    scores_rows: unsafe fn(a: &[*const f32; MR], rows: usize, kr: &[*const f32; TILE], nk: usize, d: usize, s: &mut Tile),
+    scores_rows: ScoresRows,
     /// `o[r] = alpha[r]·o[r] + Σ_{span[r].0 ≤ j < span[r].1} w[r][j]·x[j]` (d-long rows), r < rows.
     /// Only the x[j] some row's span covers are read.
-    accumulate: unsafe fn(o: &[*mut f32; MR], rows: usize, alpha: &[f32; MR], w: &Tile, span: &[(usize, usize); MR], x: &[*const f32; TILE], d: usize),
+    accumulate: Accumulate,
     /// One row's online-softmax step over its first `hi` (≥ 1) raw scores: S·scale, then
     /// m' = max(m, max S), P = e^{S − m'} (into s; entries past hi are left undefined),
     /// l = e^{m − m'}·l + Σ P, m = m'; returns the rescale e^{m − m'} of the row's O.
-    softmax: unsafe fn(s: &mut [f32; TILE], hi: usize, scale: f32, m: &mut f32, l: &mut f32) -> f32,
+    softmax: Softmax,
     /// The backward's step on a row of raw scores S and dP: P = e^{S·scale − lse_r − lse_c[j]}
     /// into s, dS·scale = P·(dP − D_r − D_c[j])·scale into dp (per-row statistics in the dq
     /// pass, per-column ones in the dk/dv pass; the other pair is zero).
     grad: Grad,
 }
 
+type Scores = unsafe fn(a: &[*const f32; MR], rows: usize, bt: *const f32, ld: usize, d: usize, s: &mut Tile);
+type ScoresRows = unsafe fn(a: &[*const f32; MR], rows: usize, kr: &[*const f32; TILE], nk: usize, d: usize, s: &mut Tile);
+type Accumulate = unsafe fn(o: &[*mut f32; MR], rows: usize, alpha: &[f32; MR], w: &Tile, span: &[(usize, usize); MR], x: &[*const f32; TILE], d: usize);
+type Softmax = unsafe fn(s: &mut [f32; TILE], hi: usize, scale: f32, m: &mut f32, l: &mut f32) -> f32;
 type Grad = unsafe fn(s: &mut [f32; TILE], dp: &mut [f32; TILE], scale: f32, lse_r: f32, d_r: f32, lse_c: &[f32; TILE], d_c: &[f32; TILE]);
 
 /// The zero per-column statistics of the dq pass.
@@ -292,9 +296,9 @@ mod avx512 {
                 }
             }
         }
-        for r in 0..R {
-            for z in 0..4 {
-                _mm512_storeu_ps(s[r].as_mut_ptr().add(16 * z), acc[r][z]);
+        for (sr, ar) in s.iter_mut().zip(&acc) {
+            for (z, &a) in ar.iter().enumerate() {
+                _mm512_storeu_ps(sr.as_mut_ptr().add(16 * z), a);
             }
         }
     }
@@ -480,6 +484,14 @@ fn transpose_heads(x: &[f32], t: usize, heads: usize, d: usize, ld: usize) -> Ve
 /// A pointer that jobs share, each writing rows no other job writes (see the callers).
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
+
+impl SharedMut {
+    /// The element `off` places in (a method, so closures capture the Sync wrapper, not the
+    /// raw pointer field).
+    fn at(&self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+}
 // SAFETY: only used to write disjoint rows from different jobs.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
@@ -510,15 +522,17 @@ enum Keys<'a> {
     Paged { cache: &'a KvCache, layer: usize, table: &'a [u32], g: usize, gather: bool },
 }
 
-/// K and V of one tile.
+/// How a tile's K came: transposed (pointer, leading dimension), or as row pointers in the
+/// caller's `k` array.
 enum KTile {
     Transposed(*const f32, usize),
-    Rows([*const f32; TILE]),
+    Rows,
 }
 
 impl Keys<'_> {
-    /// Keys j0..j0+nk: K (transposed, or as rows) and the V row pointers into `v`.
-    fn tile(&self, j0: usize, nk: usize, scratch: &mut [f32], v: &mut [*const f32; TILE]) -> KTile {
+    /// Keys j0..j0+nk: K (transposed, or as row pointers into `k`) and the V row pointers
+    /// into `v`.
+    fn tile(&self, j0: usize, nk: usize, scratch: &mut [f32], k: &mut [*const f32; TILE], v: &mut [*const f32; TILE]) -> KTile {
         match *self {
             Keys::Transposed { kt, ld, v: vb, stride } => {
                 for (j, p) in v.iter_mut().enumerate().take(nk) {
@@ -529,7 +543,6 @@ impl Keys<'_> {
             Keys::Paged { cache, layer, table, g, gather } => {
                 let d = cache.head_dim;
                 let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
-                let mut k = [std::ptr::null(); TILE];
                 for j in 0..nk {
                     let off = cache.token_offset(table, j0 + j) + g * d;
                     v[j] = vc[off..off + d].as_ptr();
@@ -543,7 +556,7 @@ impl Keys<'_> {
                 if gather {
                     KTile::Transposed(scratch.as_ptr(), TILE)
                 } else {
-                    KTile::Rows(k)
+                    KTile::Rows
                 }
             }
         }
@@ -559,10 +572,10 @@ fn forward_job(kern: &Kernels, rows: &mut [Row], keys: &Keys, d: usize, scale: f
     }
     let max_keys = rows.iter().map(|r| r.keys).max().unwrap_or(0);
     let mut s: Tile = [[0.0; TILE]; MR];
-    let mut v = [std::ptr::null(); TILE];
+    let (mut k, mut v) = ([std::ptr::null(); TILE], [std::ptr::null(); TILE]);
     for j0 in (0..max_keys).step_by(TILE) {
         let nk = TILE.min(max_keys - j0);
-        let kt = keys.tile(j0, nk, scratch, &mut v);
+        let kt = keys.tile(j0, nk, scratch, &mut k, &mut v);
         for mb in rows.chunks_mut(MR) {
             let n = mb.len();
             let span: [(usize, usize); MR] = std::array::from_fn(|r| (0, mb.get(r).map_or(0, |row| row.keys.saturating_sub(j0).min(nk))));
@@ -575,7 +588,7 @@ fn forward_job(kern: &Kernels, rows: &mut [Row], keys: &Keys, d: usize, scale: f
             unsafe {
                 match &kt {
                     KTile::Transposed(bt, ld) => (kern.scores)(&q, n, *bt, *ld, d, &mut s),
-                    KTile::Rows(kr) => (kern.scores_rows)(&q, n, kr, nk, d, &mut s),
+                    KTile::Rows => (kern.scores_rows)(&q, n, &k, nk, d, &mut s),
                 }
             }
             let mut alpha = [1.0f32; MR];
@@ -631,11 +644,14 @@ fn paged_attention_with(kern: &Kernels, q: &[f32], queries: &[QueryPos], cache: 
     // Segments: runs of queries of one sequence (same block table), at most BQ tokens.
     let mut segs = Vec::new();
     let mut s0 = 0;
-    for t in 1..=queries.len() {
-        if t == queries.len() || t - s0 == BQ || !std::ptr::eq(queries[t].table, queries[s0].table) {
+    for (t, qp) in queries.iter().enumerate().skip(1) {
+        if t - s0 == BQ || !std::ptr::eq(qp.table, queries[s0].table) {
             segs.push((s0, t));
             s0 = t;
         }
+    }
+    if !queries.is_empty() {
+        segs.push((s0, queries.len()));
     }
     // Jobs: segment × KV head, or × query head when that would leave threads idle (decode of
     // one or two sequences); the heads of a group share the tile reads only in the former.
@@ -644,14 +660,13 @@ fn paged_attention_with(kern: &Kernels, q: &[f32], queries: &[QueryPos], cache: 
     let jobs: Vec<(usize, usize, usize)> = segs.iter().flat_map(|&(a, b)| (0..nh / heads_per_job).map(move |hj| (a, b, hj * heads_per_job))).collect();
     let outp = SharedMut(out.as_mut_ptr());
     jobs.par_iter().for_each(|&(t0, t1, h0)| {
-        let outp = outp;
         let g = h0 / group;
         let mut rows = Vec::with_capacity((t1 - t0) * heads_per_job);
-        for t in t0..t1 {
+        for (t, qp) in queries.iter().enumerate().take(t1).skip(t0) {
             for h in h0..h0 + heads_per_job {
                 let at = t * qd + h * d;
                 // Each (token, head) is in one job: these output rows are disjoint.
-                rows.push(Row { q: q[at..at + d].as_ptr(), o: outp.0.wrapping_add(at), lse: std::ptr::null_mut(), keys: queries[t].pos + 1, m: 0.0, l: 0.0 });
+                rows.push(Row { q: q[at..at + d].as_ptr(), o: outp.at(at), lse: std::ptr::null_mut(), keys: qp.pos + 1, m: 0.0, l: 0.0 });
             }
         }
         let gather = rows.len() > 2 * MR;
@@ -750,13 +765,12 @@ fn attention_forward_with(kern: &Kernels, q: &[f32], k: &[f32], v: &[f32], pack:
     let jobs: Vec<_> = row_blocks(pack, BQ, true).into_iter().flat_map(|b| (0..nkv).map(move |g| (b, g))).collect();
     let (outp, lsep) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
     jobs.par_iter().for_each(|&((a, _, i0, i1), g)| {
-        let (outp, lsep) = (outp, lsep);
         let mut rows = Vec::with_capacity((i1 - i0) * group);
         for i in i0..i1 {
             for h in g * group..(g + 1) * group {
                 let at = i * qd + h * d;
                 // Rows (i, h) with i in this block and h in this group: no other job's.
-                rows.push(Row { q: q[at..at + d].as_ptr(), o: outp.0.wrapping_add(at), lse: lsep.0.wrapping_add(i * nh + h), keys: i - a + 1, m: 0.0, l: 0.0 });
+                rows.push(Row { q: q[at..at + d].as_ptr(), o: outp.at(at), lse: lsep.at(i * nh + h), keys: i - a + 1, m: 0.0, l: 0.0 });
             }
         }
         let keys = Keys::Transposed { kt: kt[g * d * ld + a..].as_ptr(), ld, v: v[a * kvd + g * d..].as_ptr(), stride: kvd };
@@ -818,15 +832,14 @@ fn attention_backward_with(
     let jobs: Vec<_> = row_blocks(pack, BQ, true).into_iter().flat_map(|b| (0..nkv).map(move |g| (b, g))).collect();
     let dqp = SharedMut(dq.as_mut_ptr());
     jobs.par_iter().for_each(|&((a, _, i0, i1), g)| {
-        let dqp = dqp;
         // (query row, dO row, dq row, lse, D, keys) per (token, head) of the job.
         let mut rows = Vec::with_capacity((i1 - i0) * group);
         for i in i0..i1 {
             for h in g * group..(g + 1) * group {
                 let (at, th) = (i * qd + h * d, i * nh + h);
                 // SAFETY: (i, h) belongs to this job alone.
-                unsafe { std::ptr::write_bytes(dqp.0.add(at), 0, d) };
-                rows.push((q[at..].as_ptr(), dout[at..].as_ptr(), dqp.0.wrapping_add(at), lse[th], big_d[th], i - a + 1));
+                unsafe { std::ptr::write_bytes(dqp.at(at), 0, d) };
+                rows.push((q[at..].as_ptr(), dout[at..].as_ptr(), dqp.at(at), lse[th], big_d[th], i - a + 1));
             }
         }
         let max_keys = i1 - a;
@@ -867,12 +880,11 @@ fn attention_backward_with(
     let jobs: Vec<_> = row_blocks(pack, BQ_KEYS, false).into_iter().flat_map(|b| (0..nkv).map(move |g| (b, g))).collect();
     let (dkp, dvp) = (SharedMut(dk.as_mut_ptr()), SharedMut(dv.as_mut_ptr()));
     jobs.par_iter().for_each(|&((_, b, j0, j1), g)| {
-        let (dkp, dvp) = (dkp, dvp);
         let nrows = j1 - j0;
         let kr: Vec<*const f32> = (j0..j1).map(|j| k[j * kvd + g * d..].as_ptr()).collect();
         let vr: Vec<*const f32> = (j0..j1).map(|j| v[j * kvd + g * d..].as_ptr()).collect();
-        let dkr: Vec<*mut f32> = (j0..j1).map(|j| dkp.0.wrapping_add(j * kvd + g * d)).collect();
-        let dvr: Vec<*mut f32> = (j0..j1).map(|j| dvp.0.wrapping_add(j * kvd + g * d)).collect();
+        let dkr: Vec<*mut f32> = (j0..j1).map(|j| dkp.at(j * kvd + g * d)).collect();
+        let dvr: Vec<*mut f32> = (j0..j1).map(|j| dvp.at(j * kvd + g * d)).collect();
         for (&a, &bb) in dkr.iter().zip(&dvr) {
             // SAFETY: key rows (j, g) with j in this block belong to this job alone.
             unsafe {
@@ -1067,7 +1079,7 @@ mod tests {
         let blocks: usize = pack.starts.windows(2).map(|w| (w[1] - w[0]).div_ceil(block)).sum();
         let mut cache = KvCache::new(1, blocks + 1, block, sh.num_kv_heads, sh.head_dim);
         let mut ids: Vec<u32> = (0..blocks as u32).map(|b| (b * 7 + 3) % blocks as u32).collect();
-        if blocks % 7 == 0 {
+        if blocks.is_multiple_of(7) {
             ids = (0..blocks as u32).rev().collect();
         }
         let mut tables = Vec::new();
