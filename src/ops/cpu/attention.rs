@@ -36,16 +36,19 @@
 //! Each output row is written by exactly one job in a fixed order, so results do not depend on
 //! the thread count. The rows the products stream (V/dO/Q rows, strided among their heads or
 //! cache blocks, and the transposed tiles) are software-prefetched two rows ahead: without it
-//! the backward spent a third of its time waiting on those loads (17 → 12 ms at T = 512).
+//! the backward spent a third of its time waiting on those loads (17 → 12 ms at T = 512,
+//! 1 thread, on a loaded 2-core box).
 //!
 //! # Napkin roofline
 //! Forward: QKᵀ and PV are 2·d FLOPs each per (row, key) pair: 4·d·heads·T(T+1)/2 FLOPs for one
 //! causal sequence of T tokens — 302 MFLOP at SmolLM2-135M's T = 512, 9 heads, d = 64. A
 //! 4-row × 64-key tile does 4·64·d FMAs from 64·d/16 K loads + 4·d broadcasts, so it is
-//! FMA-bound from L1/L2 (the job's K/V: ≤ T·d·4·2 = 256 KiB here). The backward is 2.5× that
-//! (QKᵀ, dO·Vᵀ, dS·K in the dq pass; QKᵀ, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q in the dk/dv pass: 7 products of
-//! which 2 are recomputations). Decode reads K and V once per KV head: 2·ctx·d·4 bytes,
-//! bandwidth- not FLOP-bound.
+//! FMA-bound from L1/L2 (the job's K/V: ≤ T·d·4·2 = 256 KiB here). The backward needs 5 such
+//! products (2.5× the forward's FLOPs, what the bench credits); this one does 7 (QKᵀ, dO·Vᵀ,
+//! dS·K in the dq pass; QKᵀ, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q in the dk/dv pass), trading 2 recomputed
+//! products for no atomics and no [T, T] buffer. Decode reads K and V once per KV head:
+//! 2·ctx·d·4 bytes, bandwidth- not FLOP-bound; its jobs are (sequence, KV head), split per
+//! query head when there would be fewer than 4 jobs per thread (decode of one sequence).
 //!
 //! The primitives exist as AVX-512 intrinsics and as portable Rust (compiled a second time with
 //! AVX2+FMA enabled); `kernels()` picks one by runtime detection, and the tests run them all.
