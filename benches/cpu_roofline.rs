@@ -15,7 +15,9 @@
 //! - `linear` at prefill/training rows (m = 512): FLOP-bound, 2·m·n·k FLOPs → % of peak;
 //! - `linear` at decode rows (m = 1, 8): the weight is read once, n·k·4 bytes → % of bandwidth;
 //! - the backward's two products (input and weight gradients), FLOP-bound;
-//! - packed causal attention (one 512-token sequence): 4·d·heads·T(T+1)/2 FLOPs → % of peak;
+//! - packed causal attention (one 512-token sequence): 4·d·heads·T(T+1)/2 FLOPs → % of peak,
+//!   its backward at 2.5× those FLOPs, and the paged form: a 512-token prefill (FLOPs as the
+//!   packed forward) and decode over a 2048-token context (K+V bytes → % of bandwidth);
 //! - add+RMSNorm: 3 rows read/written (residual in/out, out) → % of bandwidth;
 //! - the fused lm_head log-prob over 512 rows: 2·T·V·H FLOPs → % of peak.
 use scalerl::model::ModelConfig;
@@ -212,6 +214,43 @@ fn main() {
     let secs = time(reps, || o.attention_packed(&b, &q, &k, &v, &mut out, &mut lse, &cfg).unwrap());
     let att_flops = 4.0 * cfg.head_dim as f64 * cfg.num_heads as f64 * (t * (t + 1) / 2) as f64;
     rows.push(Row { op: format!("attention packed T={t} heads={} d={}", cfg.num_heads, cfg.head_dim), secs, work: att_flops, flops: true });
+    // Its backward: FLOPs counted as flash attention's 2.5× the forward (5 products of the 2 —
+    // recomputing P and the second pass's extra products are not credited).
+    let dout = random(t * cfg.q_dim(), 15);
+    let (mut dq, mut dk, mut dv) = (vec![0f32; t * cfg.q_dim()], vec![0f32; t * cfg.kv_dim()], vec![0f32; t * cfg.kv_dim()]);
+    let secs = time(reps, || o.attention_packed_backward(&b, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv, &cfg).unwrap());
+    rows.push(Row { op: format!("attention packed bwd T={t}"), secs, work: 2.5 * att_flops, flops: true });
+
+    // Paged attention over a KV cache of 16-token blocks (block tables in reverse, so blocks are
+    // not contiguous): a prefill of the t-token sequence (FLOP-bound, as the packed forward) and
+    // decode of one query per sequence over a long context (K and V read once: bytes against
+    // the bandwidth).
+    {
+        use scalerl::ops::cpu::attention::{paged_attention, QueryPos};
+        use scalerl::ops::cpu::KvCache;
+        let (bs, ctx) = (16, if full { 2048 } else { 64 });
+        for (name, seqs, len) in [("prefill", 1, t), ("decode", 1, ctx), ("decode", 8, ctx)] {
+            let nb = seqs * len.div_ceil(bs);
+            let mut cache = KvCache::new(1, nb, bs, cfg.num_kv_heads, cfg.head_dim);
+            let tables: Vec<Vec<u32>> = (0..seqs).map(|s| (0..len.div_ceil(bs)).rev().map(|b| (s * len.div_ceil(bs) + b) as u32).collect()).collect();
+            let (kk, vv) = (random(len * cfg.kv_dim(), 16), random(len * cfg.kv_dim(), 17));
+            for tb in &tables {
+                for p in 0..len {
+                    cache.write(0, tb, p, &kk[p * cfg.kv_dim()..(p + 1) * cfg.kv_dim()], &vv[p * cfg.kv_dim()..(p + 1) * cfg.kv_dim()]);
+                }
+            }
+            let queries: Vec<QueryPos> = if name == "prefill" {
+                (0..len).map(|p| QueryPos { table: &tables[0], pos: p }).collect()
+            } else {
+                tables.iter().map(|tb| QueryPos { table: tb, pos: len - 1 }).collect()
+            };
+            let qq = random(queries.len() * cfg.q_dim(), 18);
+            let mut oo = vec![0f32; qq.len()];
+            let secs = time(reps, || paged_attention(&qq, &queries, &cache, 0, cfg.num_heads, &mut oo));
+            let (work, flops) = if name == "prefill" { (att_flops, true) } else { ((seqs * len * cfg.kv_dim() * 4 * 2) as f64, false) };
+            rows.push(Row { op: format!("attention paged {name} seqs={seqs} ctx={len}"), secs, work, flops });
+        }
+    }
 
     // add + RMSNorm over t rows.
     let (mut res, x, w) = (random(t * h, 10), random(t * h, 11), random(h, 12));
