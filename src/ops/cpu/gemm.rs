@@ -1,7 +1,8 @@
-//! `C[m, n] += A[m, k] · B[k, n]`, the packed GEMM of the CPU backend, with A read through
-//! strides (so `dy` and `dyᵀ` need no transposed copy) and B row-major. Backward: dX = dY·W
-//! (A = dY, B = W) and dW += dYᵀ·X (A = dYᵀ, B = X). Forward with many rows (prefill, training):
-//! yᵀ = W·xᵀ (A = W read in place, B = xᵀ), see `matmul::matmul_nt`.
+//! `C[m, n] += A[m, k] · B[k, n]`, the packed GEMM of the CPU backend, with every operand read
+//! (or written) through strides, so no operand is ever copied transposed. Backward: dX = dY·W
+//! (A = dY, B = W) and dW += dYᵀ·X (A = dYᵀ, B = X). Forward with many rows (prefill, training)
+//! and the log-prob's logits: y = x·Wᵀ (A = x, B = Wᵀ read across W's rows), see
+//! `matmul::matmul_nt`.
 //!
 //! Napkin math: 2·m·n·k FLOPs, FMA-bound. The 12 × 32 register tile does, per step p of the
 //! reduction, 24 sixteen-lane FMAs for 2 vector loads of B and 12 broadcasts of A (AVX-512: 24 of
@@ -205,53 +206,56 @@ fn tile(isa: Isa, kc: usize, a: &[f32], b: &[f32]) -> Tile {
 
 /// Packs `B[p0 .. p0 + kc, :]` into 32-column panels `[kc][32]`, zero-padded past n.
 fn pack_b(isa: Isa, b: StridedB, n: usize, p0: usize, kc: usize, bpack: &mut [f32]) {
-    bpack.par_chunks_mut(KC * NR).enumerate().for_each(|(jp, panel)| {
-        let (jj, w) = (jp * NR, (n - jp * NR).min(NR));
-        let panel = &mut panel[..kc * NR];
-        if w < NR {
-            panel.fill(0.0);
+    bpack.par_chunks_mut(KC * NR).enumerate().for_each(|(jp, panel)| pack_b_panel(isa, b, n, jp, p0, kc, panel));
+}
+
+/// Packs panel `jp` (columns jp·32 .. jp·32 + 32) of `B[p0 .. p0 + kc, :]` (see `pack_b`).
+fn pack_b_panel(isa: Isa, b: StridedB, n: usize, jp: usize, p0: usize, kc: usize, panel: &mut [f32]) {
+    let (jj, w) = (jp * NR, (n - jp * NR).min(NR));
+    let panel = &mut panel[..kc * NR];
+    if w < NR {
+        panel.fill(0.0);
+    }
+    if b.cs == 1 {
+        // Row-major B (W of dX, x of dW): a contiguous run of each row.
+        for p in 0..kc {
+            let (src, dst) = (&b.data[(p0 + p) * b.rs + jj..], &mut panel[p * NR..p * NR + NR]);
+            if w == NR {
+                // Fixed-size copy: inlined vector moves, not a memcpy call per 128 bytes.
+                let d: &mut [f32; NR] = dst.try_into().unwrap();
+                *d = src[..NR].try_into().unwrap();
+            } else {
+                dst[..w].copy_from_slice(&src[..w]);
+            }
         }
-        if b.cs == 1 {
-            // Row-major B (W, x): a contiguous run of each row.
-            for p in 0..kc {
-                let (src, dst) = (&b.data[(p0 + p) * b.rs + jj..], &mut panel[p * NR..p * NR + NR]);
-                if w == NR {
-                    // Fixed-size copy: inlined vector moves, not a memcpy call per 128 bytes.
-                    let d: &mut [f32; NR] = dst.try_into().unwrap();
-                    *d = src[..NR].try_into().unwrap();
-                } else {
-                    dst[..w].copy_from_slice(&src[..w]);
-                }
+    } else if b.rs == 1 && isa_has_avx512(isa) {
+        // Transposed B (Wᵀ of the forward, the lm_head chunk of the log-prob): each column is
+        // a contiguous run; 16 columns at a time transposed in registers.
+        #[cfg(target_arch = "x86_64")]
+        for half in 0..NR / 16 {
+            let h = w.saturating_sub(half * 16).min(16);
+            if h > 0 {
+                let src = &b.data[(jj + half * 16) * b.cs + p0..];
+                assert!((h - 1) * b.cs + kc <= src.len() && panel.len() >= kc * NR);
+                // SAFETY: AVX-512 was detected (isa); the h columns of kc floats are inside
+                // b.data and the panel holds kc·NR floats (asserted just above).
+                unsafe { super::pack_avx512::pack_rows_transposed(src.as_ptr(), b.cs, h, kc, panel.as_mut_ptr(), NR, half * 16, 16) };
             }
-        } else if b.rs == 1 && isa_has_avx512(isa) {
-            // Transposed B (xᵀ of the forward, the lm_head chunk of the log-prob): each column is
-            // a contiguous run; 16 columns at a time transposed in registers.
-            #[cfg(target_arch = "x86_64")]
-            for half in 0..NR / 16 {
-                let h = w.saturating_sub(half * 16).min(16);
-                if h > 0 {
-                    let src = &b.data[(jj + half * 16) * b.cs + p0..];
-                    assert!((h - 1) * b.cs + kc <= src.len() && panel.len() >= kc * NR);
-                    // SAFETY: AVX-512 was detected (isa); the h columns of kc floats are inside
-                    // b.data and the panel holds kc·NR floats (asserted just above).
-                    unsafe { super::pack_avx512::pack_rows_transposed(src.as_ptr(), b.cs, h, kc, panel.as_mut_ptr(), NR, half * 16, 16) };
-                }
+        }
+    } else if b.rs == 1 {
+        for jc in 0..w {
+            let col = &b.data[(jj + jc) * b.cs + p0..(jj + jc) * b.cs + p0 + kc];
+            for (dst, v) in panel.chunks_exact_mut(NR).zip(col) {
+                dst[jc] = *v;
             }
-        } else if b.rs == 1 {
+        }
+    } else {
+        for p in 0..kc {
             for jc in 0..w {
-                let col = &b.data[(jj + jc) * b.cs + p0..(jj + jc) * b.cs + p0 + kc];
-                for (dst, v) in panel.chunks_exact_mut(NR).zip(col) {
-                    dst[jc] = *v;
-                }
-            }
-        } else {
-            for p in 0..kc {
-                for jc in 0..w {
-                    panel[p * NR + jc] = b.data[(p0 + p) * b.rs + (jj + jc) * b.cs];
-                }
+                panel[p * NR + jc] = b.data[(p0 + p) * b.rs + (jj + jc) * b.cs];
             }
         }
-    });
+    }
 }
 
 /// Packs rows `i0 .. i0 + mc` of `A[:, p0 .. p0 + kc]` into 12-row panels `[kc][12]`; rows past
@@ -304,8 +308,8 @@ pub fn gemm_acc(m: usize, n: usize, k: usize, a: StridedA, b: &[f32], c: &mut [f
     gemm_strided(Isa::best(), m, n, k, a, b, StridedC { data: c, rs: n, cs: 1 })
 }
 
-/// `C += A · B` with every operand read or written through strides: the forward's
-/// `yᵀ = W · xᵀ` reads x and writes y in place (no transposed copies).
+/// `C += A · B` with every operand read or written through strides: the forward's `y = x · Wᵀ`
+/// reads W in place (no transposed copy).
 pub fn gemm_acc_strided(m: usize, n: usize, k: usize, a: StridedA, b: StridedB, c: StridedC) {
     gemm_strided(Isa::best(), m, n, k, a, b, c)
 }
@@ -340,6 +344,31 @@ fn add_tile(t: &Tile, h: usize, w: usize, c: (CPtr, usize, usize), ii: usize, jj
     }
 }
 
+/// Columns of C per task: the widest block (whole 32-column panels, at most NC) whose tasks
+/// spread over the threads to within 5% of an even split, else the most even one. Matters when
+/// the row blocks alone leave threads idle — prefill of one short prompt is a single row block:
+/// q|k|v's 960 columns in 384-column blocks keep one thread busy 50% longer than the other.
+/// Blocking C never changes an element's sums.
+fn column_block(row_blocks: usize, n: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    // Longest-first greedy assignment of the tasks (work-stealing ends up close to it).
+    let makespan = |w: usize| {
+        let mut sizes: Vec<usize> = (0..n.div_ceil(w)).map(|j| w.min(n - j * w)).flat_map(|s| std::iter::repeat_n(s, row_blocks)).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut load = vec![0usize; threads];
+        for s in sizes {
+            *load.iter_mut().min().unwrap() += s;
+        }
+        *load.iter().max().unwrap()
+    };
+    let even = (n * row_blocks).div_ceil(threads) as f64;
+    let widths: Vec<usize> = (1..=NC / NR).rev().map(|p| p * NR).collect();
+    if let Some(&w) = widths.iter().find(|&&w| even / makespan(w) as f64 >= 0.95) {
+        return w;
+    }
+    *widths.iter().min_by_key(|&&w| (makespan(w), usize::MAX - w)).unwrap()
+}
+
 pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, b: StridedB, c: StridedC) {
     if m == 0 || n == 0 {
         return;
@@ -354,23 +383,38 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
     assert!(last(a.rs, a.cs, m, k) < a.data.len(), "gemm: a is too small for [{m}, {k}]");
     assert!(last(b.rs, b.cs, k, n) < b.data.len(), "gemm: b is too small for [{k}, {n}]");
     let cp = (CPtr(c.data.as_mut_ptr()), c.rs, c.cs);
-    let (mb, nb) = (m.div_ceil(MC), n.div_ceil(NC));
-    let mut bpack = vec![0f32; n.div_ceil(NR) * KC * NR];
+    let ncb = column_block(m.div_ceil(MC), n, rayon::current_num_threads());
+    let (mb, nb) = (m.div_ceil(MC), n.div_ceil(ncb));
+    // With one row block (few rows: prefill of a short prompt), each column block of B is used
+    // by one task only: the task packs it itself, so reading B from memory overlaps the other
+    // tasks' FMAs instead of running as a pass of its own. Otherwise B is packed once, shared.
+    let own_b = mb == 1;
+    let mut bpack = if own_b { Vec::new() } else { vec![0f32; n.div_ceil(NR) * KC * NR] };
     for p0 in (0..k).step_by(KC) {
         let kc = (k - p0).min(KC);
-        pack_b(isa, b, n, p0, kc, &mut bpack);
-        let bpack = &bpack;
+        if !own_b {
+            pack_b(isa, b, n, p0, kc, &mut bpack);
+        }
+        let bshared = &bpack;
         (0..mb * nb).into_par_iter().for_each_init(
-            || vec![0f32; MC.div_ceil(MR) * KC * MR],
-            |apack, task| {
-                let (i0, j0) = ((task / nb) * MC, (task % nb) * NC);
-                let (mc, nc) = ((m - i0).min(MC), (n - j0).min(NC));
+            || (vec![0f32; MC.div_ceil(MR) * KC * MR], if own_b { vec![0f32; ncb.div_ceil(NR) * KC * NR] } else { Vec::new() }),
+            |(apack, bown), task| {
+                let (i0, j0) = ((task / nb) * MC, (task % nb) * ncb);
+                let (mc, nc) = ((m - i0).min(MC), (n - j0).min(ncb));
+                let (bpack, first_panel) = if own_b {
+                    for (jp, panel) in bown.chunks_mut(KC * NR).take(nc.div_ceil(NR)).enumerate() {
+                        pack_b_panel(isa, b, n, j0 / NR + jp, p0, kc, panel);
+                    }
+                    (&bown[..], 0)
+                } else {
+                    (&bshared[..], j0 / NR)
+                };
                 pack_a(isa, a, i0, mc, p0, kc, apack);
                 for ip in 0..mc.div_ceil(MR) {
                     let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
                     let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
                     for jp in 0..nc.div_ceil(NR) {
-                        let panel = j0 / NR + jp;
+                        let panel = first_panel + jp;
                         let bp = &bpack[panel * KC * NR..panel * KC * NR + kc * NR];
                         let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
                         add_tile(&tile(isa, kc, ap, bp), h, w, cp, ii, jj);
@@ -387,6 +431,17 @@ mod tests {
 
     fn isas() -> Vec<Isa> {
         Isa::all_available()
+    }
+
+    #[test]
+    fn column_blocks_keep_every_thread_busy() {
+        // Prefill of 64 rows (one row block) on 2 threads: q|k|v (960), o (576), gate|up (3072).
+        for (n, want) in [(960, 160), (576, 288), (3072, 384)] {
+            assert_eq!(column_block(1, n, 2), want, "n = {n}");
+        }
+        // Many row blocks: full width (6 × [384, 192] splits evenly over 2 threads).
+        assert_eq!(column_block(6, 576, 2), NC);
+        assert_eq!(column_block(1, 5, 3) % NR, 0);
     }
 
     #[test]

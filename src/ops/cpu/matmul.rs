@@ -247,12 +247,14 @@ fn matmul_nt_with(isa: Isa, x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: us
     });
 }
 
-/// `yᵀ[n, m] = w[n, k] · xᵀ[k, m]` on the packed GEMM: w is its A operand read in place, x its
-/// B operand read through strides, y written transposed — no copies of any operand.
+/// `y[m, n] = x[m, k] · wᵀ[k, n]` on the packed GEMM: x is its A operand, w its B operand read
+/// transposed through strides (packed once per reduction slice, shared by every task), y written
+/// row-major — no copies of any operand. (An FMA's product commutes, so this gives the same bits
+/// as the earlier `yᵀ = w · xᵀ` with w as A.)
 fn matmul_nt_packed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
     y.fill(0.0);
-    let (a, b) = (StridedA { data: w, rs: k, cs: 1 }, StridedB { data: x, rs: 1, cs: k });
-    gemm_acc_strided(n, m, k, a, b, StridedC { data: y, rs: 1, cs: n });
+    let (a, b) = (StridedA { data: x, rs: k, cs: 1 }, StridedB { data: w, rs: 1, cs: k });
+    gemm_acc_strided(m, n, k, a, b, StridedC { data: y, rs: n, cs: 1 });
 }
 
 /// `y += bias` broadcast over rows.
