@@ -9,13 +9,13 @@
 //! the 32 zmm registers hold C), so the peak is 2 FMA ports × 16 lanes × 2 FLOPs per cycle per
 //! core. Without AVX-512 the same tile runs as four 6 × 16 AVX2 tiles (8 lanes: half the peak).
 //!
-//! Blocking (BLIS style). For each KC slice of the reduction: B[p0.., :] is packed once into
+//! Blocking (BLIS style). For each slice of the reduction (k cut into equal slices of ≤ KC): B[p0.., :] is packed once into
 //! 32-column panels `[kc][32]` (zero-padded past n, parallel over panels, shared by every task);
 //! then rayon tasks own disjoint MC × NC blocks of C, each packs its rows of A into 12-row
-//! panels `[kc][12]` and runs the register tile over its panels. The A panel (12 KiB) stays in
-//! L1 while the B panels of the block (≤ 384 KiB) stream from L2.
+//! panels `[kc][12]` and runs the register tile over its panels. The A panel (15 KiB) stays in
+//! L1 while the B panels of the block (≤ 480 KiB) stream from L2.
 //!
-//! Deterministic and ISA-independent: every element of C gets, per KC slice in order, one FMA
+//! Deterministic and ISA-independent: every element of C gets, per slice of k in order, one FMA
 //! chain over p from zero, added to C — the same order whatever the tile width, thread count
 //! or path (AVX-512, AVX2+FMA: bit-identical; the portable path rounds a·b separately).
 
@@ -23,7 +23,9 @@ use rayon::prelude::*;
 
 const MR: usize = 12;
 const NR: usize = 32;
-const KC: usize = 256;
+/// The longest slice of the reduction; a call cuts k into equal slices of at most KC (576 → 2 ×
+/// 288, not 256 + 256 + 64: a short last slice pays a whole slice's packing and C updates).
+const KC: usize = 320;
 const MC: usize = 96;
 const NC: usize = 384;
 
@@ -390,8 +392,9 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
     // tasks' FMAs instead of running as a pass of its own. Otherwise B is packed once, shared.
     let own_b = mb == 1;
     let mut bpack = if own_b { Vec::new() } else { vec![0f32; n.div_ceil(NR) * KC * NR] };
-    for p0 in (0..k).step_by(KC) {
-        let kc = (k - p0).min(KC);
+    let slice = k.div_ceil(k.div_ceil(KC));
+    for p0 in (0..k).step_by(slice) {
+        let kc = (k - p0).min(slice);
         if !own_b {
             pack_b(isa, b, n, p0, kc, &mut bpack);
         }
