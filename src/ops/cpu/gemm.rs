@@ -396,44 +396,49 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
     let cp = (CPtr(c.data.as_mut_ptr()), c.rs, c.cs);
     let ncb = column_block(m.div_ceil(MC), n, rayon::current_num_threads());
     let (mb, nb) = (m.div_ceil(MC), n.div_ceil(ncb));
-    // With one row block (few rows: prefill of a short prompt), each column block of B is used
-    // by one task only: the task packs it itself, so reading B from memory overlaps the other
-    // tasks' FMAs instead of running as a pass of its own. Otherwise B is packed once, shared.
-    let own_b = mb == 1;
-    let mut bpack = if own_b { Vec::new() } else { vec![0f32; n.div_ceil(NR) * KC * NR] };
     let slice = k.div_ceil(k.div_ceil(KC));
-    for p0 in (0..k).step_by(slice) {
-        let kc = (k - p0).min(slice);
-        if !own_b {
-            pack_b(isa, b, n, p0, kc, &mut bpack);
+    let slices = || (0..k).step_by(slice).map(move |p0| (p0, (k - p0).min(slice)));
+    // The tiles of one task's block of C over one slice of k, from B's packed panels.
+    let block = |apack: &mut Vec<f32>, bpack: &[f32], first_panel: usize, task: usize, p0: usize, kc: usize| {
+        let (i0, j0) = ((task / nb) * MC, (task % nb) * ncb);
+        let (mc, nc) = ((m - i0).min(MC), (n - j0).min(ncb));
+        pack_a(isa, a, i0, mc, p0, kc, apack);
+        for ip in 0..mc.div_ceil(MR) {
+            let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
+            let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
+            for jp in 0..nc.div_ceil(NR) {
+                let panel = first_panel + jp;
+                let bp = &bpack[panel * KC * NR..panel * KC * NR + kc * NR];
+                let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
+                add_tile(&tile(isa, kc, ap, bp, h), h, w, cp, ii, jj);
+            }
         }
-        let bshared = &bpack;
-        (0..mb * nb).into_par_iter().for_each_init(
-            || (vec![0f32; MC.div_ceil(MR) * KC * MR], if own_b { vec![0f32; ncb.div_ceil(NR) * KC * NR] } else { Vec::new() }),
+    };
+    let apack = || vec![0f32; MC.div_ceil(MR) * KC * MR];
+    if mb == 1 {
+        // One row block (few rows: prefill of a short prompt): each column block of B is used by
+        // one task only, so the task packs it itself and runs every slice of k on its own — B's
+        // read from memory overlaps the other tasks' FMAs, and no barrier between slices.
+        (0..nb).into_par_iter().for_each_init(
+            || (apack(), vec![0f32; ncb.div_ceil(NR) * KC * NR]),
             |(apack, bown), task| {
-                let (i0, j0) = ((task / nb) * MC, (task % nb) * ncb);
-                let (mc, nc) = ((m - i0).min(MC), (n - j0).min(ncb));
-                let (bpack, first_panel) = if own_b {
+                let (j0, nc) = (task * ncb, (n - task * ncb).min(ncb));
+                for (p0, kc) in slices() {
                     for (jp, panel) in bown.chunks_mut(KC * NR).take(nc.div_ceil(NR)).enumerate() {
                         pack_b_panel(isa, b, n, j0 / NR + jp, p0, kc, panel);
                     }
-                    (&bown[..], 0)
-                } else {
-                    (&bshared[..], j0 / NR)
-                };
-                pack_a(isa, a, i0, mc, p0, kc, apack);
-                for ip in 0..mc.div_ceil(MR) {
-                    let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
-                    let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
-                    for jp in 0..nc.div_ceil(NR) {
-                        let panel = first_panel + jp;
-                        let bp = &bpack[panel * KC * NR..panel * KC * NR + kc * NR];
-                        let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
-                        add_tile(&tile(isa, kc, ap, bp, h), h, w, cp, ii, jj);
-                    }
+                    block(apack, bown, 0, task, p0, kc);
                 }
             },
         );
+        return;
+    }
+    // Otherwise B is packed once per slice, shared by every task.
+    let mut bpack = vec![0f32; n.div_ceil(NR) * KC * NR];
+    for (p0, kc) in slices() {
+        pack_b(isa, b, n, p0, kc, &mut bpack);
+        let bpack = &bpack;
+        (0..mb * nb).into_par_iter().for_each_init(apack, |apack, task| block(apack, bpack, ((task % nb) * ncb) / NR, task, p0, kc));
     }
 }
 
