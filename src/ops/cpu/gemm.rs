@@ -394,14 +394,12 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
     assert!(last(a.rs, a.cs, m, k) < a.data.len(), "gemm: a is too small for [{m}, {k}]");
     assert!(last(b.rs, b.cs, k, n) < b.data.len(), "gemm: b is too small for [{k}, {n}]");
     let cp = (CPtr(c.data.as_mut_ptr()), c.rs, c.cs);
-    let ncb = column_block(m.div_ceil(MC), n, rayon::current_num_threads());
-    let (mb, nb) = (m.div_ceil(MC), n.div_ceil(ncb));
     let slice = k.div_ceil(k.div_ceil(KC));
     let slices = || (0..k).step_by(slice).map(move |p0| (p0, (k - p0).min(slice)));
-    // The tiles of one task's block of C over one slice of k, from B's packed panels.
-    let block = |apack: &mut Vec<f32>, bpack: &[f32], first_panel: usize, task: usize, p0: usize, kc: usize| {
-        let (i0, j0) = ((task / nb) * MC, (task % nb) * ncb);
-        let (mc, nc) = ((m - i0).min(MC), (n - j0).min(ncb));
+    // The tiles of the block of C at rows i0.., columns j0..j0 + nc over one slice of k, from
+    // B's packed panels (the block's first panel at `first_panel`).
+    let block = |apack: &mut Vec<f32>, bpack: &[f32], first_panel: usize, (i0, j0, nc): (usize, usize, usize), p0: usize, kc: usize| {
+        let mc = (m - i0).min(MC);
         pack_a(isa, a, i0, mc, p0, kc, apack);
         for ip in 0..mc.div_ceil(MR) {
             let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
@@ -415,30 +413,40 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
         }
     };
     let apack = || vec![0f32; MC.div_ceil(MR) * KC * MR];
-    if mb == 1 {
-        // One row block (few rows: prefill of a short prompt): each column block of B is used by
-        // one task only, so the task packs it itself and runs every slice of k on its own — B's
-        // read from memory overlaps the other tasks' FMAs, and no barrier between slices.
-        (0..nb).into_par_iter().for_each_init(
-            || (apack(), vec![0f32; ncb.div_ceil(NR) * KC * NR]),
+    let threads = rayon::current_num_threads();
+    let ncol = column_block(1, n, threads);
+    if n.div_ceil(ncol) >= threads {
+        // Enough column blocks for every thread: each task owns a column block of C, packs its
+        // own panels of B and runs every slice of k and every row block on its own — B's read
+        // from memory overlaps the other tasks' FMAs, and no barrier between slices.
+        (0..n.div_ceil(ncol)).into_par_iter().for_each_init(
+            || (apack(), vec![0f32; ncol.div_ceil(NR) * KC * NR]),
             |(apack, bown), task| {
-                let (j0, nc) = (task * ncb, (n - task * ncb).min(ncb));
+                let (j0, nc) = (task * ncol, (n - task * ncol).min(ncol));
                 for (p0, kc) in slices() {
                     for (jp, panel) in bown.chunks_mut(KC * NR).take(nc.div_ceil(NR)).enumerate() {
                         pack_b_panel(isa, b, n, j0 / NR + jp, p0, kc, panel);
                     }
-                    block(apack, bown, 0, task, p0, kc);
+                    for i0 in (0..m).step_by(MC) {
+                        block(apack, bown, 0, (i0, j0, nc), p0, kc);
+                    }
                 }
             },
         );
         return;
     }
-    // Otherwise B is packed once per slice, shared by every task.
+    // Otherwise (narrow C, many threads) tasks own MC × ncb blocks and B is packed once per
+    // slice, shared by every task.
+    let ncb = column_block(m.div_ceil(MC), n, threads);
+    let (mb, nb) = (m.div_ceil(MC), n.div_ceil(ncb));
     let mut bpack = vec![0f32; n.div_ceil(NR) * KC * NR];
     for (p0, kc) in slices() {
         pack_b(isa, b, n, p0, kc, &mut bpack);
         let bpack = &bpack;
-        (0..mb * nb).into_par_iter().for_each_init(apack, |apack, task| block(apack, bpack, ((task % nb) * ncb) / NR, task, p0, kc));
+        (0..mb * nb).into_par_iter().for_each_init(apack, |apack, task| {
+            let (i0, j0) = ((task / nb) * MC, (task % nb) * ncb);
+            block(apack, bpack, j0 / NR, (i0, j0, (n - j0).min(ncb)), p0, kc)
+        });
     }
 }
 
