@@ -9,11 +9,14 @@
 //! the 32 zmm registers hold C), so the peak is 2 FMA ports × 16 lanes × 2 FLOPs per cycle per
 //! core. Without AVX-512 the same tile runs as four 6 × 16 AVX2 tiles (8 lanes: half the peak).
 //!
-//! Blocking (BLIS style). For each slice of the reduction (k cut into equal slices of ≤ KC): B[p0.., :] is packed once into
-//! 32-column panels `[kc][32]` (zero-padded past n, parallel over panels, shared by every task);
-//! then rayon tasks own disjoint MC × NC blocks of C, each packs its rows of A into 12-row
-//! panels `[kc][12]` and runs the register tile over its panels. The A panel (15 KiB) stays in
-//! L1 while the B panels of the block (≤ 480 KiB) stream from L2.
+//! Blocking (BLIS style). k is cut into equal slices of at most KC; B is packed into 32-column
+//! panels `[kc][32]` (zero-padded past n), A into 12-row panels `[kc][12]`, and the register
+//! tile runs over a panel of each. When C has enough 32-column panels for every thread (the
+//! usual case), each rayon task owns a column block of C (widths chosen so the tasks split
+//! evenly, `column_block`): it packs its own panels of B and runs every slice and every 96-row
+//! block of A without waiting on the others — B's read from memory overlaps the other tasks'
+//! FMAs. For narrow C, tasks own MC × NC blocks and each slice of B is packed once, shared. The
+//! A panel (15 KiB) stays in L1 while the B panels of the block (≤ 480 KiB) stream from L2.
 //!
 //! Deterministic and ISA-independent: every element of C gets, per slice of k in order, one FMA
 //! chain over p from zero, added to C — the same order whatever the tile width, thread count
@@ -215,9 +218,10 @@ fn tile(isa: Isa, kc: usize, a: &[f32], b: &[f32], h: usize) -> Tile {
     }
 }
 
-/// Packs `B[p0 .. p0 + kc, :]` into 32-column panels `[kc][32]`, zero-padded past n.
-fn pack_b(isa: Isa, b: StridedB, n: usize, p0: usize, kc: usize, bpack: &mut [f32]) {
-    bpack.par_chunks_mut(KC * NR).enumerate().for_each(|(jp, panel)| pack_b_panel(isa, b, n, jp, p0, kc, panel));
+/// Packs `B[p0 .. p0 + kc, :]` into 32-column panels `[kc][32]` (`ks · 32` floats apart),
+/// zero-padded past n.
+fn pack_b(isa: Isa, b: StridedB, n: usize, p0: usize, kc: usize, bpack: &mut [f32], ks: usize) {
+    bpack.par_chunks_mut(ks * NR).enumerate().for_each(|(jp, panel)| pack_b_panel(isa, b, n, jp, p0, kc, panel));
 }
 
 /// Packs panel `jp` (columns jp·32 .. jp·32 + 32) of `B[p0 .. p0 + kc, :]` (see `pack_b`).
@@ -271,8 +275,8 @@ fn pack_b_panel(isa: Isa, b: StridedB, n: usize, jp: usize, p0: usize, kc: usize
 
 /// Packs rows `i0 .. i0 + mc` of `A[:, p0 .. p0 + kc]` into 12-row panels `[kc][12]`; rows past
 /// the block are zero.
-fn pack_a(isa: Isa, a: StridedA, i0: usize, mc: usize, p0: usize, kc: usize, apack: &mut [f32]) {
-    for (ip, panel) in apack.chunks_mut(KC * MR).take(mc.div_ceil(MR)).enumerate() {
+fn pack_a(isa: Isa, a: StridedA, i0: usize, mc: usize, p0: usize, kc: usize, apack: &mut [f32], ks: usize) {
+    for (ip, panel) in apack.chunks_mut(ks * MR).take(mc.div_ceil(MR)).enumerate() {
         let panel = &mut panel[..kc * MR];
         let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
         if h < MR {
@@ -400,19 +404,20 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
     // B's packed panels (the block's first panel at `first_panel`).
     let block = |apack: &mut Vec<f32>, bpack: &[f32], first_panel: usize, (i0, j0, nc): (usize, usize, usize), p0: usize, kc: usize| {
         let mc = (m - i0).min(MC);
-        pack_a(isa, a, i0, mc, p0, kc, apack);
+        pack_a(isa, a, i0, mc, p0, kc, apack, slice);
         for ip in 0..mc.div_ceil(MR) {
-            let ap = &apack[ip * KC * MR..ip * KC * MR + kc * MR];
+            let ap = &apack[ip * slice * MR..ip * slice * MR + kc * MR];
             let (ii, h) = (i0 + ip * MR, (mc - ip * MR).min(MR));
             for jp in 0..nc.div_ceil(NR) {
                 let panel = first_panel + jp;
-                let bp = &bpack[panel * KC * NR..panel * KC * NR + kc * NR];
+                let bp = &bpack[panel * slice * NR..panel * slice * NR + kc * NR];
                 let (jj, w) = (j0 + jp * NR, (nc - jp * NR).min(NR));
                 add_tile(&tile(isa, kc, ap, bp, h), h, w, cp, ii, jj);
             }
         }
     };
-    let apack = || vec![0f32; MC.div_ceil(MR) * KC * MR];
+    // Buffers sized to this call (a tiny GEMM must not zero 0.6 MB of panels per task).
+    let apack = || vec![0f32; m.min(MC).div_ceil(MR) * slice * MR];
     let threads = rayon::current_num_threads();
     let ncol = column_block(1, n, threads);
     if n.div_ceil(ncol) >= threads {
@@ -420,11 +425,11 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
         // own panels of B and runs every slice of k and every row block on its own — B's read
         // from memory overlaps the other tasks' FMAs, and no barrier between slices.
         (0..n.div_ceil(ncol)).into_par_iter().for_each_init(
-            || (apack(), vec![0f32; ncol.div_ceil(NR) * KC * NR]),
+            || (apack(), vec![0f32; ncol.min(n).div_ceil(NR) * slice * NR]),
             |(apack, bown), task| {
                 let (j0, nc) = (task * ncol, (n - task * ncol).min(ncol));
                 for (p0, kc) in slices() {
-                    for (jp, panel) in bown.chunks_mut(KC * NR).take(nc.div_ceil(NR)).enumerate() {
+                    for (jp, panel) in bown.chunks_mut(slice * NR).take(nc.div_ceil(NR)).enumerate() {
                         pack_b_panel(isa, b, n, j0 / NR + jp, p0, kc, panel);
                     }
                     for i0 in (0..m).step_by(MC) {
@@ -439,9 +444,9 @@ pub(crate) fn gemm_strided(isa: Isa, m: usize, n: usize, k: usize, a: StridedA, 
     // slice, shared by every task.
     let ncb = column_block(m.div_ceil(MC), n, threads);
     let (mb, nb) = (m.div_ceil(MC), n.div_ceil(ncb));
-    let mut bpack = vec![0f32; n.div_ceil(NR) * KC * NR];
+    let mut bpack = vec![0f32; n.div_ceil(NR) * slice * NR];
     for (p0, kc) in slices() {
-        pack_b(isa, b, n, p0, kc, &mut bpack);
+        pack_b(isa, b, n, p0, kc, &mut bpack, slice);
         let bpack = &bpack;
         (0..mb * nb).into_par_iter().for_each_init(apack, |apack, task| {
             let (i0, j0) = ((task / nb) * MC, (task % nb) * ncb);
