@@ -41,15 +41,7 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect()
+    scalerl::util::rng::symmetric_values(n, seed, 0.1)
 }
 
 #[cfg(target_arch = "x86_64")]

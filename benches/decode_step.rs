@@ -108,12 +108,9 @@ fn random_weights(c: &ModelConfig, seed: u64) -> HostParams {
             Role::Bias => continue,
         };
         v.par_chunks_mut(1 << 16).enumerate().for_each(|(ci, chunk)| {
-            let mut s = (seed ^ ((ei as u64) << 40) ^ ci as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut r = scalerl::util::rng::XorShift::new(seed ^ ((ei as u64) << 40) ^ ci as u64);
             for x in chunk {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                *x = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale;
+                *x = r.symmetric(scale);
             }
         });
     }

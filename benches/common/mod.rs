@@ -29,15 +29,7 @@ pub fn gpu_or_skip() -> Option<Device> {
 
 /// Deterministic values in [-scale, scale) (xorshift), never all zeros.
 pub fn random_bf16(n: usize, seed: u64, scale: f32) -> Vec<bf16> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale)
-        })
-        .collect()
+    scalerl::util::rng::symmetric_values(n, seed, scale).into_iter().map(bf16::from_f32).collect()
 }
 
 pub fn up(dev: &Device, n: usize, seed: u64, scale: f32) -> Buffer {

@@ -2,6 +2,8 @@
 //! fast, platform-independent, and good enough for what it does here: one uniform draw per
 //! sampled token, shuffles of the data order, random initial weights, synthetic problems.
 //!
+//! (`XorShift` below only makes deterministic inputs for tests and benches.)
+//!
 //! `mix` is its output finaliser on its own: a 64-bit hash used to derive independent seeds from
 //! (seed, step, prompt, sample) tuples, so that a draw never depends on what else is in a batch.
 
@@ -17,6 +19,40 @@ pub fn mix(mut z: u64) -> u64 {
 /// `mix` folded over the parts: `mix(…mix(mix(seed) ^ p0) ^ p1…)`.
 pub fn hash_parts(seed: u64, parts: &[u64]) -> u64 {
     parts.iter().fold(mix(seed), |s, &p| mix(s ^ p))
+}
+
+/// Deterministic inputs for tests and benches: an xorshift64 stream (not the sampling
+/// generator above; the kernel tests and benches have drawn their inputs from it from the start,
+/// so one definition keeps their values as they were). Never stuck at zero.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut s = self.0;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        self.0 = s;
+        s
+    }
+    /// Uniform in [−amp, amp), 24 bits.
+    pub fn symmetric(&mut self, amp: f32) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * amp
+    }
+    /// Uniform in [0, 1), 53 bits.
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `n` values of `XorShift::new(seed).symmetric(amp)`.
+pub fn symmetric_values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
+    let mut r = XorShift::new(seed);
+    (0..n).map(|_| r.symmetric(amp)).collect()
 }
 
 /// A SplitMix64 stream: state advances by the golden-ratio increment, output is `mix` of it.

@@ -217,13 +217,8 @@ pub struct GrpoBatch {
 /// ~2,500 tokens (3 blocks of the kernel) in sequences of 0–200 tokens; ratios well outside the
 /// clip range both ways, advantages of both signs (and zero), KL terms past the ±10 clamp.
 pub fn grpo_batch(seed: u64) -> GrpoBatch {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut r = scalerl::util::rng::XorShift::new(seed);
+    let mut next = move || r.unit_f64();
     let mut lens: Vec<usize> = (0..24).map(|_| (next() * 200.0) as usize).collect();
     lens[3] = 0;
     lens[10] = 0;

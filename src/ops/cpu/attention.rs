@@ -942,15 +942,7 @@ mod tests {
     use super::*;
 
     fn random(n: usize, seed: u64, amp: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * amp
-            })
-            .collect()
+        crate::util::rng::symmetric_values(n, seed, amp)
     }
 
     /// Every primitive set this CPU runs, by name.

@@ -14,7 +14,7 @@
 //! and the backward recomputes each chunk's logits to form that `[rows × chunk]` block D:
 //!   ∂L/∂h += D · W_chunk,   ∂L/∂W_chunk += Dᵀ · h.
 
-use super::gemm::{gemm_acc, gemm_acc_strided, StridedA, StridedB, StridedC};
+use super::gemm::{gemm_acc, gemm_acc_strided, StridedA, StridedB};
 use super::linear::linear_backward_weight;
 use super::simd;
 use crate::ops::{LogProbShape, TokenLogProbs};
@@ -36,8 +36,7 @@ fn chunk_logits(hidden: &[f32], lm_head: &[f32], rows: usize, sh: &LogProbShape,
     let (h, n) = (sh.hidden, c1 - c0);
     let mut z = vec![0f32; rows * n];
     let wt = StridedB { data: &lm_head[c0 * h..c1 * h], rs: 1, cs: h };
-    let zc = StridedC { data: &mut z, rs: n, cs: 1 };
-    gemm_acc_strided(rows, n, h, StridedA { data: hidden, rs: h, cs: 1 }, wt, zc);
+    gemm_acc_strided(rows, n, h, StridedA { data: hidden, rs: h, cs: 1 }, wt, &mut z);
     let inv_t = 1.0 / sh.temperature;
     z.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v *= inv_t));
     z

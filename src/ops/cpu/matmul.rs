@@ -17,7 +17,7 @@
 //! of gemm.rs instead, which reaches ~3× the FLOP rate; below that, this kernel reads w once
 //! while the GEMM would pad the token dimension of its 6×16 tile.
 
-use super::gemm::{gemm_acc_strided, Isa, StridedA, StridedB, StridedC};
+use super::gemm::{gemm_acc_strided, Isa, StridedA, StridedB};
 use rayon::prelude::*;
 
 /// Rows of x from which `matmul_nt` uses the packed GEMM. A row's numbers then depend on
@@ -254,7 +254,7 @@ fn matmul_nt_with(isa: Isa, x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: us
 fn matmul_nt_packed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
     y.fill(0.0);
     let (a, b) = (StridedA { data: x, rs: k, cs: 1 }, StridedB { data: w, rs: 1, cs: k });
-    gemm_acc_strided(m, n, k, a, b, StridedC { data: y, rs: n, cs: 1 });
+    gemm_acc_strided(m, n, k, a, b, y);
 }
 
 /// `y += bias` broadcast over rows.
